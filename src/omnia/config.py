@@ -122,6 +122,10 @@ class PromptRollout(_Model):
     stable: PromptConfig = Field(default_factory=PromptConfig)
     canary: PromptConfig | None = None
     canary_weight: int = Field(default=0, ge=0, le=100)
+    retained: list[PromptConfig] = Field(
+        default_factory=list,
+        description="Earlier versions that sessions started on and still use.",
+    )
 
 
 class ToolConfig(_Model):

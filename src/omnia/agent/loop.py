@@ -1,0 +1,486 @@
+"""The agent loop: one user message in, one committed turn out.
+
+Pure orchestration over three injected parts: a ``Provider`` (the model), a
+``SessionStore`` (history) and a ``ToolExecutor`` (server-side tools); the
+connected client is reached through a ``ClientChannel`` (client-side tools and
+approvals) and everything the client should see goes out through ``emit``.
+No sockets here, so the whole loop is tested in memory.
+
+A turn is committed to the store *before* ``TurnDone`` is emitted: a client
+that saw ``done`` never loses that turn. A turn that fails (model error,
+store outage) commits nothing and emits ``TurnFailed``; a cancelled turn
+commits what was generated so far, with finish reason ``cancelled``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from omnia.agent.prompts import PromptError, PromptRenderer, choose_version, find_version
+from omnia.config import AgentConfig, PromptConfig, ToolConfig
+from omnia.providers.base import (
+    ChatRequest,
+    Finish,
+    Message,
+    Provider,
+    ProviderError,
+    TextDelta,
+    ToolCall,
+    ToolCallRequest,
+    ToolSpec,
+    Usage,
+)
+from omnia.sessions.base import (
+    Session,
+    SessionExists,
+    SessionFull,
+    SessionNotFound,
+    SessionStore,
+    StoreUnavailable,
+    Turn,
+    TurnConflict,
+)
+
+# --- what the loop emits ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Chunk:
+    text: str
+    message_id: str
+
+
+@dataclass(frozen=True)
+class ToolCallStarted:
+    call: ToolCall
+    client_side: bool
+    require_approval: bool
+
+
+@dataclass(frozen=True)
+class ToolFinished:
+    call_id: str
+    name: str
+    content: str
+    is_error: bool
+
+
+@dataclass(frozen=True)
+class TurnDone:
+    finish_reason: str
+    usage: Usage
+    cost_usd: float
+    turn_index: int
+    message_id: str
+    provider: str
+    model: str
+
+
+@dataclass(frozen=True)
+class TurnFailed:
+    code: str
+    message: str
+    retryable: bool
+
+
+TurnEvent = Chunk | ToolCallStarted | ToolFinished | TurnDone | TurnFailed
+Emit = Callable[[TurnEvent], Awaitable[None]]
+
+# --- what the loop needs ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ToolOutcome:
+    content: str
+    is_error: bool = False
+
+
+@dataclass(frozen=True)
+class ApprovalDecision:
+    approved: bool
+    reason: str = ""
+
+
+class ClientChannel(Protocol):
+    """The connected client, for tools it runs and calls it must approve.
+
+    Both coroutines wait until the client answers; the loop bounds them with
+    the tool's timeout and cancels them when the turn is cancelled.
+    """
+
+    async def tool_result(self, call_id: str) -> ToolOutcome: ...
+
+    async def approval(self, call_id: str) -> ApprovalDecision: ...
+
+
+class ToolExecutor(Protocol):
+    """Runs server-side tools (``http``, ``mcp``, ``openapi``)."""
+
+    async def execute(self, tool: ToolConfig, call: ToolCall) -> ToolOutcome: ...
+
+
+class NoServerTools:
+    """The executor of an agent without server-side tool handlers."""
+
+    async def execute(self, tool: ToolConfig, call: ToolCall) -> ToolOutcome:
+        return ToolOutcome(f"tool {tool.name!r} has no handler in this runtime", is_error=True)
+
+
+@dataclass(frozen=True)
+class UserInput:
+    content: str
+    id: str = ""
+    metadata: dict = field(default_factory=dict)
+
+
+class OpenError(Exception):
+    """A session could not be opened; ``code`` is the protocol error code."""
+
+    def __init__(self, code: str, message: str, *, retryable: bool = False):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.retryable = retryable
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex
+
+
+MAX_TOOL_OUTPUT_CHARS = 16_000
+
+
+class Agent:
+    """One configured agent; serves any number of sessions concurrently."""
+
+    def __init__(
+        self,
+        *,
+        config: AgentConfig,
+        provider: Provider,
+        store: SessionStore,
+        executor: ToolExecutor | None = None,
+        new_id: Callable[[], str] = _new_id,
+    ) -> None:
+        self.config = config
+        self.provider = provider
+        self.store = store
+        self.executor = executor or NoServerTools()
+        self._new_id = new_id
+        self._tools = {tool.name: tool for tool in config.tools}
+        self._tool_specs = tuple(
+            ToolSpec(name=t.name, description=t.description, parameters=t.parameters)
+            for t in config.tools
+        )
+        self._renderers: dict[str, PromptRenderer] = {}
+
+    def renderer(self, prompt: PromptConfig) -> PromptRenderer:
+        renderer = self._renderers.get(prompt.version)
+        if renderer is None or renderer.prompt != prompt:
+            renderer = self._renderers[prompt.version] = PromptRenderer(prompt)
+        return renderer
+
+    def check(self) -> None:
+        """Fail at start-up, not at the first turn, on templates that cannot render."""
+        rollout = self.config.prompts
+        for prompt in (rollout.stable, rollout.canary, *rollout.retained):
+            if prompt is not None:
+                self.renderer(prompt).check()
+
+    async def open_session(
+        self, *, session_id: str | None, metadata: dict | None = None
+    ) -> tuple[Session, bool]:
+        """Resume ``session_id`` or start a new session; returns (session, resumed)."""
+        try:
+            if session_id:
+                return await self.store.get(session_id), True
+            new_id = self._new_id()
+            prompt = choose_version(self.config.prompts, session_id=new_id)
+            session = Session(
+                id=new_id,
+                agent=self.config.name,
+                prompt_version=prompt.version,
+                metadata=dict(metadata or {}),
+            )
+            await self.store.create(session)
+            return session, False
+        except SessionNotFound:
+            raise OpenError("SESSION_NOT_FOUND", f"session {session_id} not found") from None
+        except SessionExists:
+            raise OpenError("INTERNAL", "session id collision", retryable=True) from None
+        except StoreUnavailable as exc:
+            raise OpenError(
+                "STORE_UNAVAILABLE", f"session store unavailable: {exc}", retryable=True
+            ) from None
+
+    async def run_turn(
+        self,
+        session_id: str,
+        user: UserInput,
+        *,
+        channel: ClientChannel,
+        emit: Emit,
+        cancelled: asyncio.Event | None = None,
+    ) -> None:
+        """Run one turn to its end: ``TurnDone`` or ``TurnFailed`` is always emitted last.
+
+        Setting ``cancelled`` stops generation and tool calls at their next
+        await point; the partial turn is committed with reason ``cancelled``.
+        If the task running this coroutine is itself cancelled, nothing is
+        committed and nothing more is emitted.
+        """
+        try:
+            session = await self.store.get(session_id)
+        except SessionNotFound:
+            await emit(TurnFailed("SESSION_NOT_FOUND", f"session {session_id} not found", False))
+            return
+        except StoreUnavailable as exc:
+            await emit(TurnFailed("STORE_UNAVAILABLE", f"session store unavailable: {exc}", True))
+            return
+
+        turn = _TurnState(message_id=user.id or self._new_id())
+        try:
+            messages = self._context(session, user)
+        except PromptError as exc:
+            await emit(TurnFailed("INVALID_MESSAGE", str(exc), False))
+            return
+        user_record = {"role": "user", "content": messages[-1].content}
+        if user.id:
+            user_record["id"] = user.id
+        if user.metadata:
+            user_record["metadata"] = user.metadata
+        turn.records.append(user_record)
+
+        generation = asyncio.create_task(self._generate(messages, turn, channel, emit))
+        stop = asyncio.create_task((cancelled or asyncio.Event()).wait())
+        try:
+            await asyncio.wait({generation, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            if not generation.done():
+                generation.cancel()
+                await asyncio.gather(generation, return_exceptions=True)
+        if generation.cancelled():
+            turn.finish("cancelled")
+        else:
+            error = generation.exception()
+            if isinstance(error, ProviderError):
+                await emit(TurnFailed("PROVIDER_ERROR", error.message, error.retryable))
+                return
+            if error is not None:
+                await emit(TurnFailed("INTERNAL", f"turn failed: {error}", False))
+                return
+
+        committed = await self._commit(session, turn, emit)
+        if committed is None:
+            return
+        usage = turn.usage
+        await emit(
+            TurnDone(
+                finish_reason=turn.finish_reason,
+                usage=usage,
+                cost_usd=self.config.provider.pricing.cost(
+                    input_tokens=usage.input_tokens, output_tokens=usage.output_tokens
+                ),
+                turn_index=committed.index,
+                message_id=turn.message_id,
+                provider=self.provider.type,
+                model=self.provider.model,
+            )
+        )
+
+    def _context(self, session: Session, user: UserInput) -> list[Message]:
+        prompt = find_version(self.config.prompts, session.prompt_version)
+        renderer = self.renderer(prompt)
+        variables = {**session.metadata.get("variables", {}), **user.metadata.get("variables", {})}
+        system = renderer.system(variables)
+        template = user.metadata.get("template")
+        content = user.content
+        if template:
+            content = renderer.template(template, {**variables, "message": user.content})
+        history = _history(session, limit=self.config.max_history_messages)
+        return [Message(role="system", content=system), *history, Message("user", content)]
+
+    async def _generate(
+        self, messages: list[Message], turn: _TurnState, channel: ClientChannel, emit: Emit
+    ) -> None:
+        for iteration in range(self.config.max_tool_iterations + 1):
+            offer_tools = iteration < self.config.max_tool_iterations
+            request = ChatRequest(
+                messages=tuple(messages),
+                tools=self._tool_specs if offer_tools else (),
+                temperature=self.config.provider.temperature,
+                max_tokens=self.config.provider.max_tokens,
+            )
+            text: list[str] = []
+            calls: list[ToolCall] = []
+            reason = "stop"
+            turn.open_reply(text)
+            async for event in self.provider.stream(request):
+                if isinstance(event, TextDelta):
+                    if event.text:
+                        text.append(event.text)
+                        await emit(Chunk(event.text, turn.message_id))
+                elif isinstance(event, ToolCallRequest):
+                    calls.append(event.call)
+                elif isinstance(event, Finish):
+                    reason = event.reason
+                    turn.usage = turn.usage + event.usage
+            turn.close_reply(calls)
+            if not calls:
+                turn.finish(reason)
+                return
+            reply = Message("assistant", "".join(text), tool_calls=tuple(calls))
+            messages.append(reply)
+            results = await asyncio.gather(*(self._call_tool(c, channel, emit) for c in calls))
+            for call, outcome in zip(calls, results, strict=True):
+                record = {
+                    "role": "tool",
+                    "content": outcome.content,
+                    "tool_call_id": call.id,
+                    "name": call.name,
+                }
+                turn.records.append(record)
+                messages.append(Message.from_dict(record))
+        turn.finish("tool_limit")
+
+    async def _call_tool(self, call: ToolCall, channel: ClientChannel, emit: Emit) -> ToolOutcome:
+        tool = self._tools.get(call.name)
+        client_side = tool is not None and tool.type == "client"
+        approval = tool is not None and tool.require_approval
+        await emit(ToolCallStarted(call, client_side=client_side, require_approval=approval))
+        if tool is None:
+            outcome = ToolOutcome(f"unknown tool {call.name!r}", is_error=True)
+        else:
+            outcome = await self._run_tool(tool, call, channel)
+        outcome = _bounded(outcome)
+        await emit(ToolFinished(call.id, call.name, outcome.content, outcome.is_error))
+        return outcome
+
+    async def _run_tool(self, tool: ToolConfig, call: ToolCall, channel: ClientChannel) -> ToolOutcome:
+        try:
+            async with asyncio.timeout(tool.timeout_seconds):
+                if tool.require_approval:
+                    decision = await channel.approval(call.id)
+                    if not decision.approved:
+                        reason = f": {decision.reason}" if decision.reason else ""
+                        return ToolOutcome(f"the user denied this tool call{reason}", True)
+                if tool.type == "client":
+                    return await channel.tool_result(call.id)
+                return await self.executor.execute(tool, call)
+        except TimeoutError:
+            return ToolOutcome(
+                f"tool {tool.name!r} timed out after {tool.timeout_seconds:g}s", is_error=True
+            )
+
+    async def _commit(self, session: Session, turn: _TurnState, emit: Emit) -> Turn | None:
+        usage = turn.usage
+        record = Turn(
+            index=session.next_index,
+            messages=tuple(turn.records),
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cost_usd=self.config.provider.pricing.cost(
+                input_tokens=usage.input_tokens, output_tokens=usage.output_tokens
+            ),
+            finish_reason=turn.finish_reason,
+        )
+        try:
+            await self.store.append_turn(session.id, record)
+        except TurnConflict:
+            await emit(
+                TurnFailed(
+                    "SESSION_CONFLICT",
+                    "another connection added a turn to this session first; resend the message",
+                    True,
+                )
+            )
+            return None
+        except SessionFull as exc:
+            await emit(TurnFailed("SESSION_FULL", str(exc), False))
+            return None
+        except SessionNotFound:
+            await emit(TurnFailed("SESSION_NOT_FOUND", f"session {session.id} expired", False))
+            return None
+        except StoreUnavailable as exc:
+            await emit(TurnFailed("STORE_UNAVAILABLE", f"session store unavailable: {exc}", True))
+            return None
+        return record
+
+
+@dataclass
+class _TurnState:
+    """What one turn has produced so far, kept outside the generation task.
+
+    The generation task may be cancelled at any await point; whatever it
+    produced until then is still here for the commit of a cancelled turn.
+    """
+
+    message_id: str
+    records: list[dict] = field(default_factory=list)
+    usage: Usage = field(default_factory=Usage)
+    finish_reason: str = "stop"
+    _open_text: list[str] | None = None
+
+    def open_reply(self, text: list[str]) -> None:
+        self._open_text = text
+
+    def close_reply(self, calls: list[ToolCall]) -> None:
+        text, self._open_text = self._open_text or [], None
+        record: dict = {"role": "assistant", "content": "".join(text)}
+        if calls:
+            record["tool_calls"] = [
+                {"id": c.id, "name": c.name, "arguments": c.arguments} for c in calls
+            ]
+        self.records.append(record)
+
+    def finish(self, reason: str) -> None:
+        if self._open_text is not None:
+            self.close_reply([])
+        self._answer_pending_calls()
+        self.finish_reason = reason
+
+    def _answer_pending_calls(self) -> None:
+        """Give every tool call a result, so the stored history stays valid for vendors."""
+        answered = {r.get("tool_call_id") for r in self.records if r["role"] == "tool"}
+        for record in list(self.records):
+            for call in record.get("tool_calls", ()):
+                if call["id"] not in answered:
+                    self.records.append(
+                        {
+                            "role": "tool",
+                            "content": "the tool call was cancelled",
+                            "tool_call_id": call["id"],
+                            "name": call["name"],
+                        }
+                    )
+
+
+def _history(session: Session, *, limit: int) -> list[Message]:
+    """The last turns' messages, cut at a turn boundary so tool calls keep their results."""
+    kept: list[list[Message]] = []
+    count = 0
+    for turn in reversed(session.turns):
+        messages = [Message.from_dict(m) for m in turn.messages]
+        if kept and count + len(messages) > limit:
+            break
+        kept.append(messages)
+        count += len(messages)
+    return [m for turn in reversed(kept) for m in turn]
+
+
+def _bounded(outcome: ToolOutcome) -> ToolOutcome:
+    if len(outcome.content) <= MAX_TOOL_OUTPUT_CHARS:
+        return outcome
+    dropped = len(outcome.content) - MAX_TOOL_OUTPUT_CHARS
+    notice = f"\n[output truncated: {dropped} more characters were dropped]"
+    return ToolOutcome(outcome.content[:MAX_TOOL_OUTPUT_CHARS] + notice, outcome.is_error)
+
+
+def arguments_json(call: ToolCall) -> str:
+    return json.dumps(call.arguments, separators=(",", ":"))
