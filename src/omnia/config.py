@@ -40,9 +40,13 @@ class ScriptedToolCall(_Model):
 class ScriptedError(_Model):
     """An error the mock provider raises, to test failure paths."""
 
+    code: str = "provider_error"
     message: str = "injected provider error"
     retryable: bool = False
     status: int | None = None
+    after_chunks: int = Field(
+        default=0, ge=0, description="Text chunks streamed before the error; 0 fails at once."
+    )
 
 
 class ScriptedReply(_Model):
@@ -62,6 +66,8 @@ class ScriptedReply(_Model):
         default=None,
         description="Use this reply only when the user message contains this text.",
     )
+    input_tokens: int | None = Field(default=None, ge=0, description="Reported; estimated if unset.")
+    output_tokens: int | None = Field(default=None, ge=0, description="Reported; estimated if unset.")
 
 
 class MockScript(_Model):
