@@ -1,0 +1,18 @@
+# The two entry points of a fresh checkout (see README.md).
+.PHONY: run test install test-deps generate
+
+run: install
+	.venv/bin/omnia run examples/quickstart
+
+test: install test-deps
+	.venv/bin/python -m pytest
+
+install:
+	scripts/bootstrap
+
+test-deps:
+	scripts/install-test-deps
+
+generate: install
+	scripts/gen-protos
+	scripts/gen-crds

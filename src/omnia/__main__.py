@@ -1,0 +1,3 @@
+from omnia.cli import main
+
+main()
