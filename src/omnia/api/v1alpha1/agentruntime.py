@@ -1,0 +1,267 @@
+"""AgentRuntime: one deployed agent, the object everything else hangs off."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import Field
+
+from omnia.api.v1alpha1.common import (
+    API_VERSION,
+    ApiModel,
+    Conditions,
+    Duration,
+    IntOrString,
+    LocalObjectReference,
+    ObjectMeta,
+    Quantity,
+    Resource,
+    Rule,
+    SecretKeySelector,
+    StatusModel,
+    conditions_field,
+    observed_generation_field,
+)
+
+# A percentage (70%) or a quantity (500m, 1.5, 256Mi) as autoscalers accept them;
+# [.] rather than an escaped dot, so the pattern reads the same inside a CEL string.
+TARGET_PATTERN = r"^([1-9][0-9]*%|([0-9]+([.][0-9]+)?|[.][0-9]+)([KMGTPE]i|[mkMGTPE])?)$"
+
+SessionType = Literal["memory", "redis", "postgres"]
+
+
+class SessionSpec(ApiModel):
+    """Where conversation state is kept."""
+
+    type: SessionType = Field(
+        default="memory",
+        description="Session store: memory (per pod, lost on restart), redis or postgres (shared by all replicas).",
+    )
+    secret_ref: SecretKeySelector | None = Field(
+        default=None,
+        description="Secret key holding the store's connection URL (redis://… or postgresql://…). "
+        "Omitted for redis or postgres uses the store configured when Omnia was installed.",
+    )
+    ttl: Duration = Field(default="24h", description="How long an idle session is kept, e.g. 24h.")
+    max_turns: int = Field(default=1000, ge=1, description="Maximum number of turns kept per session.")
+    max_bytes: int = Field(default=4194304, ge=1024, description="Maximum size of one session's history, in bytes.")
+
+
+AuthType = Literal["none", "apiKey", "jwt"]
+
+
+class JwtAuth(ApiModel):
+    """Validation settings for JWT bearer tokens (OIDC)."""
+
+    issuer: str = Field(min_length=1, description="Expected iss claim.")
+    audience: str | None = Field(default=None, description="Expected aud claim; omitted skips the check.")
+    jwks_url: str | None = Field(
+        default=None,
+        alias="jwksURL",
+        description="URL of the issuer's JSON Web Key Set; omitted uses OIDC discovery on the issuer.",
+    )
+
+
+class FacadeAuth(ApiModel):
+    """How WebSocket clients authenticate."""
+
+    validation_rules = (
+        Rule(
+            cel="self.type != 'apiKey' || has(self.secretRef)",
+            message="auth type apiKey needs secretRef",
+            check=lambda auth: auth.type != "apiKey" or auth.secret_ref is not None,
+        ),
+        Rule(
+            cel="self.type != 'jwt' || has(self.jwt)",
+            message="auth type jwt needs the jwt block",
+            check=lambda auth: auth.type != "jwt" or auth.jwt is not None,
+        ),
+    )
+
+    type: AuthType = Field(default="none", description="none, apiKey (keys from a Secret) or jwt.")
+    secret_ref: SecretKeySelector | None = Field(
+        default=None, description="Secret key holding the accepted API keys, one per line (type apiKey)."
+    )
+    jwt: JwtAuth | None = Field(default=None, description="Token validation settings (type jwt).")
+
+
+class FacadeSpec(ApiModel):
+    """The client-facing server of each agent pod."""
+
+    port: int = Field(default=8080, ge=1, le=65535, description="Port of the WebSocket and HTTP server.")
+    auth: FacadeAuth = Field(
+        default_factory=FacadeAuth, json_schema_extra={"default": {}}, description="Client authentication."
+    )
+    max_connections: int = Field(default=1000, ge=1, description="Maximum concurrent WebSocket connections per pod.")
+    max_message_bytes: int = Field(
+        default=65536, ge=1, description="Largest accepted client message, in bytes; larger ones get MESSAGE_TOO_LARGE."
+    )
+    messages_per_second: float = Field(
+        default=10, gt=0, description="Sustained messages per second allowed per connection; beyond it RATE_LIMITED."
+    )
+    message_burst: int = Field(default=20, ge=1, description="Messages a connection may send in a burst.")
+    drain_timeout_seconds: int = Field(
+        default=30, ge=0, description="On shutdown, how long in-flight turns may take to finish."
+    )
+
+
+AutoscalingEngine = Literal["hpa", "keda"]
+MetricType = Literal["memory", "cpu", "custom"]
+
+
+class ScalingMetric(ApiModel):
+    """A metric the autoscaler follows."""
+
+    validation_rules = (
+        Rule(
+            cel="self.type != 'custom' || has(self.name)",
+            message="a custom metric needs a name",
+            check=lambda metric: metric.type != "custom" or metric.name is not None,
+        ),
+        Rule(
+            cel=f"type(self.target) == int ? self.target > 0 : self.target.matches('{TARGET_PATTERN}')",
+            message="target must be a positive integer, a percentage such as 70% or a quantity such as 500Mi",
+            check=lambda metric: (
+                metric.target > 0
+                if isinstance(metric.target, int)
+                else re.fullmatch(TARGET_PATTERN, metric.target) is not None
+            ),
+        ),
+    )
+
+    type: MetricType = Field(description="memory or cpu (resource utilisation), or custom (a per-pod metric).")
+    name: str | None = Field(
+        default=None, description="Name of the custom metric, e.g. active_connections (type custom)."
+    )
+    target: IntOrString = Field(
+        description="Target value: a percentage of the requests for memory and cpu (70%), "
+        "an average per pod for custom metrics (100).",
+    )
+
+
+class AutoscalingSpec(ApiModel):
+    """Horizontal autoscaling of the agent's pods."""
+
+    validation_rules = (
+        Rule(
+            cel="self.minReplicas <= self.maxReplicas",
+            message="minReplicas must not exceed maxReplicas",
+            check=lambda autoscaling: autoscaling.min_replicas <= autoscaling.max_replicas,
+        ),
+        Rule(
+            cel="self.minReplicas > 0 || self.engine == 'keda'",
+            message="minReplicas 0 (scale to zero) needs engine keda",
+            check=lambda autoscaling: autoscaling.min_replicas > 0 or autoscaling.engine == "keda",
+        ),
+    )
+
+    enabled: bool = Field(default=False, description="Scale between minReplicas and maxReplicas instead of using replicas.")
+    engine: AutoscalingEngine = Field(
+        default="hpa", description="hpa (HorizontalPodAutoscaler) or keda (ScaledObject, allows scale to zero)."
+    )
+    min_replicas: int = Field(default=1, ge=0, description="Fewest pods; 0 (scale to zero) needs engine keda.")
+    max_replicas: int = Field(default=10, ge=1, description="Most pods.")
+    metrics: list[ScalingMetric] = Field(
+        default_factory=list,
+        max_length=10,
+        description="Metrics to follow; empty follows memory at 70%.",
+    )
+
+
+class ResourceRequirements(ApiModel):
+    """Compute resources of one container, as in Kubernetes."""
+
+    requests: dict[str, Quantity] = Field(default_factory=dict, description="Minimum resources, e.g. cpu: 100m.")
+    limits: dict[str, Quantity] = Field(default_factory=dict, description="Maximum resources, e.g. memory: 512Mi.")
+
+
+class ContainerResources(ApiModel):
+    """Compute resources of the two containers of an agent pod; omitted values use the operator's defaults."""
+
+    facade: ResourceRequirements | None = Field(default=None, description="Resources of the facade container.")
+    runtime: ResourceRequirements | None = Field(default=None, description="Resources of the runtime container.")
+
+
+class Images(ApiModel):
+    """Container images of an agent pod; omitted values use the images Omnia was installed with."""
+
+    facade: str | None = Field(default=None, description="Image of the facade container.")
+    runtime: str | None = Field(
+        default=None, description="Image of the runtime container; any image implementing omnia.runtime.v1."
+    )
+
+
+class NetworkPolicySpec(ApiModel):
+    """The NetworkPolicy the operator can create for the agent."""
+
+    enabled: bool = Field(default=False, description="Create a NetworkPolicy admitting only the traffic the agent needs.")
+
+
+class AgentRuntimeSpec(ApiModel):
+    """The desired state of an AgentRuntime."""
+
+    replicas: int = Field(default=1, ge=0, description="Number of pods when autoscaling is disabled.")
+    prompt_pack_ref: LocalObjectReference = Field(description="The PromptPack with the agent's prompts.")
+    provider_ref: LocalObjectReference | None = Field(
+        default=None, description="The Provider the agent calls; omitted uses the embedded local model."
+    )
+    tool_registry_ref: LocalObjectReference | None = Field(
+        default=None, description="The ToolRegistry with the tools the agent may call."
+    )
+    session: SessionSpec = Field(
+        default_factory=SessionSpec, json_schema_extra={"default": {}}, description="Session store settings."
+    )
+    facade: FacadeSpec = Field(
+        default_factory=FacadeSpec, json_schema_extra={"default": {}}, description="Client-facing server settings."
+    )
+    autoscaling: AutoscalingSpec | None = Field(default=None, description="Horizontal autoscaling.")
+    resources: ContainerResources | None = Field(default=None, description="Compute resources of the containers.")
+    images: Images | None = Field(default=None, description="Container images.")
+    network_policy: NetworkPolicySpec | None = Field(default=None, description="NetworkPolicy settings.")
+    max_tool_iterations: int = Field(
+        default=8, ge=1, le=100, description="Most model calls in one turn, to stop runaway tool loops."
+    )
+
+
+AgentRuntimePhase = Literal["Pending", "Progressing", "Running", "Degraded", "Failed"]
+
+
+class AgentRuntimeStatus(StatusModel):
+    """The observed state of an AgentRuntime."""
+
+    phase: AgentRuntimePhase | None = Field(
+        default=None, description="Summary: Pending, Progressing (rolling out), Running, Degraded or Failed."
+    )
+    replicas: int | None = Field(default=None, ge=0, description="Pods of the agent, ready or not.")
+    ready_replicas: int | None = Field(default=None, ge=0, description="Pods that are ready.")
+    updated_replicas: int | None = Field(default=None, ge=0, description="Pods running the current configuration.")
+    selector: str | None = Field(default=None, description="Label selector of the pods, for the scale subresource.")
+    active_prompt_versions: list[str] = Field(
+        default_factory=list, description="Prompt versions new sessions get: the stable one, and a canary if any."
+    )
+    endpoint: str | None = Field(default=None, description="In-cluster URL of the agent's WebSocket endpoint.")
+    config_hash: str | None = Field(
+        default=None, description="Hash of everything the pods depend on, stamped on the pod template."
+    )
+    conditions: Conditions = conditions_field(
+        "Current conditions: ProviderReady, PromptPackReady, ToolsReady, Available, Progressing, Ready."
+    )
+    observed_generation: int | None = observed_generation_field()
+
+
+class AgentRuntime(Resource):
+    """An AgentRuntime is one deployed agent: pods serving clients over WebSocket, with prompts, a provider and tools."""
+
+    plural = "agentruntimes"
+    singular = "agentruntime"
+
+    api_version: Literal["omnia.altairalabs.ai/v1alpha1"] = Field(
+        default=API_VERSION, description="API version: omnia.altairalabs.ai/v1alpha1."
+    )
+    kind: Literal["AgentRuntime"] = Field(default="AgentRuntime", description="Kind: AgentRuntime.")
+    metadata: ObjectMeta = Field(description="Standard object metadata.")
+    spec: AgentRuntimeSpec = Field(description="Desired state of the AgentRuntime.")
+    status: AgentRuntimeStatus = Field(
+        default_factory=AgentRuntimeStatus, description="Observed state of the AgentRuntime."
+    )

@@ -1,0 +1,172 @@
+"""PromptPack: a versioned prompt configuration with canary rollouts."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Literal
+
+from pydantic import Field
+
+from omnia.api.v1alpha1.common import (
+    API_VERSION,
+    ApiModel,
+    ConfigMapKeySelector,
+    Conditions,
+    Duration,
+    ObjectMeta,
+    Resource,
+    Rule,
+    StatusModel,
+    conditions_field,
+    observed_generation_field,
+)
+
+# Semantic Versioning 2.0.0, the regular expression recommended by semver.org.
+SEMVER_PATTERN = (
+    r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
+    r"(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
+    r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$"
+)
+
+
+class PromptSource(ApiModel):
+    """Where the prompt content comes from when it is not inline."""
+
+    config_map_ref: ConfigMapKeySelector = Field(
+        description="ConfigMap key whose value is a YAML document with systemPrompt, "
+        "templates and variables, the same shape as the inline fields.",
+    )
+
+
+class RolloutStep(ApiModel):
+    """One step of a canary rollout."""
+
+    weight: int = Field(ge=0, le=100, description="Percentage of new sessions that get the candidate version.")
+    pause: Duration | None = Field(
+        default=None,
+        description="How long to hold this weight before the next step, e.g. 5m; omitted moves on at once.",
+    )
+
+
+RolloutStrategy = Literal["immediate", "canary"]
+
+
+class Rollout(ApiModel):
+    """How a new version replaces the current one.
+
+    A session keeps the version it started with for its whole life; weights
+    apply to new sessions. To roll back, set spec.version back to the stable version.
+    """
+
+    validation_rules = (
+        Rule(
+            cel="self.strategy == 'canary' ? (has(self.steps) && size(self.steps) > 0) "
+            ": (!has(self.steps) || size(self.steps) == 0)",
+            message="a canary rollout needs at least one step, and only a canary rollout has steps",
+            check=lambda rollout: (rollout.strategy == "canary") == bool(rollout.steps),
+        ),
+    )
+
+    strategy: RolloutStrategy = Field(
+        default="immediate",
+        description="immediate switches all new sessions at once; canary moves through steps.",
+    )
+    steps: list[RolloutStep] = Field(
+        default_factory=list,
+        max_length=20,
+        description="Canary steps, in order; after the last one the candidate is promoted to stable.",
+    )
+
+
+class PromptPackSpec(ApiModel):
+    """The desired state of a PromptPack.
+
+    The content is either inline (systemPrompt, templates, variables) or in a
+    ConfigMap (source.configMapRef), never both.
+    """
+
+    validation_rules = (
+        Rule(
+            cel="has(self.source) ? !has(self.systemPrompt) && "
+            "(!has(self.templates) || size(self.templates) == 0) && "
+            "(!has(self.variables) || size(self.variables) == 0) : has(self.systemPrompt)",
+            message="set exactly one prompt source: inline systemPrompt (with optional templates "
+            "and variables) or source.configMapRef",
+            check=lambda spec: (
+                spec.system_prompt is None and not spec.templates and not spec.variables
+                if spec.source is not None
+                else spec.system_prompt is not None
+            ),
+        ),
+    )
+
+    version: str = Field(
+        pattern=SEMVER_PATTERN,
+        max_length=128,
+        description="Semantic version of this content, e.g. 1.4.0. Each version is kept as an immutable snapshot.",
+    )
+    system_prompt: str | None = Field(
+        default=None, description="System prompt template (sandboxed Jinja syntax, variables in {{ name }})."
+    )
+    templates: dict[str, str] = Field(
+        default_factory=dict, description="Named templates the system prompt can include, name to template text."
+    )
+    variables: dict[str, str] = Field(
+        default_factory=dict, description="Template variables and their default values."
+    )
+    source: PromptSource | None = Field(default=None, description="Load the content from a ConfigMap instead.")
+    rollout: Rollout = Field(
+        default_factory=Rollout,
+        json_schema_extra={"default": {}},
+        description="How a new version reaches sessions.",
+    )
+
+
+class PromptVersion(StatusModel):
+    """An immutable snapshot of one version of the pack."""
+
+    version: str = Field(description="Semantic version of the snapshot.")
+    content_hash: str = Field(description="Hash of the rendered content of the snapshot.")
+    created_at: datetime.datetime = Field(description="When the snapshot was taken.")
+
+
+PromptPackPhase = Literal["Pending", "Ready", "Canary", "Failed"]
+
+
+class PromptPackStatus(StatusModel):
+    """The observed state of a PromptPack."""
+
+    phase: PromptPackPhase | None = Field(
+        default=None, description="Summary of the state: Pending, Ready, Canary (a rollout is in progress) or Failed."
+    )
+    stable_version: str | None = Field(default=None, description="Version served to new sessions outside a canary.")
+    canary_version: str | None = Field(default=None, description="Candidate version during a canary rollout.")
+    canary_weight: int | None = Field(
+        default=None, ge=0, le=100, description="Percentage of new sessions that currently get the canary."
+    )
+    canary_step: int | None = Field(default=None, ge=0, description="Index of the current rollout step.")
+    history: list[PromptVersion] = Field(
+        default_factory=list, description="Snapshots of every version, oldest first."
+    )
+    consumers: list[str] = Field(
+        default_factory=list, description="Names of the AgentRuntimes that use this pack."
+    )
+    conditions: Conditions = conditions_field("Current conditions: Ready, and Progressing during a rollout.")
+    observed_generation: int | None = observed_generation_field()
+
+
+class PromptPack(Resource):
+    """A PromptPack is a versioned prompt configuration: a system prompt, templates and variables."""
+
+    plural = "promptpacks"
+    singular = "promptpack"
+
+    api_version: Literal["omnia.altairalabs.ai/v1alpha1"] = Field(
+        default=API_VERSION, description="API version: omnia.altairalabs.ai/v1alpha1."
+    )
+    kind: Literal["PromptPack"] = Field(default="PromptPack", description="Kind: PromptPack.")
+    metadata: ObjectMeta = Field(description="Standard object metadata.")
+    spec: PromptPackSpec = Field(description="Desired state of the PromptPack.")
+    status: PromptPackStatus = Field(
+        default_factory=PromptPackStatus, description="Observed state of the PromptPack."
+    )
