@@ -1,0 +1,156 @@
+"""The ``omnia`` command line.
+
+Exit codes: 0 success, 1 a failure at run time, 2 bad input (unreadable or
+invalid manifests, bad options) — the message always names what to fix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from omnia import __version__
+
+app = typer.Typer(
+    name="omnia",
+    help="Run AI agents in production on Kubernetes, or locally from the same manifests.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+EXIT_RUNTIME = 1
+EXIT_USAGE = 2
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    return typer.Exit(code)
+
+
+@app.command()
+def run(
+    paths: Annotated[list[Path], typer.Argument(help="Manifest files or folders.")],
+    port: Annotated[int, typer.Option(help="Port of the facade (WebSocket, chat page).")] = 8080,
+    host: Annotated[str, typer.Option(help="Address the facade listens on.")] = "127.0.0.1",
+    agent: Annotated[str | None, typer.Option(help="The AgentRuntime to run when there are several.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show the processes' JSON logs.")] = False,
+) -> None:
+    """Run an agent locally from its manifests: runtime and facade, joined by gRPC."""
+    from omnia import local, manifests
+
+    try:
+        loaded = manifests.load(paths)
+        plan = manifests.plan_local_agent(loaded, agent_name=agent, env=os.environ)
+    except manifests.ManifestLoadError as exc:
+        raise _fail(str(exc), EXIT_USAGE) from None
+    for ignored in loaded.ignored:
+        typer.echo(f"note: ignoring {ignored}", err=True)
+    for note in plan.notes:
+        typer.echo(f"note: {note}", err=True)
+    config = plan.config
+    typer.echo(f"Starting agent {config.name!r} ({config.provider.type} provider, model {config.provider.model})...")
+    try:
+        running = local.start(
+            config,
+            host=host,
+            port=port,
+            env={**os.environ, **plan.secret_env},
+            log_level="info" if verbose else "warning",
+        )
+    except local.LocalRunError as exc:
+        raise _fail(str(exc), EXIT_RUNTIME) from None
+    ws_url = running.url.replace("http://", "ws://", 1) + "/ws"
+    typer.echo(f"Agent {config.name!r} is ready.")
+    typer.echo(f"  Chat page:  {running.url}/")
+    typer.echo(f"  WebSocket:  {ws_url}")
+    typer.echo(f"  Terminal:   omnia chat {running.url}")
+    typer.echo("Press Ctrl-C to stop.")
+    raise typer.Exit(running.wait())
+
+
+@app.command()
+def chat(
+    url: Annotated[str, typer.Argument(help="The agent's URL, e.g. http://127.0.0.1:8080.")],
+    session: Annotated[str | None, typer.Option(help="Resume this session id.")] = None,
+    api_key: Annotated[
+        str | None, typer.Option(envvar="OMNIA_API_KEY", help="API key, when the facade requires one.")
+    ] = None,
+) -> None:
+    """Chat with an agent in the terminal; one message per line, Ctrl-D to end."""
+    from omnia import chat as chatting
+
+    try:
+        code = asyncio.run(chatting.chat(url, session_id=session, api_key=api_key))
+    except chatting.ChatError as exc:
+        raise _fail(str(exc), EXIT_RUNTIME) from None
+    except KeyboardInterrupt:
+        code = 0
+    raise typer.Exit(code)
+
+
+@app.command()
+def runtime(
+    config: Annotated[Path, typer.Option(help="The rendered agent configuration (JSON).")],
+    listen: Annotated[str, typer.Option(help="gRPC address, e.g. 127.0.0.1:9090 or unix:///path.")] = "127.0.0.1:9090",
+) -> None:
+    """Serve the agent runtime over gRPC (container 2 of an agent pod)."""
+    from omnia import logs
+    from omnia.runtime import server
+
+    agent_config = _load_config(config)
+    logs.configure(level=os.environ.get("OMNIA_LOG_LEVEL", "info"), component="runtime")
+    asyncio.run(server.serve(agent_config, address=listen))
+
+
+@app.command()
+def facade(
+    config: Annotated[Path, typer.Option(help="The rendered agent configuration (JSON).")],
+    runtime_address: Annotated[str, typer.Option("--runtime", help="The runtime's gRPC address.")] = "127.0.0.1:9090",
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "0.0.0.0",
+    port: Annotated[int | None, typer.Option(help="Port; defaults to the configured facade port.")] = None,
+) -> None:
+    """Serve the WebSocket facade (container 1 of an agent pod)."""
+    from omnia import logs
+    from omnia.facade import server
+
+    agent_config = _load_config(config)
+    logs.configure(level=os.environ.get("OMNIA_LOG_LEVEL", "info"), component="facade")
+    server.serve(
+        agent_config,
+        runtime_address=runtime_address,
+        host=host,
+        port=port if port is not None else agent_config.facade.port,
+    )
+
+
+@app.command()
+def version() -> None:
+    """Print Omnia's version."""
+    typer.echo(__version__)
+
+
+def _load_config(path: Path):
+    from pydantic import ValidationError
+
+    from omnia.config import AgentConfig
+
+    try:
+        return AgentConfig.load(path)
+    except OSError as exc:
+        raise _fail(f"{path}: {exc.strerror}", EXIT_USAGE) from None
+    except (ValueError, ValidationError) as exc:
+        raise _fail(f"{path}: invalid agent configuration: {exc}", EXIT_USAGE) from None
+
+
+def main() -> None:
+    app(prog_name="omnia")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,253 @@
+"""Reading the cluster's manifests from disk, for ``omnia run`` and ``omnia render``.
+
+The same YAML that goes to ``kubectl apply`` is read here: Omnia's four kinds,
+plus the ConfigMaps and Secrets they reference. Every error names the file,
+the document and the field, so a broken manifest is fixed before it reaches a
+cluster.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from omnia.api.v1alpha1 import (
+    AgentRuntime,
+    ManifestError,
+    PromptPack,
+    Provider,
+    ToolRegistry,
+    parse_manifest,
+)
+from omnia.config import AgentConfig, PromptRollout
+from omnia.rendering import (
+    FACADE_API_KEYS_ENV,
+    PROVIDER_API_KEY_ENV,
+    SESSION_URL_ENV,
+    RenderError,
+    prompt_config,
+    render_agent_config,
+    tool_configs,
+)
+
+MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+class ManifestLoadError(Exception):
+    """Manifests that cannot make an agent; ``str()`` is the message for the user."""
+
+
+@dataclass
+class Manifests:
+    agents: dict[str, AgentRuntime] = field(default_factory=dict)
+    prompt_packs: dict[str, PromptPack] = field(default_factory=dict)
+    providers: dict[str, Provider] = field(default_factory=dict)
+    tool_registries: dict[str, ToolRegistry] = field(default_factory=dict)
+    config_maps: dict[str, dict[str, str]] = field(default_factory=dict)
+    secrets: dict[str, dict[str, str]] = field(default_factory=dict)
+    ignored: list[str] = field(default_factory=list)
+    origins: dict[tuple[str, str], str] = field(default_factory=dict)
+
+
+def manifest_files(paths: Sequence[str | Path]) -> list[Path]:
+    """The files to read: each file given, and the manifest files of each folder, sorted."""
+    files: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix in MANIFEST_SUFFIXES and p.is_file())
+            if not found:
+                raise ManifestLoadError(f"{path}: no manifest files (*.yaml, *.yml, *.json) in this folder")
+            files.extend(found)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise ManifestLoadError(f"{path}: no such file or folder")
+    return files
+
+
+def load(paths: Sequence[str | Path]) -> Manifests:
+    manifests = Manifests()
+    for path in manifest_files(paths):
+        for index, obj in _documents(path):
+            _add(manifests, obj, where=f"{path} (document {index + 1})")
+    return manifests
+
+
+def _documents(path: Path) -> Iterable[tuple[int, dict]]:
+    try:
+        documents = list(yaml.safe_load_all(path.read_text()))
+    except yaml.YAMLError as exc:
+        raise ManifestLoadError(f"{path}: not valid YAML: {exc}") from None
+    except OSError as exc:
+        raise ManifestLoadError(f"{path}: {exc.strerror}") from None
+    for index, obj in enumerate(documents):
+        if obj is None:
+            continue
+        if not isinstance(obj, dict):
+            raise ManifestLoadError(f"{path} (document {index + 1}): a manifest must be a mapping")
+        if obj.get("kind") == "List" and isinstance(obj.get("items"), list):
+            for item in obj["items"]:
+                yield index, item
+        else:
+            yield index, obj
+
+
+def _add(manifests: Manifests, obj: dict, *, where: str) -> None:
+    kind = obj.get("kind")
+    name = (obj.get("metadata") or {}).get("name")
+    if kind in ("ConfigMap", "Secret"):
+        if not name:
+            raise ManifestLoadError(f"{where}: {kind} needs metadata.name")
+        target = manifests.config_maps if kind == "ConfigMap" else manifests.secrets
+        target[name] = _secret_data(obj, where=where) if kind == "Secret" else _string_map(obj.get("data"), where)
+        return
+    if kind not in ("AgentRuntime", "PromptPack", "Provider", "ToolRegistry"):
+        manifests.ignored.append(f"{where}: {kind or 'a document without kind'} {name or ''}".rstrip())
+        return
+    try:
+        resource = parse_manifest(obj)
+    except ManifestError as exc:
+        raise ManifestLoadError(f"{where}: {exc}") from None
+    table = {
+        "AgentRuntime": manifests.agents,
+        "PromptPack": manifests.prompt_packs,
+        "Provider": manifests.providers,
+        "ToolRegistry": manifests.tool_registries,
+    }[kind]
+    resource_name = resource.metadata.name
+    if resource_name in table:
+        raise ManifestLoadError(f"{where}: {kind} {resource_name!r} is defined twice")
+    table[resource_name] = resource
+    manifests.origins[(kind, resource_name)] = where
+
+
+def _string_map(data: Any, where: str) -> dict[str, str]:
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ManifestLoadError(f"{where}: data must be a mapping")
+    return {str(k): str(v) for k, v in data.items()}
+
+
+def _secret_data(obj: dict, *, where: str) -> dict[str, str]:
+    values = _string_map(obj.get("stringData"), where)
+    for key, encoded in _string_map(obj.get("data"), where).items():
+        try:
+            values.setdefault(key, base64.b64decode(encoded, validate=True).decode())
+        except (binascii.Error, UnicodeDecodeError):
+            raise ManifestLoadError(f"{where}: data.{key} is not base64-encoded text") from None
+    return values
+
+
+def secret_env_name(name: str, key: str) -> str:
+    """The environment variable ``omnia run`` reads a Secret key from, e.g.
+    Secret ``claude-credentials`` key ``api-key`` → ``CLAUDE_CREDENTIALS_API_KEY``.
+    """
+    return re.sub(r"[^A-Z0-9]", "_", f"{name}_{key}".upper())
+
+
+@dataclass(frozen=True)
+class LocalAgentPlan:
+    """What ``omnia run`` starts: the config, and secret values for the children's environment."""
+
+    config: AgentConfig
+    secret_env: dict[str, str]
+    notes: list[str]
+
+
+def plan_local_agent(
+    manifests: Manifests, *, agent_name: str | None, env: Mapping[str, str]
+) -> LocalAgentPlan:
+    """Resolve one AgentRuntime's references into the config a local run uses."""
+    agent = _pick_agent(manifests, agent_name)
+    where = manifests.origins[("AgentRuntime", agent.metadata.name)]
+    spec = agent.spec
+    pack = manifests.prompt_packs.get(spec.prompt_pack_ref.name)
+    if pack is None:
+        raise ManifestLoadError(
+            f"{where}: spec.promptPackRef: PromptPack {spec.prompt_pack_ref.name!r} is not among the manifests"
+        )
+    provider = None
+    notes = []
+    if spec.provider_ref is not None:
+        provider = manifests.providers.get(spec.provider_ref.name)
+        if provider is None:
+            raise ManifestLoadError(
+                f"{where}: spec.providerRef: Provider {spec.provider_ref.name!r} is not among the manifests"
+            )
+    else:
+        notes.append("no providerRef: using the embedded local model")
+    registry = None
+    if spec.tool_registry_ref is not None:
+        registry = manifests.tool_registries.get(spec.tool_registry_ref.name)
+        if registry is None:
+            raise ManifestLoadError(
+                f"{where}: spec.toolRegistryRef: ToolRegistry {spec.tool_registry_ref.name!r} is not among the manifests"
+            )
+
+    secret_env: dict[str, str] = {}
+    lookup = _SecretLookup(manifests, env)
+    if provider is not None and provider.spec.credentials is not None:
+        ref = provider.spec.credentials.secret_ref
+        secret_env[PROVIDER_API_KEY_ENV] = lookup.get(
+            ref.name, ref.key, field=f"Provider {provider.metadata.name!r} spec.credentials.secretRef"
+        )
+    if spec.session.secret_ref is not None:
+        ref = spec.session.secret_ref
+        secret_env[SESSION_URL_ENV] = lookup.get(ref.name, ref.key, field=f"{where}: spec.session.secretRef")
+    auth = spec.facade.auth
+    if auth.type == "apiKey" and auth.secret_ref is not None:
+        ref = auth.secret_ref
+        secret_env[FACADE_API_KEYS_ENV] = lookup.get(ref.name, ref.key, field=f"{where}: spec.facade.auth.secretRef")
+
+    source_text = None
+    if pack.spec.source is not None:
+        ref = pack.spec.source.config_map_ref
+        source_text = manifests.config_maps.get(ref.name, {}).get(ref.key)
+    try:
+        prompts = PromptRollout(stable=prompt_config(pack.spec, source_text=source_text))
+        config = render_agent_config(agent, prompts=prompts, provider=provider, tools=tool_configs(registry))
+    except RenderError as exc:
+        raise ManifestLoadError(f"PromptPack {pack.metadata.name!r}: {exc}") from None
+    return LocalAgentPlan(config=config, secret_env=secret_env, notes=notes)
+
+
+def _pick_agent(manifests: Manifests, agent_name: str | None) -> AgentRuntime:
+    if agent_name is not None:
+        try:
+            return manifests.agents[agent_name]
+        except KeyError:
+            known = ", ".join(sorted(manifests.agents)) or "none"
+            raise ManifestLoadError(f"no AgentRuntime named {agent_name!r} (found: {known})") from None
+    if not manifests.agents:
+        raise ManifestLoadError("no AgentRuntime among the manifests: nothing to run")
+    if len(manifests.agents) > 1:
+        known = ", ".join(sorted(manifests.agents))
+        raise ManifestLoadError(f"several AgentRuntimes ({known}): choose one with --agent")
+    return next(iter(manifests.agents.values()))
+
+
+class _SecretLookup:
+    def __init__(self, manifests: Manifests, env: Mapping[str, str]) -> None:
+        self._manifests = manifests
+        self._env = env
+
+    def get(self, name: str, key: str, *, field: str) -> str:
+        variable = secret_env_name(name, key)
+        if variable in self._env:
+            return self._env[variable]
+        secret = self._manifests.secrets.get(name)
+        if secret is not None and key in secret:
+            return secret[key]
+        raise ManifestLoadError(
+            f"{field}: Secret {name!r} key {key!r} not found; set the environment variable "
+            f"{variable} or add the Secret's manifest"
+        )

@@ -1,0 +1,195 @@
+"""From custom resources to the one ``AgentConfig`` an agent pod reads.
+
+Pure functions shared by the operator (which stores the result in the
+agent's ConfigMap) and ``omnia run`` (which writes it to a temporary file):
+the same manifests give the same agent in both places.
+
+Credentials stay references: the rendered config names the environment
+variables that will carry them (``PROVIDER_API_KEY_ENV`` and friends); the
+pod fills those from ``secretKeyRef``, ``omnia run`` from the caller's
+environment or Secret manifests beside the others.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import yaml
+
+from omnia.api.v1alpha1 import (
+    AgentRuntime,
+    PromptPackSpec,
+    Provider,
+    ToolRegistry,
+    parse_duration,
+)
+from omnia.config import (
+    AgentConfig,
+    AuthConfig,
+    FacadeConfig,
+    MockScript,
+    Pricing,
+    PromptConfig,
+    PromptRollout,
+    ProviderConfig,
+    SessionConfig,
+    ToolConfig,
+)
+
+PROVIDER_API_KEY_ENV = "OMNIA_PROVIDER_API_KEY"
+SESSION_URL_ENV = "OMNIA_SESSION_URL"
+FACADE_API_KEYS_ENV = "OMNIA_API_KEYS"
+
+
+class RenderError(ValueError):
+    """The resources cannot make an agent; the message names the field."""
+
+
+def prompt_config(spec: PromptPackSpec, *, source_text: str | None = None) -> PromptConfig:
+    """One PromptPack version; ``source_text`` is the ConfigMap value when the pack uses one."""
+    if spec.source is None:
+        return PromptConfig(
+            version=spec.version,
+            system_prompt=spec.system_prompt or "",
+            templates=dict(spec.templates),
+            variables=dict(spec.variables),
+        )
+    ref = spec.source.config_map_ref
+    if source_text is None:
+        raise RenderError(f"spec.source.configMapRef: ConfigMap {ref.name!r} key {ref.key!r} not found")
+    try:
+        content = yaml.safe_load(source_text)
+    except yaml.YAMLError as exc:
+        raise RenderError(f"ConfigMap {ref.name!r} key {ref.key!r} is not YAML: {exc}") from None
+    if isinstance(content, str):
+        content = {"systemPrompt": content}
+    if not isinstance(content, dict) or not isinstance(content.get("systemPrompt"), str):
+        raise RenderError(
+            f"ConfigMap {ref.name!r} key {ref.key!r} must hold a systemPrompt "
+            "(with optional templates and variables)"
+        )
+    unknown = set(content) - {"systemPrompt", "templates", "variables"}
+    if unknown:
+        raise RenderError(f"ConfigMap {ref.name!r} key {ref.key!r}: unknown fields {sorted(unknown)}")
+    return PromptConfig(
+        version=spec.version,
+        system_prompt=content["systemPrompt"],
+        templates={str(k): str(v) for k, v in (content.get("templates") or {}).items()},
+        variables={str(k): str(v) for k, v in (content.get("variables") or {}).items()},
+    )
+
+
+def provider_config(provider: Provider | None) -> ProviderConfig:
+    """The provider block; no Provider at all means the embedded ``local`` model."""
+    if provider is None:
+        return ProviderConfig(type="local", name="local", model="smollm2-135m-instruct")
+    spec = provider.spec
+    defaults = spec.defaults
+    mock = None
+    if spec.mock is not None:
+        mock = MockScript.model_validate(spec.mock.model_dump(by_alias=True, exclude_none=True))
+    local = spec.local
+    return ProviderConfig(
+        type=spec.type,
+        name=provider.metadata.name,
+        model=spec.model or _default_model(spec.type),
+        base_url=spec.base_url,
+        api_key_env=PROVIDER_API_KEY_ENV if spec.credentials is not None else None,
+        temperature=defaults.temperature,
+        max_tokens=defaults.max_tokens,
+        timeout_seconds=defaults.timeout_seconds,
+        max_retries=defaults.max_retries,
+        pricing=Pricing(
+            input_per_million=spec.pricing.input_per_million if spec.pricing else 0.0,
+            output_per_million=spec.pricing.output_per_million if spec.pricing else 0.0,
+        ),
+        mock=mock,
+        model_path=local.model_path if local else None,
+        context_size=local.context_size if local else 2048,
+        threads=local.threads if local else None,
+    )
+
+
+def _default_model(provider_type: str) -> str:
+    return {
+        "claude": "claude-sonnet-4-5",
+        "openai": "gpt-4o-mini",
+        "gemini": "gemini-2.0-flash",
+        "mock": "mock",
+        "local": "smollm2-135m-instruct",
+    }.get(provider_type, "")
+
+
+def tool_configs(registry: ToolRegistry | None) -> list[ToolConfig]:
+    """One tool per ``http`` and ``client`` handler.
+
+    ``mcp`` and ``openapi`` handlers offer the tools their servers list; those
+    are added from discovery, not from the spec.
+    """
+    if registry is None:
+        return []
+    tools = []
+    for handler in registry.spec.handlers:
+        block = getattr(handler, handler.type)
+        if handler.type == "http":
+            description, schema = block.description, block.arguments_schema
+        elif handler.type == "client":
+            description, schema = block.description, block.parameters_schema
+        else:
+            continue
+        tools.append(
+            ToolConfig(
+                name=handler.name,
+                type=handler.type,
+                description=description or "",
+                parameters=schema or {"type": "object", "properties": {}},
+                require_approval=handler.require_approval,
+                timeout_seconds=handler.timeout_seconds,
+                retries=handler.retries,
+                handler=block.model_dump(by_alias=True, exclude_none=True),
+            )
+        )
+    return tools
+
+
+def render_agent_config(
+    agent: AgentRuntime,
+    *,
+    prompts: PromptRollout,
+    provider: Provider | None,
+    tools: Iterable[ToolConfig] = (),
+) -> AgentConfig:
+    spec = agent.spec
+    session = spec.session
+    facade = spec.facade
+    auth = facade.auth
+    return AgentConfig(
+        name=agent.metadata.name,
+        namespace=agent.metadata.namespace or "default",
+        provider=provider_config(provider),
+        prompts=prompts,
+        tools=list(tools),
+        session=SessionConfig(
+            type=session.type,
+            url_env=SESSION_URL_ENV if session.secret_ref is not None else None,
+            ttl_seconds=int(parse_duration(session.ttl).total_seconds()),
+            max_turns=session.max_turns,
+            max_bytes=session.max_bytes,
+        ),
+        facade=FacadeConfig(
+            port=facade.port,
+            auth=AuthConfig(
+                type=auth.type,
+                api_keys_env=FACADE_API_KEYS_ENV if auth.type == "apiKey" else None,
+                jwt_issuer=auth.jwt.issuer if auth.jwt else None,
+                jwt_audience=auth.jwt.audience if auth.jwt else None,
+                jwks_url=auth.jwt.jwks_url if auth.jwt else None,
+            ),
+            max_connections=facade.max_connections,
+            max_message_bytes=facade.max_message_bytes,
+            messages_per_second=facade.messages_per_second,
+            message_burst=facade.message_burst,
+            drain_timeout_seconds=facade.drain_timeout_seconds,
+        ),
+        max_tool_iterations=spec.max_tool_iterations,
+    )
