@@ -335,6 +335,9 @@ class Agent:
             if not calls:
                 turn.finish(reason)
                 return
+            if not offer_tools:
+                turn.finish("tool_limit", unanswered="not run: this turn reached its tool call limit")
+                return
             reply = Message("assistant", "".join(text), tool_calls=tuple(calls))
             messages.append(reply)
             results = await asyncio.gather(*(self._call_tool(c, channel, emit) for c in calls))
@@ -347,7 +350,6 @@ class Agent:
                 }
                 turn.records.append(record)
                 messages.append(Message.from_dict(record))
-        turn.finish("tool_limit")
 
     async def _call_tool(self, call: ToolCall, channel: ClientChannel, emit: Emit) -> ToolOutcome:
         tool = self._tools.get(call.name)
@@ -439,13 +441,13 @@ class _TurnState:
             ]
         self.records.append(record)
 
-    def finish(self, reason: str) -> None:
+    def finish(self, reason: str, *, unanswered: str = "the tool call was cancelled") -> None:
         if self._open_text is not None:
             self.close_reply([])
-        self._answer_pending_calls()
+        self._answer_pending_calls(unanswered)
         self.finish_reason = reason
 
-    def _answer_pending_calls(self) -> None:
+    def _answer_pending_calls(self, content: str) -> None:
         """Give every tool call a result, so the stored history stays valid for vendors."""
         answered = {r.get("tool_call_id") for r in self.records if r["role"] == "tool"}
         for record in list(self.records):
@@ -454,7 +456,7 @@ class _TurnState:
                     self.records.append(
                         {
                             "role": "tool",
-                            "content": "the tool call was cancelled",
+                            "content": content,
                             "tool_call_id": call["id"],
                             "name": call["name"],
                         }
