@@ -130,6 +130,14 @@ def facade(
 
 
 @app.command()
+def crds() -> None:
+    """Print the CustomResourceDefinitions of the four kinds (for kubectl apply -f -)."""
+    from omnia.api import crds as definitions
+
+    typer.echo(definitions.render_yaml(), nl=False)
+
+
+@app.command()
 def version() -> None:
     """Print Omnia's version."""
     typer.echo(__version__)
