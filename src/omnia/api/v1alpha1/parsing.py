@@ -93,6 +93,12 @@ def _field_error(model: type[pydantic.BaseModel], error: Any) -> FieldError:
             message += f" (did you mean {close[0]!r}?)"
     elif error["type"] == "missing":
         message = "required field is missing"
+    elif error["type"] == "string_pattern_mismatch":
+        # The pattern itself (a semver or duration regex) helps nobody; the
+        # field's description says what is expected, with an example.
+        description = _field_description(_model_at(model, loc[:-1]), loc[-1])
+        if description:
+            message = f"invalid value {error['input']!r} ({description.rstrip('.')})"
     return FieldError(_format_path(loc), message)
 
 
@@ -114,6 +120,13 @@ def _field_names(model: type[pydantic.BaseModel] | None) -> list[str]:
     if model is None:
         return []
     return [field.alias or name for name, field in model.model_fields.items()]
+
+
+def _field_description(model: type[pydantic.BaseModel] | None, name: str | int) -> str | None:
+    for field_name, field in (model.model_fields.items() if model else ()):
+        if name in (field.alias, field_name):
+            return field.description
+    return None
 
 
 def _model_at(model: type[pydantic.BaseModel], loc: Sequence[str | int]) -> type[pydantic.BaseModel] | None:

@@ -60,10 +60,14 @@ class Rollout(ApiModel):
 
     validation_rules = (
         Rule(
-            cel="self.strategy == 'canary' ? (has(self.steps) && size(self.steps) > 0) "
-            ": (!has(self.steps) || size(self.steps) == 0)",
-            message="a canary rollout needs at least one step, and only a canary rollout has steps",
-            check=lambda rollout: (rollout.strategy == "canary") == bool(rollout.steps),
+            cel="self.strategy != 'canary' || (has(self.steps) && size(self.steps) > 0)",
+            message="a canary rollout needs at least one step",
+            check=lambda rollout: rollout.strategy != "canary" or bool(rollout.steps),
+        ),
+        Rule(
+            cel="self.strategy == 'canary' || !has(self.steps) || size(self.steps) == 0",
+            message="steps are only allowed with strategy canary",
+            check=lambda rollout: rollout.strategy == "canary" or not rollout.steps,
         ),
     )
 
@@ -118,7 +122,9 @@ class PromptPackSpec(ApiModel):
     rollout: Rollout = Field(
         default_factory=Rollout,
         json_schema_extra={"default": {}},
-        description="How a new version reaches sessions.",
+        description="How a new version reaches new sessions: immediate, or a canary in steps. "
+        "A session keeps the version it started with. To roll back a canary, set version back "
+        "to status.stableVersion.",
     )
 
 

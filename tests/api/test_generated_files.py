@@ -1,0 +1,21 @@
+"""The committed CRDs and API reference are what the models generate."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from tests.api.cases import REPO
+
+
+def test_committed_crds_and_reference_are_current() -> None:
+    """Run scripts/gen-crds after changing a model; this fails until you do."""
+    result = subprocess.run(
+        [str(REPO / "scripts" / "gen-crds"), "--check"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHON": sys.executable},
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
