@@ -1,0 +1,93 @@
+"""The facade as an ASGI application: WebSocket relay, probes, metrics, chat page.
+
+``create_app`` wires injected parts together and nothing else: the runtime
+client, the metrics registry and the authenticator are passed in, so tests
+(and a future embedding) choose their own and nothing here is global.
+
+HTTP endpoints are not authenticated: probes and Prometheus scrapes come from
+inside the cluster, and the chat page is static (it asks for credentials and
+sends them on the WebSocket, which is where they are checked).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+
+from omnia.config import FacadeConfig
+from omnia.facade import auth
+from omnia.facade.metrics import Metrics
+from omnia.facade.relaying import Relay
+from omnia.facade.runtime_client import RuntimeClient, RuntimeUnavailable
+
+STATIC_DIR = Path(__file__).parent / "static"
+
+
+def create_app(
+    config: FacadeConfig,
+    *,
+    runtime: RuntimeClient,
+    registry: CollectorRegistry,
+    authenticator: auth.Authenticator | None = None,
+) -> Starlette:
+    """The facade's ASGI app; its ``Relay`` is ``app.state.relay`` (for ``drain``).
+
+    Without an ``authenticator``, one is built from ``config.auth`` and the
+    process environment (where API keys are mounted from a Secret).
+    """
+    if authenticator is None:
+        authenticator = auth.from_config(config.auth, environ=os.environ)
+    relay = Relay(config, runtime=runtime, metrics=Metrics(registry), authenticator=authenticator)
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        if relay.draining:
+            return JSONResponse({"status": "draining"}, status_code=503)
+        try:
+            health = await runtime.health()
+        except RuntimeUnavailable as exc:
+            return JSONResponse(
+                {"status": "runtime unavailable", "detail": str(exc)}, status_code=503
+            )
+        body = {
+            "status": "ok" if health.serving and health.store_ok else "not ready",
+            "agent": health.agent,
+            "runtime": health.serving,
+            "store": health.store_ok,
+            "detail": health.detail,
+        }
+        return JSONResponse(body, status_code=200 if health.serving and health.store_ok else 503)
+
+    async def metrics(request: Request) -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def websocket_over_http(request: Request) -> Response:
+        return PlainTextResponse(
+            "this endpoint speaks WebSocket", status_code=426, headers={"Upgrade": "websocket"}
+        )
+
+    async def index(request: Request) -> Response:
+        return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+    app = Starlette(
+        routes=[
+            WebSocketRoute("/ws", relay.handle),
+            Route("/ws", websocket_over_http),
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+            Route("/metrics", metrics),
+            Route("/", index),
+            Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
+        ],
+    )
+    app.state.relay = relay
+    return app

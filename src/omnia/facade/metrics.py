@@ -1,0 +1,121 @@
+"""The facade's Prometheus metrics, registered on a registry the caller owns.
+
+No global registry: two facades in one process (as in the tests) must not see
+each other's numbers. Labels are all bounded — outcomes, codes and frame
+types are fixed sets; provider and model come from the agent's configuration
+and tool names from its registry — so no client can grow the series count.
+
+``active_connections`` is deliberately unprefixed: it is the name the
+AgentRuntime's autoscaling section and the generated HPA refer to.
+``omnia_active_connections`` carries the same value under the naming of the
+rest of the metrics.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+TURN_SECONDS_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
+FIRST_CHUNK_SECONDS_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30)
+
+CLIENT_FRAME_TYPES = ("message", "tool_result", "approval", "cancel", "ping", "refused")
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.active_connections = Gauge(
+            "active_connections",
+            "Open WebSocket connections (the autoscaling metric).",
+            registry=registry,
+        )
+        self.omnia_active_connections = Gauge(
+            "omnia_active_connections",
+            "Open WebSocket connections.",
+            registry=registry,
+        )
+        self.connections = Counter(
+            "omnia_connections",
+            "WebSocket connections by how they ended up: accepted or rejected and why.",
+            ["result"],
+            registry=registry,
+        )
+        self.turns = Counter(
+            "omnia_turns",
+            "Turns by outcome: done, cancelled, error, aborted (stream lost or client gone).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.turn_seconds = Histogram(
+            "omnia_turn_duration_seconds",
+            "Time from a user message to its done or error frame.",
+            buckets=TURN_SECONDS_BUCKETS,
+            registry=registry,
+        )
+        self.first_chunk_seconds = Histogram(
+            "omnia_time_to_first_chunk_seconds",
+            "Time from a user message to the first streamed chunk of the reply.",
+            buckets=FIRST_CHUNK_SECONDS_BUCKETS,
+            registry=registry,
+        )
+        self.tokens = Counter(
+            "omnia_tokens",
+            "LLM tokens by provider, model and direction (input, output).",
+            ["provider", "model", "direction"],
+            registry=registry,
+        )
+        self.cost = Counter(
+            "omnia_cost_usd",
+            "LLM cost in US dollars by provider and model.",
+            ["provider", "model"],
+            registry=registry,
+        )
+        self.tool_calls = Counter(
+            "omnia_tool_calls",
+            "Tool calls the runtime announced, by tool.",
+            ["tool"],
+            registry=registry,
+        )
+        self.errors = Counter(
+            "omnia_errors",
+            "Error frames sent to clients, by code.",
+            ["code"],
+            registry=registry,
+        )
+        self.messages_received = Counter(
+            "omnia_messages_received",
+            "Frames received from clients, by type ('refused': invalid, oversized or over the rate limit).",
+            ["type"],
+            registry=registry,
+        )
+        # Children resolved once: the per-frame path is then one locked add.
+        self.received_by_type = {
+            kind: self.messages_received.labels(kind) for kind in CLIENT_FRAME_TYPES
+        }
+
+    def connection_opened(self) -> None:
+        self.active_connections.inc()
+        self.omnia_active_connections.inc()
+
+    def connection_closed(self) -> None:
+        self.active_connections.dec()
+        self.omnia_active_connections.dec()
+
+    def turn_finished(
+        self,
+        *,
+        outcome: str,
+        seconds: float,
+        provider: str = "",
+        model: str = "",
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+        cost: float = 0.0,
+    ) -> None:
+        self.turns.labels(outcome).inc()
+        self.turn_seconds.observe(seconds)
+        if input_tokens:
+            self.tokens.labels(provider, model, "input").inc(input_tokens)
+        if output_tokens:
+            self.tokens.labels(provider, model, "output").inc(output_tokens)
+        if cost:
+            self.cost.labels(provider, model).inc(cost)

@@ -1,0 +1,601 @@
+"""Relaying WebSocket conversations to the runtime's Converse streams.
+
+This is the hot path: every connection of the pod lives here, idle or not.
+So each connection costs exactly two tasks — the ASGI task reads the client,
+one more task reads the runtime — plus one gRPC stream and a few slots.
+Client frames are parsed once (``omnia.protocol.frames``); runtime events are
+turned into JSON text once and never decoded again.
+
+Backpressure is end to end: the server stops reading a client's socket until
+the relay has taken its previous frame, and a client that does not read its
+replies blocks the sends for that connection only.
+
+Turn bookkeeping (is a turn running, which tool calls wait for the client)
+lives here because the facade enforces the protocol's ordering rules
+(``TURN_IN_PROGRESS``, answers only to calls that asked for one) and times
+turns for the metrics. A turn starts when a ``message`` is forwarded and ends
+with the runtime's ``done`` or ``error``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Mapping
+
+import grpc
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketDisconnected
+
+from omnia._proto.omnia.runtime.v1 import runtime_pb2 as pb
+from omnia.config import PROTOCOL_VERSION, FacadeConfig
+from omnia.facade import auth
+from omnia.facade.metrics import Metrics
+from omnia.facade.runtime_client import UNAVAILABLE_CODES, RuntimeClient
+from omnia.protocol import frames
+from omnia.protocol.errors import CloseCode, ErrorCode, ProtocolError
+from omnia.protocol.limits import TokenBucket
+
+logger = logging.getLogger(__name__)
+
+_TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
+_KNOWN_CODES = frozenset(code.value for code in ErrorCode)
+_SEND_ERRORS = (WebSocketDisconnect, WebSocketDisconnected, OSError)
+_WRITE_ERRORS = (grpc.RpcError, asyncio.InvalidStateError)
+
+# How long ``drain`` waits, after closing the last connections, for their
+# tasks to notice; closing is immediate, this only bounds a stuck peer.
+_CLOSE_GRACE_SECONDS = 2.0
+
+
+class Relay:
+    """Every live connection of one facade, and how to stop them gracefully.
+
+    ``handle`` serves one WebSocket for its whole life. ``drain`` is the
+    SIGTERM path: refuse new connections, close idle ones, let running turns
+    finish (each connection closes itself after its ``done``), and close the
+    rest when the timeout expires.
+    """
+
+    def __init__(
+        self,
+        config: FacadeConfig,
+        *,
+        runtime: RuntimeClient,
+        metrics: Metrics,
+        authenticator: auth.Authenticator,
+    ) -> None:
+        self.config = config
+        self.runtime = runtime
+        self.metrics = metrics
+        self.authenticator = authenticator
+        self.draining = False
+        self.connections: set[_Connection] = set()
+        self._empty = asyncio.Event()
+        self._empty.set()
+
+    async def handle(self, websocket: WebSocket) -> None:
+        """Serve one WebSocket until either side closes it.
+
+        Never raises for anything a client or the runtime does: every failure
+        becomes an ``error`` frame and a close code.
+        """
+        await _Connection(websocket, relay=self).run()
+
+    async def drain(self, *, timeout: float) -> None:
+        """Close every connection, giving running turns up to ``timeout`` seconds.
+
+        Idempotent; returns when all connections are gone (or, for peers that
+        ignore the close, shortly after).
+        """
+        self.draining = True
+        for connection in list(self.connections):
+            if not connection.in_turn:
+                await connection.shutdown()
+        try:
+            async with asyncio.timeout(timeout):
+                await self._empty.wait()
+        except TimeoutError:
+            for connection in list(self.connections):
+                await connection.shutdown()
+        try:
+            async with asyncio.timeout(_CLOSE_GRACE_SECONDS):
+                await self._empty.wait()
+        except TimeoutError:
+            logger.warning("%d connections did not close after drain", len(self.connections))
+
+    def _admit(self, connection: _Connection) -> bool:
+        if len(self.connections) >= self.config.max_connections:
+            return False
+        self.connections.add(connection)
+        self._empty.clear()
+        self.metrics.connection_opened()
+        return True
+
+    def _release(self, connection: _Connection) -> None:
+        if connection in self.connections:
+            self.connections.remove(connection)
+            self.metrics.connection_closed()
+            if not self.connections:
+                self._empty.set()
+
+
+class _Connection:
+    __slots__ = (
+        "websocket",
+        "relay",
+        "metrics",
+        "call",
+        "closed",
+        "turn_started",
+        "first_chunk_seen",
+        "awaiting_results",
+        "awaiting_approvals",
+        "turn_timer",
+        "timeout_task",
+    )
+
+    def __init__(self, websocket: WebSocket, *, relay: Relay) -> None:
+        self.websocket = websocket
+        self.relay = relay
+        self.metrics = relay.metrics
+        self.call: grpc.aio.StreamStreamCall | None = None
+        self.closed = False
+        self.turn_started: float | None = None
+        self.first_chunk_seen = False
+        self.awaiting_results: set[str] = set()
+        self.awaiting_approvals: set[str] = set()
+        self.turn_timer: asyncio.TimerHandle | None = None
+        self.timeout_task: asyncio.Task[None] | None = None
+
+    @property
+    def in_turn(self) -> bool:
+        return self.turn_started is not None
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def run(self) -> None:
+        relay = self.relay
+        await self.websocket.accept()
+        if relay.draining:
+            self.metrics.connections.labels("rejected_draining").inc()
+            await self.shutdown()
+            return
+        if not relay._admit(self):
+            self.metrics.connections.labels("rejected_capacity").inc()
+            await self.fail(
+                ErrorCode.CAPACITY_EXCEEDED,
+                "this replica is at its connection limit; retry shortly",
+            )
+            await self.close(CloseCode.TRY_AGAIN_LATER)
+            return
+        reader: asyncio.Task[None] | None = None
+        try:
+            if not await self._open():
+                return
+            self.metrics.connections.labels("accepted").inc()
+            reader = asyncio.create_task(self._read_runtime())
+            await self._read_client()
+        except Exception:
+            logger.exception("connection failed")
+            await self.fail(ErrorCode.INTERNAL, "internal error in the facade")
+            await self.close(CloseCode.INTERNAL_ERROR)
+        finally:
+            if reader is not None:
+                reader.cancel()
+            if self.call is not None:
+                self.call.cancel()
+            if self.in_turn:
+                self._end_turn(outcome="aborted")
+            relay._release(self)
+            await self.close(CloseCode.NORMAL)
+
+    async def _open(self) -> bool:
+        """Authenticate, open the Converse stream and send ``connected``; False if refused."""
+        websocket = self.websocket
+        headers = websocket.headers
+        query = websocket.query_params
+        try:
+            principal = await self.relay.authenticator.authenticate(headers=headers, query=query)
+        except auth.Unauthorized as exc:
+            self.metrics.connections.labels("rejected_auth").inc()
+            await self.fail(ErrorCode.UNAUTHORIZED, str(exc))
+            await self.close(CloseCode.UNAUTHORIZED)
+            return False
+        session_id = query.get("session_id", "")
+        if len(session_id) > frames.MAX_ID_LENGTH:
+            self.metrics.connections.labels("open_failed").inc()
+            await self.fail(ErrorCode.INVALID_MESSAGE, "session_id is too long")
+            await self.close(CloseCode.POLICY_VIOLATION)
+            return False
+        traceparent = headers.get("traceparent", "")
+        open_event = pb.ClientEvent(
+            open=pb.Open(
+                session_id=session_id,
+                metadata=_session_metadata(principal, headers),
+                traceparent=traceparent if _TRACEPARENT.fullmatch(traceparent) else "",
+            )
+        )
+        self.call = call = self.relay.runtime.converse()
+        try:
+            async with asyncio.timeout(self.relay.runtime.open_timeout):
+                await call.write(open_event)
+                event = await call.read()
+        except (TimeoutError, *_WRITE_ERRORS) as exc:
+            self.metrics.connections.labels("open_failed").inc()
+            await self._runtime_lost(exc)
+            return False
+        kind = event.WhichOneof("event") if event is not grpc.aio.EOF else None
+        if kind == "opened":
+            opened = event.opened
+            await self.send(
+                frames.connected(
+                    session_id=opened.session_id,
+                    agent=opened.agent,
+                    protocol_version=PROTOCOL_VERSION,
+                    prompt_version=opened.prompt_version,
+                    resumed=opened.resumed,
+                    turns=opened.turns,
+                )
+            )
+            return True
+        self.metrics.connections.labels("open_failed").inc()
+        if kind == "error":
+            error = event.error
+            await self.fail(error.code, error.message, retryable=error.retryable)
+            if error.code == ErrorCode.SESSION_NOT_FOUND:
+                await self.close(CloseCode.SESSION_NOT_FOUND)
+            elif error.retryable:
+                await self.close(CloseCode.TRY_AGAIN_LATER)
+            else:
+                await self.close(CloseCode.INTERNAL_ERROR)
+        else:
+            await self.fail(
+                ErrorCode.RUNTIME_UNAVAILABLE, "the agent runtime ended the conversation on open"
+            )
+            await self.close(CloseCode.TRY_AGAIN_LATER)
+        return False
+
+    async def shutdown(self) -> None:
+        """Close for a restart: a final DRAINING error, then close code 1012."""
+        await self.fail(
+            ErrorCode.DRAINING,
+            "this replica is shutting down; reconnect with session_id to resume",
+        )
+        await self.close(CloseCode.SERVICE_RESTART, "service restart")
+
+    # -- sending ---------------------------------------------------------------
+
+    async def send(self, text: str) -> None:
+        """Send one text frame; a no-op once the connection is closed.
+
+        Waits while the client's socket buffer is full. A connection that
+        vanished is marked closed instead of raising, since its ASGI task
+        learns of the disconnect on its next read anyway.
+        """
+        if self.closed:
+            return
+        try:
+            await self.websocket.send({"type": "websocket.send", "text": text})
+        except _SEND_ERRORS:
+            self.closed = True
+
+    async def fail(
+        self,
+        code: str,
+        message: str,
+        *,
+        retryable: bool | None = None,
+        frame_id: str | None = None,
+    ) -> None:
+        code = code or ErrorCode.INTERNAL
+        self.metrics.errors.labels(code if code in _KNOWN_CODES else "OTHER").inc()
+        await self.send(frames.error(code, message, retryable=retryable, frame_id=frame_id))
+
+    async def close(self, code: int, reason: str = "") -> None:
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            await self.websocket.send({"type": "websocket.close", "code": code, "reason": reason})
+        except (*_SEND_ERRORS, RuntimeError):
+            pass
+
+    # -- client → runtime --------------------------------------------------------
+
+    async def _read_client(self) -> None:
+        config = self.relay.config
+        max_bytes = config.max_message_bytes
+        receive = self.websocket.receive
+        clock = time.monotonic
+        bucket = TokenBucket(
+            rate=config.messages_per_second, burst=config.message_burst, now=clock()
+        )
+        received = self.metrics.received_by_type
+        refused = received["refused"]
+        while True:
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            now = clock()
+            if not bucket.take(now):
+                refused.inc()
+                await self.fail(
+                    ErrorCode.RATE_LIMITED,
+                    f"more than {config.messages_per_second:g} frames per second; "
+                    f"retry in {bucket.retry_after(now):.2f}s",
+                )
+                continue
+            text = message.get("text")
+            if text is None:
+                refused.inc()
+                if len(message.get("bytes") or b"") > max_bytes:
+                    await self.fail(
+                        ErrorCode.MESSAGE_TOO_LARGE,
+                        f"frame exceeds the limit of {max_bytes} bytes",
+                    )
+                else:
+                    await self.fail(
+                        ErrorCode.INVALID_MESSAGE,
+                        "binary frames are not supported; send JSON text frames",
+                    )
+                continue
+            try:
+                frame = frames.parse_client_frame(text, max_bytes=max_bytes)
+            except ProtocolError as exc:
+                refused.inc()
+                await self.fail(exc.code, exc.message, frame_id=exc.frame_id)
+                continue
+            match frame:
+                case frames.UserMessage():
+                    received["message"].inc()
+                    await self._on_message(frame)
+                case frames.ToolResult():
+                    received["tool_result"].inc()
+                    await self._on_tool_result(frame)
+                case frames.Approval():
+                    received["approval"].inc()
+                    await self._on_approval(frame)
+                case frames.Cancel():
+                    received["cancel"].inc()
+                    if self.in_turn:
+                        await self._write(pb.ClientEvent(cancel=pb.Cancel()))
+                case frames.Ping():
+                    received["ping"].inc()
+                    await self.send(frames.pong(frame.id))
+
+    async def _on_message(self, frame: frames.UserMessage) -> None:
+        if self.in_turn:
+            await self.fail(
+                ErrorCode.TURN_IN_PROGRESS,
+                "a turn is in progress; wait for its done or send cancel",
+                frame_id=frame.id,
+            )
+            return
+        if self.relay.draining:
+            await self.fail(
+                ErrorCode.DRAINING, "this replica is shutting down", frame_id=frame.id
+            )
+            return
+        self.turn_started = time.monotonic()
+        self.first_chunk_seen = False
+        self.turn_timer = asyncio.get_running_loop().call_later(
+            self.relay.config.turn_timeout_seconds, self._on_turn_timeout
+        )
+        metadata_json = frames.encode_metadata(frame.metadata) if frame.metadata else ""
+        await self._write(
+            pb.ClientEvent(
+                message=pb.UserMessage(
+                    id=frame.id or "", content=frame.content, metadata_json=metadata_json
+                )
+            )
+        )
+
+    async def _on_tool_result(self, frame: frames.ToolResult) -> None:
+        if frame.id not in self.awaiting_results:
+            await self.fail(
+                ErrorCode.INVALID_MESSAGE,
+                f"no client tool call {frame.id!r} is waiting for a result",
+                frame_id=frame.id,
+            )
+            return
+        self.awaiting_results.discard(frame.id)
+        await self._write(
+            pb.ClientEvent(
+                tool_result=pb.ToolResult(
+                    call_id=frame.id, content=frame.content, is_error=frame.is_error
+                )
+            )
+        )
+
+    async def _on_approval(self, frame: frames.Approval) -> None:
+        if frame.id not in self.awaiting_approvals:
+            await self.fail(
+                ErrorCode.INVALID_MESSAGE,
+                f"no tool call {frame.id!r} is waiting for an approval",
+                frame_id=frame.id,
+            )
+            return
+        self.awaiting_approvals.discard(frame.id)
+        if not frame.approved:
+            # A denied client tool never runs, so it will not want a result.
+            self.awaiting_results.discard(frame.id)
+        await self._write(
+            pb.ClientEvent(
+                approval=pb.Approval(
+                    call_id=frame.id, approved=frame.approved, reason=frame.reason
+                )
+            )
+        )
+
+    def _on_turn_timeout(self) -> None:
+        self.turn_timer = None
+        if self.in_turn:
+            logger.info("turn exceeded %ss; cancelling", self.relay.config.turn_timeout_seconds)
+            self.timeout_task = asyncio.create_task(
+                self._write(pb.ClientEvent(cancel=pb.Cancel()))
+            )
+
+    async def _write(self, event: pb.ClientEvent) -> None:
+        """Forward one event; a broken stream is reported by the runtime reader, not here."""
+        assert self.call is not None
+        try:
+            await self.call.write(event)
+        except _WRITE_ERRORS:
+            pass
+
+    # -- runtime → client --------------------------------------------------------
+
+    async def _read_runtime(self) -> None:
+        """Relay runtime events until the stream ends; cancelled when the client leaves."""
+        assert self.call is not None
+        read = self.call.read
+        send = self.send
+        try:
+            while True:
+                event = await read()
+                if event is grpc.aio.EOF:
+                    await self._runtime_ended()
+                    return
+                kind = event.WhichOneof("event")
+                if kind == "chunk":
+                    chunk = event.chunk
+                    if not self.first_chunk_seen and self.turn_started is not None:
+                        self.first_chunk_seen = True
+                        self.metrics.first_chunk_seconds.observe(
+                            time.monotonic() - self.turn_started
+                        )
+                    await send(frames.chunk(chunk.content, message_id=chunk.message_id))
+                elif kind == "done":
+                    await self._on_done(event.done)
+                elif kind == "tool_call":
+                    await self._on_tool_call(event.tool_call)
+                elif kind == "tool_result":
+                    result = event.tool_result
+                    await send(
+                        frames.tool_result(
+                            id=result.call_id, content=result.content, is_error=result.is_error
+                        )
+                    )
+                elif kind == "error":
+                    await self._on_error(event.error)
+        except grpc.aio.AioRpcError as exc:
+            await self._runtime_lost(exc)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("relaying runtime events failed")
+            await self.fail(ErrorCode.INTERNAL, "internal error in the facade")
+            await self.close(CloseCode.INTERNAL_ERROR)
+
+    async def _on_done(self, done: pb.Done) -> None:
+        usage = done.usage
+        if self.in_turn:
+            self._end_turn(
+                outcome="cancelled" if done.finish_reason == "cancelled" else "done",
+                provider=done.provider,
+                model=done.model,
+                input_tokens=usage.input_tokens,
+                output_tokens=usage.output_tokens,
+                cost=usage.cost_usd,
+            )
+        await self.send(
+            frames.done(
+                finish_reason=done.finish_reason,
+                input_tokens=usage.input_tokens,
+                output_tokens=usage.output_tokens,
+                cost=usage.cost_usd,
+                turn_index=done.turn_index,
+                message_id=done.message_id,
+            )
+        )
+        if self.relay.draining:
+            await self.shutdown()
+
+    async def _on_tool_call(self, call: pb.ToolCall) -> None:
+        if call.require_approval:
+            self.awaiting_approvals.add(call.id)
+        if call.client_side:
+            self.awaiting_results.add(call.id)
+        self.metrics.tool_calls.labels(call.name).inc()
+        await self.send(
+            frames.tool_call(
+                id=call.id,
+                name=call.name,
+                arguments=frames.parse_arguments(call.arguments_json),
+                client_side=call.client_side,
+                require_approval=call.require_approval,
+            )
+        )
+
+    async def _on_error(self, error: pb.Error) -> None:
+        if self.in_turn:
+            self._end_turn(outcome="error")
+        await self.fail(error.code, error.message, retryable=error.retryable)
+        if self.relay.draining:
+            await self.shutdown()
+
+    async def _runtime_ended(self) -> None:
+        if self.in_turn:
+            self._end_turn(outcome="aborted")
+            await self.fail(
+                ErrorCode.RUNTIME_UNAVAILABLE,
+                "the agent runtime ended the conversation mid-turn; reconnect to resume",
+            )
+            await self.close(CloseCode.TRY_AGAIN_LATER)
+        else:
+            await self.close(CloseCode.NORMAL)
+
+    async def _runtime_lost(self, exc: BaseException) -> None:
+        """Report a broken or unreachable runtime and close; the client may resume elsewhere."""
+        if self.in_turn:
+            self._end_turn(outcome="aborted")
+        status = exc.code() if isinstance(exc, grpc.aio.AioRpcError) else None
+        if status is None or status in UNAVAILABLE_CODES:
+            logger.warning("runtime unavailable: %s", exc)
+            await self.fail(
+                ErrorCode.RUNTIME_UNAVAILABLE,
+                "the agent runtime is unavailable; reconnect with session_id to resume",
+                retryable=True,
+            )
+            await self.close(CloseCode.TRY_AGAIN_LATER)
+        else:
+            logger.error("runtime failed the conversation: %s", exc)
+            await self.fail(ErrorCode.INTERNAL, f"the agent runtime failed: {status.name}")
+            await self.close(CloseCode.INTERNAL_ERROR)
+
+    def _end_turn(
+        self,
+        *,
+        outcome: str,
+        provider: str = "",
+        model: str = "",
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+        cost: float = 0.0,
+    ) -> None:
+        assert self.turn_started is not None
+        self.metrics.turn_finished(
+            outcome=outcome,
+            seconds=time.monotonic() - self.turn_started,
+            provider=provider,
+            model=model,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cost=cost,
+        )
+        self.turn_started = None
+        self.awaiting_results.clear()
+        self.awaiting_approvals.clear()
+        if self.turn_timer is not None:
+            self.turn_timer.cancel()
+            self.turn_timer = None
+
+
+def _session_metadata(principal: auth.Principal, headers: Mapping[str, str]) -> dict[str, str]:
+    metadata = {"auth_method": principal.method, "auth_subject": principal.subject}
+    user_agent = headers.get("user-agent")
+    if user_agent:
+        metadata["user_agent"] = user_agent[:256]
+    return metadata
