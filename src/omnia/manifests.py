@@ -197,8 +197,11 @@ def plan_local_agent(
     lookup = _SecretLookup(manifests, env)
     if provider is not None and provider.spec.credentials is not None:
         ref = provider.spec.credentials.secret_ref
+        provider_where = manifests.origins[("Provider", provider.metadata.name)]
         secret_env[PROVIDER_API_KEY_ENV] = lookup.get(
-            ref.name, ref.key, field=f"Provider {provider.metadata.name!r} spec.credentials.secretRef"
+            ref.name,
+            ref.key,
+            field=f"{provider_where}: Provider {provider.metadata.name!r} spec.credentials.secretRef",
         )
     if spec.session.secret_ref is not None:
         ref = spec.session.secret_ref
@@ -216,7 +219,8 @@ def plan_local_agent(
         prompts = PromptRollout(stable=prompt_config(pack.spec, source_text=source_text))
         config = render_agent_config(agent, prompts=prompts, provider=provider, tools=tool_configs(registry))
     except RenderError as exc:
-        raise ManifestLoadError(f"PromptPack {pack.metadata.name!r}: {exc}") from None
+        pack_where = manifests.origins[("PromptPack", pack.metadata.name)]
+        raise ManifestLoadError(f"{pack_where}: PromptPack {pack.metadata.name!r}: {exc}") from None
     return LocalAgentPlan(config=config, secret_env=secret_env, notes=notes)
 
 
