@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, StringConstraints, WithJsonSchema
 
 from omnia.api.v1alpha1.common import (
     API_VERSION,
     ApiModel,
     Conditions,
     Duration,
-    IntOrString,
     LocalObjectReference,
     ObjectMeta,
     Quantity,
@@ -21,12 +20,19 @@ from omnia.api.v1alpha1.common import (
     SecretKeySelector,
     StatusModel,
     conditions_field,
+    defaults_of,
     observed_generation_field,
 )
 
 # A percentage (70%) or a quantity (500m, 1.5, 256Mi) as autoscalers accept them;
 # [.] rather than an escaped dot, so the pattern reads the same inside a CEL string.
 TARGET_PATTERN = r"^([1-9][0-9]*%|([0-9]+([.][0-9]+)?|[.][0-9]+)([KMGTPE]i|[mkMGTPE])?)$"
+
+MetricTarget = Annotated[
+    int | Annotated[str, StringConstraints(max_length=32)],
+    # maxLength bounds the cost the API server estimates for the CEL pattern check.
+    WithJsonSchema({"x-kubernetes-int-or-string": True, "maxLength": 32}),
+]
 
 SessionType = Literal["memory", "redis", "postgres"]
 
@@ -91,7 +97,9 @@ class FacadeSpec(ApiModel):
 
     port: int = Field(default=8080, ge=1, le=65535, description="Port of the WebSocket and HTTP server.")
     auth: FacadeAuth = Field(
-        default_factory=FacadeAuth, json_schema_extra={"default": {}}, description="Client authentication."
+        default_factory=FacadeAuth,
+        json_schema_extra={"default": defaults_of(FacadeAuth)},
+        description="Client authentication."
     )
     max_connections: int = Field(default=1000, ge=1, description="Maximum concurrent WebSocket connections per pod.")
     max_message_bytes: int = Field(
@@ -134,7 +142,7 @@ class ScalingMetric(ApiModel):
     name: str | None = Field(
         default=None, description="Name of the custom metric, e.g. active_connections (type custom)."
     )
-    target: IntOrString = Field(
+    target: MetricTarget = Field(
         description="Target value: a percentage of the requests for memory and cpu (70%), "
         "an average per pod for custom metrics (100).",
     )
@@ -210,10 +218,14 @@ class AgentRuntimeSpec(ApiModel):
         default=None, description="The ToolRegistry with the tools the agent may call."
     )
     session: SessionSpec = Field(
-        default_factory=SessionSpec, json_schema_extra={"default": {}}, description="Session store settings."
+        default_factory=SessionSpec,
+        json_schema_extra={"default": defaults_of(SessionSpec)},
+        description="Session store settings."
     )
     facade: FacadeSpec = Field(
-        default_factory=FacadeSpec, json_schema_extra={"default": {}}, description="Client-facing server settings."
+        default_factory=FacadeSpec,
+        json_schema_extra={"default": defaults_of(FacadeSpec)},
+        description="Client-facing server settings."
     )
     autoscaling: AutoscalingSpec | None = Field(default=None, description="Horizontal autoscaling.")
     resources: ContainerResources | None = Field(default=None, description="Compute resources of the containers.")

@@ -84,6 +84,20 @@ class ApiModel(BaseModel):
         return self
 
 
+def defaults_of(model: type[BaseModel]) -> dict[str, Any]:
+    """The default value of an optional object, written out for the CRD schema.
+
+    The API server checks a default against the object's CEL rules as written,
+    without filling in the defaults nested in it, so ``default: {}`` is not
+    enough: the schema carries the fully defaulted object.
+    """
+    return {
+        key: value
+        for key, value in model().model_dump(mode="json", exclude_none=True).items()
+        if value not in ({}, [])
+    }
+
+
 class StatusModel(ApiModel):
     """Base of status objects: written by the operator, read back by it.
 
@@ -120,12 +134,6 @@ JSONObject = Annotated[
     WithJsonSchema({"type": "object", "x-kubernetes-preserve-unknown-fields": True}),
 ]
 """Free-form JSON, such as a JSON schema; kept as is by the API server."""
-
-IntOrString = Annotated[
-    int | str,
-    WithJsonSchema({"x-kubernetes-int-or-string": True}),
-]
-"""An integer or a string, like Kubernetes' ``IntOrString`` (``100`` or ``70%``)."""
 
 Quantity = Annotated[
     int | str,

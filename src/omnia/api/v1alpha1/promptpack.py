@@ -18,6 +18,7 @@ from omnia.api.v1alpha1.common import (
     Rule,
     StatusModel,
     conditions_field,
+    defaults_of,
     observed_generation_field,
 )
 
@@ -121,7 +122,7 @@ class PromptPackSpec(ApiModel):
     source: PromptSource | None = Field(default=None, description="Load the content from a ConfigMap instead.")
     rollout: Rollout = Field(
         default_factory=Rollout,
-        json_schema_extra={"default": {}},
+        json_schema_extra={"default": defaults_of(Rollout)},
         description="How a new version reaches new sessions: immediate, or a canary in steps. "
         "A session keeps the version it started with. To roll back a canary, set version back "
         "to status.stableVersion.",

@@ -17,6 +17,7 @@ from omnia.api.v1alpha1.common import (
     SecretKeySelector,
     StatusModel,
     conditions_field,
+    defaults_of,
     observed_generation_field,
 )
 
@@ -168,7 +169,7 @@ class ProviderSpec(ApiModel):
     )
     defaults: ProviderDefaults = Field(
         default_factory=ProviderDefaults,
-        json_schema_extra={"default": {}},
+        json_schema_extra={"default": defaults_of(ProviderDefaults)},
         description="Request settings for every call.",
     )
     pricing: Pricing | None = Field(default=None, description="Token prices for cost accounting.")
