@@ -64,7 +64,11 @@ def test_only_agent_runtime_scales(kind: str) -> None:
 @pytest.mark.parametrize(
     ("kind", "columns"),
     [
-        pytest.param("AgentRuntime", ["Phase", "Replicas", "Ready", "Provider", "Prompt", "Age", "Endpoint"], id="AgentRuntime"),
+        pytest.param(
+            "AgentRuntime",
+            ["Phase", "Replicas", "Ready", "Provider", "Prompt", "Age", "Endpoint"],
+            id="AgentRuntime",
+        ),
         pytest.param("PromptPack", ["Version", "Stable", "Canary", "Weight", "Phase", "Age"], id="PromptPack"),
         pytest.param("ToolRegistry", ["Phase", "Age"], id="ToolRegistry"),
         pytest.param("Provider", ["Type", "Model", "Phase", "Age"], id="Provider"),

@@ -118,7 +118,9 @@ def test_manifest_error_lists_every_problem_with_its_path() -> None:
 @pytest.mark.parametrize(
     ("document", "path"),
     [
-        pytest.param({"kind": "AgentRuntime", "apiVersion": "omnia.altairalabs.ai/v1"}, "apiVersion", id="other-version"),
+        pytest.param(
+            {"kind": "AgentRuntime", "apiVersion": "omnia.altairalabs.ai/v1"}, "apiVersion", id="other-version"
+        ),
         pytest.param({"kind": "Deployment", "apiVersion": "omnia.altairalabs.ai/v1alpha1"}, "kind", id="foreign-kind"),
         pytest.param({"apiVersion": "omnia.altairalabs.ai/v1alpha1"}, "kind", id="no-kind"),
     ],

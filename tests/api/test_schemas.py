@@ -122,10 +122,17 @@ def test_defaults_are_in_the_schema(kind: str, path: str, default: object) -> No
 @pytest.mark.parametrize(
     ("kind", "path", "values"),
     [
-        pytest.param("Provider", "spec.type", ["claude", "openai", "gemini", "ollama", "vllm", "mock", "local"], id="provider-type"),
+        pytest.param(
+            "Provider",
+            "spec.type",
+            ["claude", "openai", "gemini", "ollama", "vllm", "mock", "local"],
+            id="provider-type",
+        ),
         pytest.param("PromptPack", "spec.rollout.strategy", ["immediate", "canary"], id="rollout-strategy"),
         pytest.param("ToolRegistry", "spec.handlers[].type", ["http", "mcp", "openapi", "client"], id="handler-type"),
-        pytest.param("ToolRegistry", "spec.handlers[].mcp.transport", ["streamable-http", "sse", "stdio"], id="mcp-transport"),
+        pytest.param(
+            "ToolRegistry", "spec.handlers[].mcp.transport", ["streamable-http", "sse", "stdio"], id="mcp-transport"
+        ),
         pytest.param("AgentRuntime", "spec.session.type", ["memory", "redis", "postgres"], id="session-type"),
         pytest.param("AgentRuntime", "spec.facade.auth.type", ["none", "apiKey", "jwt"], id="auth-type"),
         pytest.param("AgentRuntime", "spec.autoscaling.engine", ["hpa", "keda"], id="autoscaling-engine"),

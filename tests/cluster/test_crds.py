@@ -125,7 +125,7 @@ def _explain(kubectl: Any, field: str) -> str:
     [
         pytest.param(
             "agentruntime.spec.autoscaling",
-            ["Horizontal autoscaling.", "minReplicas", "0 (scale to zero) needs engine keda", "engine", "keda"],
+            ["Horizontal autoscaling of the agent's pods", "minReplicas", "(scale to zero) needs engine keda"],
             id="autoscaling",
         ),
         pytest.param("agentruntime.spec.autoscaling.metrics.target", ["70%", "average per pod"], id="metric-target"),
@@ -182,7 +182,8 @@ def test_status_written_from_the_python_model_is_accepted(kubectl: Any, namespac
 
 def test_status_conditions_are_validated(kubectl: Any, namespace: str) -> None:
     _create(kubectl, namespace, BRIEF_EXAMPLE)
-    bad = {"conditions": [{"type": "Ready", "status": "Maybe", "reason": "X", "lastTransitionTime": "2025-01-01T00:00:00Z"}]}
+    condition = {"type": "Ready", "status": "Maybe", "reason": "X", "lastTransitionTime": "2025-01-01T00:00:00Z"}
+    bad = {"conditions": [condition]}
     result = _patch_status(kubectl, namespace, "agentruntime/support-agent", bad)
     assert result.returncode != 0
     assert "status.conditions[0].status" in result.stderr

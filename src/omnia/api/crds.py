@@ -74,7 +74,9 @@ PRESENTATIONS: tuple[Presentation, ...] = (
             Column("Version", ".spec.version", description="Version in the spec."),
             Column("Stable", ".status.stableVersion", description="Version served outside a canary."),
             Column("Canary", ".status.canaryVersion", description="Candidate version during a canary."),
-            Column("Weight", ".status.canaryWeight", type="integer", description="Percent of new sessions on the canary."),
+            Column(
+                "Weight", ".status.canaryWeight", type="integer", description="Percent of new sessions on the canary."
+            ),
             Column("Phase", ".status.phase", description="Summary of the state."),
             AGE,
         ),

@@ -51,7 +51,10 @@ class SessionSpec(ApiModel):
     )
     ttl: Duration = Field(default="24h", description="How long an idle session is kept, e.g. 24h.")
     max_turns: int = Field(default=1000, ge=1, description="Maximum number of turns kept per session.")
-    max_bytes: int = Field(default=4194304, ge=1024, description="Maximum size of one session's history, in bytes.")
+    max_bytes: int = Field(
+        default=4194304, ge=1024,
+        description="Maximum size of one session's history, in bytes.",
+    )
 
 
 AuthType = Literal["none", "apiKey", "jwt"]
@@ -101,7 +104,10 @@ class FacadeSpec(ApiModel):
         json_schema_extra={"default": defaults_of(FacadeAuth)},
         description="Client authentication."
     )
-    max_connections: int = Field(default=1000, ge=1, description="Maximum concurrent WebSocket connections per pod.")
+    max_connections: int = Field(
+        default=1000, ge=1,
+        description="Maximum concurrent WebSocket connections per pod.",
+    )
     max_message_bytes: int = Field(
         default=65536, ge=1, description="Largest accepted client message, in bytes; larger ones get MESSAGE_TOO_LARGE."
     )
@@ -164,11 +170,17 @@ class AutoscalingSpec(ApiModel):
         ),
     )
 
-    enabled: bool = Field(default=False, description="Scale between minReplicas and maxReplicas instead of using replicas.")
+    enabled: bool = Field(
+        default=False,
+        description="Scale between minReplicas and maxReplicas instead of using replicas.",
+    )
     engine: AutoscalingEngine = Field(
         default="hpa", description="hpa (HorizontalPodAutoscaler) or keda (ScaledObject, allows scale to zero)."
     )
-    min_replicas: int = Field(default=1, ge=0, description="Fewest pods; 0 (scale to zero) needs engine keda.")
+    min_replicas: int = Field(
+        default=1, ge=0,
+        description="Fewest pods; 0 (scale to zero) needs engine keda.",
+    )
     max_replicas: int = Field(default=10, ge=1, description="Most pods.")
     metrics: list[ScalingMetric] = Field(
         default_factory=list,
@@ -180,15 +192,27 @@ class AutoscalingSpec(ApiModel):
 class ResourceRequirements(ApiModel):
     """Compute resources of one container, as in Kubernetes."""
 
-    requests: dict[str, Quantity] = Field(default_factory=dict, description="Minimum resources, e.g. cpu: 100m.")
-    limits: dict[str, Quantity] = Field(default_factory=dict, description="Maximum resources, e.g. memory: 512Mi.")
+    requests: dict[str, Quantity] = Field(
+        default_factory=dict,
+        description="Minimum resources, e.g. cpu: 100m.",
+    )
+    limits: dict[str, Quantity] = Field(
+        default_factory=dict,
+        description="Maximum resources, e.g. memory: 512Mi.",
+    )
 
 
 class ContainerResources(ApiModel):
     """Compute resources of the two containers of an agent pod; omitted values use the operator's defaults."""
 
-    facade: ResourceRequirements | None = Field(default=None, description="Resources of the facade container.")
-    runtime: ResourceRequirements | None = Field(default=None, description="Resources of the runtime container.")
+    facade: ResourceRequirements | None = Field(
+        default=None,
+        description="Resources of the facade container.",
+    )
+    runtime: ResourceRequirements | None = Field(
+        default=None,
+        description="Resources of the runtime container.",
+    )
 
 
 class Images(ApiModel):
@@ -203,7 +227,10 @@ class Images(ApiModel):
 class NetworkPolicySpec(ApiModel):
     """The NetworkPolicy the operator can create for the agent."""
 
-    enabled: bool = Field(default=False, description="Create a NetworkPolicy admitting only the traffic the agent needs.")
+    enabled: bool = Field(
+        default=False,
+        description="Create a NetworkPolicy admitting only the traffic the agent needs.",
+    )
 
 
 class AgentRuntimeSpec(ApiModel):
@@ -220,17 +247,33 @@ class AgentRuntimeSpec(ApiModel):
     session: SessionSpec = Field(
         default_factory=SessionSpec,
         json_schema_extra={"default": defaults_of(SessionSpec)},
-        description="Session store settings."
+        description="Where conversation state is kept: in memory per pod, or in Redis or PostgreSQL "
+        "so that any replica can resume a session."
     )
     facade: FacadeSpec = Field(
         default_factory=FacadeSpec,
         json_schema_extra={"default": defaults_of(FacadeSpec)},
-        description="Client-facing server settings."
+        description="The client-facing WebSocket server of each pod: port, authentication and limits."
     )
-    autoscaling: AutoscalingSpec | None = Field(default=None, description="Horizontal autoscaling.")
-    resources: ContainerResources | None = Field(default=None, description="Compute resources of the containers.")
-    images: Images | None = Field(default=None, description="Container images.")
-    network_policy: NetworkPolicySpec | None = Field(default=None, description="NetworkPolicy settings.")
+    autoscaling: AutoscalingSpec | None = Field(
+        default=None,
+        description="Horizontal autoscaling of the agent's pods, by a HorizontalPodAutoscaler or KEDA. "
+        "When enabled, the autoscaler owns the pod count and replicas is only the starting point.",
+    )
+    resources: ContainerResources | None = Field(
+        default=None,
+        description="Compute resources of the facade and runtime containers; "
+        "omitted values use the operator's defaults.",
+    )
+    images: Images | None = Field(
+        default=None,
+        description="Container images of the facade and runtime; "
+        "omitted values use the images Omnia was installed with.",
+    )
+    network_policy: NetworkPolicySpec | None = Field(
+        default=None,
+        description="Whether the operator creates a NetworkPolicy for the agent.",
+    )
     max_tool_iterations: int = Field(
         default=8, ge=1, le=100, description="Most model calls in one turn, to stop runaway tool loops."
     )
@@ -247,12 +290,21 @@ class AgentRuntimeStatus(StatusModel):
     )
     replicas: int | None = Field(default=None, ge=0, description="Pods of the agent, ready or not.")
     ready_replicas: int | None = Field(default=None, ge=0, description="Pods that are ready.")
-    updated_replicas: int | None = Field(default=None, ge=0, description="Pods running the current configuration.")
-    selector: str | None = Field(default=None, description="Label selector of the pods, for the scale subresource.")
+    updated_replicas: int | None = Field(
+        default=None, ge=0,
+        description="Pods running the current configuration.",
+    )
+    selector: str | None = Field(
+        default=None,
+        description="Label selector of the pods, for the scale subresource.",
+    )
     active_prompt_versions: list[str] = Field(
         default_factory=list, description="Prompt versions new sessions get: the stable one, and a canary if any."
     )
-    endpoint: str | None = Field(default=None, description="In-cluster URL of the agent's WebSocket endpoint.")
+    endpoint: str | None = Field(
+        default=None,
+        description="In-cluster URL of the agent's WebSocket endpoint.",
+    )
     config_hash: str | None = Field(
         default=None, description="Hash of everything the pods depend on, stamped on the pod template."
     )
@@ -263,7 +315,10 @@ class AgentRuntimeStatus(StatusModel):
 
 
 class AgentRuntime(Resource):
-    """An AgentRuntime is one deployed agent: pods serving clients over WebSocket, with prompts, a provider and tools."""
+    """An AgentRuntime is one deployed agent: pods serving clients over WebSocket.
+
+    It brings together prompts (a PromptPack), a model (a Provider) and tools (a ToolRegistry).
+    """
 
     plural = "agentruntimes"
     singular = "agentruntime"

@@ -135,13 +135,24 @@ JSONObject = Annotated[
 ]
 """Free-form JSON, such as a JSON schema; kept as is by the API server."""
 
+# The pattern Kubernetes publishes for resource.Quantity.
+QUANTITY_PATTERN = (
+    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+    r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
+# The pattern of metav1.Condition.type: CamelCase, optionally prefixed by a DNS subdomain.
+CONDITION_TYPE_PATTERN = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$"
+)
+
 Quantity = Annotated[
     int | str,
     WithJsonSchema(
         {
             "x-kubernetes-int-or-string": True,
             "anyOf": [{"type": "integer"}, {"type": "string"}],
-            "pattern": r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$",
+            "pattern": QUANTITY_PATTERN,
         }
     ),
 ]
@@ -182,7 +193,7 @@ class Condition(StatusModel):
 
     type: str = Field(
         max_length=316,
-        pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$",
+        pattern=CONDITION_TYPE_PATTERN,
         description="Type of condition in CamelCase, e.g. Ready.",
     )
     status: ConditionStatus = Field(description="Status of the condition: True, False or Unknown.")

@@ -42,7 +42,10 @@ class PromptSource(ApiModel):
 class RolloutStep(ApiModel):
     """One step of a canary rollout."""
 
-    weight: int = Field(ge=0, le=100, description="Percentage of new sessions that get the candidate version.")
+    weight: int = Field(
+        ge=0, le=100,
+        description="Percentage of new sessions that get the candidate version.",
+    )
     pause: Duration | None = Field(
         default=None,
         description="How long to hold this weight before the next step, e.g. 5m; omitted moves on at once.",
@@ -119,7 +122,10 @@ class PromptPackSpec(ApiModel):
     variables: dict[str, str] = Field(
         default_factory=dict, description="Template variables and their default values."
     )
-    source: PromptSource | None = Field(default=None, description="Load the content from a ConfigMap instead.")
+    source: PromptSource | None = Field(
+        default=None,
+        description="Load the content from a ConfigMap instead.",
+    )
     rollout: Rollout = Field(
         default_factory=Rollout,
         json_schema_extra={"default": defaults_of(Rollout)},
@@ -146,7 +152,10 @@ class PromptPackStatus(StatusModel):
     phase: PromptPackPhase | None = Field(
         default=None, description="Summary of the state: Pending, Ready, Canary (a rollout is in progress) or Failed."
     )
-    stable_version: str | None = Field(default=None, description="Version served to new sessions outside a canary.")
+    stable_version: str | None = Field(
+        default=None,
+        description="Version served to new sessions outside a canary.",
+    )
     canary_version: str | None = Field(default=None, description="Candidate version during a canary rollout.")
     canary_weight: int | None = Field(
         default=None, ge=0, le=100, description="Percentage of new sessions that currently get the canary."

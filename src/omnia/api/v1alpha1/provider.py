@@ -57,7 +57,10 @@ class MockToolCall(ApiModel):
     """A tool call the mock model makes."""
 
     name: str = Field(min_length=1, description="Name of the tool to call.")
-    arguments: JSONObject = Field(default_factory=dict, description="Arguments of the call, as a JSON object.")
+    arguments: JSONObject = Field(
+        default_factory=dict,
+        description="Arguments of the call, as a JSON object.",
+    )
     id: str | None = Field(default=None, description="Call id; generated when omitted.")
 
 
@@ -98,10 +101,19 @@ class MockReply(ApiModel):
         default_factory=list,
         description="Tool calls the model makes; the next reply answers after the tool results.",
     )
-    error: MockError | None = Field(default=None, description="Error to raise instead of (or during) the reply.")
-    delay_ms: int = Field(default=0, ge=0, description="Delay before the first chunk (time to first token), in ms.")
+    error: MockError | None = Field(
+        default=None,
+        description="Error to raise instead of (or during) the reply.",
+    )
+    delay_ms: int = Field(
+        default=0, ge=0,
+        description="Delay before the first chunk (time to first token), in ms.",
+    )
     chunk_delay_ms: int = Field(default=0, ge=0, description="Delay between chunks, in ms.")
-    input_tokens: int | None = Field(default=None, ge=0, description="Input tokens to report; estimated when omitted.")
+    input_tokens: int | None = Field(
+        default=None, ge=0,
+        description="Input tokens to report; estimated when omitted.",
+    )
     output_tokens: int | None = Field(
         default=None, ge=0, description="Output tokens to report; estimated when omitted."
     )
@@ -125,7 +137,10 @@ class LocalModel(ApiModel):
         description="Path of a GGUF model file in the runtime container; omitted uses the model shipped with Omnia.",
     )
     context_size: int = Field(default=2048, ge=128, description="Context window in tokens.")
-    threads: int | None = Field(default=None, ge=1, description="CPU threads for inference; omitted uses all cores.")
+    threads: int | None = Field(
+        default=None, ge=1,
+        description="CPU threads for inference; omitted uses all cores.",
+    )
 
 
 class ProviderSpec(ApiModel):
@@ -165,16 +180,28 @@ class ProviderSpec(ApiModel):
         description="Base URL of the API, for OpenAI-compatible servers (vllm, ollama) or proxies.",
     )
     credentials: Credentials | None = Field(
-        default=None, description="Where the API key lives; required for claude, openai and gemini."
+        default=None,
+        description="Where the API key lives; required for claude, openai and gemini. "
+        "The key reaches the pod as a secretKeyRef and is never copied.",
     )
     defaults: ProviderDefaults = Field(
         default_factory=ProviderDefaults,
         json_schema_extra={"default": defaults_of(ProviderDefaults)},
-        description="Request settings for every call.",
+        description="Request settings applied to every model call: temperature, token limit, timeout, retries.",
     )
-    pricing: Pricing | None = Field(default=None, description="Token prices for cost accounting.")
-    mock: MockScript | None = Field(default=None, description="Script of the mock provider (type mock only).")
-    local: LocalModel | None = Field(default=None, description="Settings of the embedded model (type local only).")
+    pricing: Pricing | None = Field(
+        default=None,
+        description="Prices in USD per million tokens, for cost accounting in metrics and the done frame.",
+    )
+    mock: MockScript | None = Field(
+        default=None,
+        description="Script of the deterministic mock provider (type mock only): replies, streamed chunks, "
+        "tool calls, injected errors and delays.",
+    )
+    local: LocalModel | None = Field(
+        default=None,
+        description="Settings of the embedded llama.cpp model (type local only).",
+    )
 
 
 ProviderPhase = Literal["Pending", "Ready", "Failed"]
@@ -183,7 +210,10 @@ ProviderPhase = Literal["Pending", "Ready", "Failed"]
 class ProviderStatus(StatusModel):
     """The observed state of a Provider."""
 
-    phase: ProviderPhase | None = Field(default=None, description="Summary of the state: Pending, Ready or Failed.")
+    phase: ProviderPhase | None = Field(
+        default=None,
+        description="Summary of the state: Pending, Ready or Failed.",
+    )
     conditions: Conditions = conditions_field(
         "Current conditions: CredentialsFound (the referenced Secret key exists), Ready."
     )
@@ -202,4 +232,7 @@ class Provider(Resource):
     kind: Literal["Provider"] = Field(default="Provider", description="Kind: Provider.")
     metadata: ObjectMeta = Field(description="Standard object metadata.")
     spec: ProviderSpec = Field(description="Desired state of the Provider.")
-    status: ProviderStatus = Field(default_factory=ProviderStatus, description="Observed state of the Provider.")
+    status: ProviderStatus = Field(
+        default_factory=ProviderStatus,
+        description="Observed state of the Provider.",
+    )

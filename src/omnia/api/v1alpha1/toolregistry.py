@@ -53,7 +53,10 @@ class HttpHandler(ApiModel):
         description="URL template; {{ argument }} placeholders are filled from the call's arguments "
         "(URL-encoded). Remaining arguments are sent as the JSON body (or query for GET).",
     )
-    headers: list[NamedValue] = Field(default_factory=list, description="Request headers, e.g. Authorization from a Secret.")
+    headers: list[NamedValue] = Field(
+        default_factory=list,
+        description="Request headers, e.g. Authorization from a Secret.",
+    )
     description: str | None = Field(default=None, description="What the tool does, shown to the model.")
     arguments_schema: JSONObject | None = Field(
         default=None, description="JSON schema of the tool's arguments, shown to the model and checked before calls."
@@ -80,8 +83,14 @@ class McpHandler(ApiModel):
 
     transport: McpTransport = Field(default="streamable-http", description="How to reach the server.")
     url: str | None = Field(default=None, description="Server URL for streamable-http and sse.")
-    headers: list[NamedValue] = Field(default_factory=list, description="Request headers for streamable-http and sse.")
-    command: str | None = Field(default=None, description="Executable started in the runtime container, for stdio.")
+    headers: list[NamedValue] = Field(
+        default_factory=list,
+        description="Request headers for streamable-http and sse.",
+    )
+    command: str | None = Field(
+        default=None,
+        description="Executable started in the runtime container, for stdio.",
+    )
     args: list[str] = Field(default_factory=list, description="Arguments of the command, for stdio.")
     env: list[NamedValue] = Field(default_factory=list, description="Environment of the command, for stdio.")
     tools: list[str] = Field(
@@ -110,7 +119,10 @@ class OpenApiHandler(ApiModel):
     operations: list[str] = Field(
         default_factory=list, description="operationIds to expose as tools; empty exposes every operation."
     )
-    headers: list[NamedValue] = Field(default_factory=list, description="Request headers, e.g. Authorization from a Secret.")
+    headers: list[NamedValue] = Field(
+        default_factory=list,
+        description="Request headers, e.g. Authorization from a Secret.",
+    )
 
 
 class ClientHandler(ApiModel):
@@ -135,7 +147,8 @@ class ToolHandler(ApiModel):
     validation_rules = (
         Rule(
             cel=" && ".join(f"has(self.{kind}) == (self.type == '{kind}')" for kind in HANDLER_TYPES),
-            message="handler type must match its block: set exactly the block named by type (http, mcp, openapi or client)",
+            message="handler type must match its block: "
+            "set exactly the block named by type (http, mcp, openapi or client)",
             check=_has_only_its_block,
         ),
     )
@@ -149,8 +162,14 @@ class ToolHandler(ApiModel):
     require_approval: bool = Field(
         default=False, description="Ask the connected client to approve each call before it runs."
     )
-    timeout_seconds: int = Field(default=30, ge=1, le=3600, description="Timeout of one tool call, in seconds.")
-    retries: int = Field(default=0, ge=0, le=10, description="Retries of a tool call that failed or timed out.")
+    timeout_seconds: int = Field(
+        default=30, ge=1, le=3600,
+        description="Timeout of one tool call, in seconds.",
+    )
+    retries: int = Field(
+        default=0, ge=0, le=10,
+        description="Retries of a tool call that failed or timed out.",
+    )
     http: HttpHandler | None = Field(default=None, description="Settings of an http handler.")
     mcp: McpHandler | None = Field(default=None, description="Settings of an mcp handler.")
     openapi: OpenApiHandler | None = Field(default=None, description="Settings of an openapi handler.")
