@@ -1,0 +1,86 @@
+"""The runtime dies and comes back: clients are told, and the facade recovers by itself."""
+
+from __future__ import annotations
+
+from .conftest import RunningFacade, StartFacade
+from .harness import RuntimeDouble, closed, connect, receive, receive_until, send
+
+
+async def test_runtime_killed_mid_turn_then_restarted(
+    facade: RunningFacade, runtime: RuntimeDouble
+) -> None:
+    """The whole outage story on one facade process.
+
+    During the outage clients get a retryable RUNTIME_UNAVAILABLE and close
+    code 1013 (try again later) and /readyz says 503; once the runtime listens
+    again on the same port, new connections and /readyz work without any
+    restart of the facade — a gRPC channel left in failure must not stick.
+    """
+    async with facade.http() as http:
+        assert (await http.get("/readyz")).status_code == 200
+        async with await connect(facade.ws_url) as ws:
+            await receive(ws)
+            await send(ws, {"type": "message", "content": "slow"})
+            assert (await receive(ws))["content"] == "working"
+            await runtime.kill()
+            error = await receive(ws)
+            code, _ = await closed(ws)
+        assert (error["code"], error["retryable"], code) == ("RUNTIME_UNAVAILABLE", True, 1013)
+        assert facade.metric("omnia_turns_total", {"outcome": "aborted"}) == 1
+
+        down = await http.get("/readyz")
+        assert down.status_code == 503
+        assert down.json()["status"] == "runtime unavailable"
+
+        async with await connect(facade.ws_url) as ws:
+            refused = await receive(ws)
+            code, _ = await closed(ws)
+        assert (refused["code"], refused["retryable"], code) == ("RUNTIME_UNAVAILABLE", True, 1013)
+
+        await runtime.start()
+        assert (await http.get("/readyz")).status_code == 200
+        async with await connect(facade.ws_url) as ws:
+            assert (await receive(ws))["type"] == "connected"
+            await send(ws, {"type": "message", "content": "hi"})
+            assert (await receive_until(ws, "done"))[-1]["finish_reason"] == "stop"
+
+
+async def test_idle_connections_are_told_when_the_runtime_dies(
+    facade: RunningFacade, runtime: RuntimeDouble
+) -> None:
+    async with await connect(facade.ws_url) as ws:
+        await receive(ws)
+        await runtime.kill()
+        error = await receive(ws)
+        code, _ = await closed(ws)
+    assert (error["code"], code) == ("RUNTIME_UNAVAILABLE", 1013)
+    assert facade.metric("active_connections") == 0
+
+
+async def test_unreachable_runtime_answers_within_the_open_timeout(
+    start_facade: StartFacade, runtime: RuntimeDouble
+) -> None:
+    await runtime.kill()
+    facade = await start_facade(open_timeout=0.3)
+    async with await connect(facade.ws_url) as ws:
+        error = await receive(ws)
+        code, _ = await closed(ws)
+    assert (error["code"], error["retryable"], code) == ("RUNTIME_UNAVAILABLE", True, 1013)
+    assert facade.metric("omnia_connections_total", {"result": "open_failed"}) == 1
+
+
+async def test_readyz_fails_while_the_store_is_down(
+    facade: RunningFacade, runtime: RuntimeDouble
+) -> None:
+    runtime.servicer.health.store_ok = False
+    runtime.servicer.health.detail = "redis: connection refused"
+    async with facade.http() as http:
+        response = await http.get("/readyz")
+    assert response.status_code == 503
+    assert response.json() == {
+        "status": "not ready",
+        "agent": "test-agent",
+        "runtime": True,
+        "store": False,
+        "detail": "redis: connection refused",
+    }
