@@ -13,6 +13,9 @@ from typing import Any
 
 import pytest
 import yaml
+from pydantic import BaseModel
+
+from omnia.api.v1alpha1 import parsing
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
@@ -63,3 +66,15 @@ def example_documents() -> list[Any]:
                 name = f"{path.relative_to(EXAMPLES)}#{index}"
                 params.append(pytest.param(document, id=name))
     return params
+
+
+def models_below(model: type[BaseModel], seen: set[type[BaseModel]] | None = None) -> set[type[BaseModel]]:
+    """``model`` and every model its fields contain, transitively."""
+    seen = set() if seen is None else seen
+    if model not in seen:
+        seen.add(model)
+        for field_info in model.model_fields.values():
+            inner = parsing.find_model(field_info.annotation)
+            if inner is not None:
+                models_below(inner, seen)
+    return seen

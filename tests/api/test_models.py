@@ -20,8 +20,7 @@ from omnia.api.v1alpha1 import (
     parse_duration,
     parse_manifest,
 )
-from omnia.api.v1alpha1 import parsing
-from tests.api.cases import BRIEF_EXAMPLE, InvalidCase, example_documents, invalid_cases
+from tests.api.cases import BRIEF_EXAMPLE, InvalidCase, example_documents, invalid_cases, models_below
 
 
 def test_brief_example_parses_with_percent_and_integer_targets() -> None:
@@ -212,23 +211,13 @@ def test_malformed_durations_are_rejected(text: str) -> None:
         parse_duration(text)
 
 
-def _models_below(model: type[BaseModel], seen: set[type[BaseModel]]) -> set[type[BaseModel]]:
-    if model not in seen:
-        seen.add(model)
-        for field in model.model_fields.values():
-            inner = parsing._find_model(field.annotation)
-            if inner is not None:
-                _models_below(inner, seen)
-    return seen
-
-
 KIND_MODELS = (AgentRuntime, PromptPack, ToolRegistry, Provider)
 SPEC_MODELS = sorted(
-    set().union(*(_models_below(kind.model_fields["spec"].annotation, set()) for kind in KIND_MODELS)),
+    set().union(*(models_below(kind.model_fields["spec"].annotation, set()) for kind in KIND_MODELS)),
     key=lambda model: model.__name__,
 )
 STATUS_MODELS = sorted(
-    set().union(*(_models_below(kind.model_fields["status"].annotation, set()) for kind in KIND_MODELS)),
+    set().union(*(models_below(kind.model_fields["status"].annotation, set()) for kind in KIND_MODELS)),
     key=lambda model: model.__name__,
 )
 

@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from omnia.api import crds, schemas
 from omnia.api.v1alpha1 import AgentRuntime, PromptPack, Provider, ToolRegistry, parse_manifest
-from tests.api.cases import BRIEF_EXAMPLE, example_documents
+from tests.api.cases import BRIEF_EXAMPLE, example_documents, models_below
 
 SCHEMAS = {
     crd["spec"]["names"]["kind"]: crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
@@ -219,9 +219,7 @@ def _rules(schema: dict[str, Any]) -> list[str]:
 )
 def test_every_python_rule_is_a_cel_rule_in_the_crd(kind: str, model: type[BaseModel]) -> None:
     """One declaration, two enforcers: nothing checked offline is unchecked by the server."""
-    from tests.api.test_models import _models_below
-
-    declared = {rule.cel for inner in _models_below(model, set()) for rule in getattr(inner, "validation_rules", ())}
+    declared = {rule.cel for inner in models_below(model) for rule in getattr(inner, "validation_rules", ())}
     assert declared and declared <= set(_rules(SCHEMAS[kind]))
 
 

@@ -25,6 +25,18 @@ Field paths are as in `kubectl explain`. A default is filled in by the API
 server when the field is omitted. *Rules* are cross-field checks
 (CEL `x-kubernetes-validations`) the API server evaluates on every write;
 `omnia run` applies the same checks to local manifests.
+
+Conventions:
+
+- Unknown fields are errors, both for `kubectl apply` and `omnia run`: a
+  misspelt field is reported with its path, never silently ignored.
+- Secrets are only referenced (`secretRef: {{name, key}}`), never inlined; the
+  operator passes them to pods as `secretKeyRef` environment variables.
+- Durations are strings such as `30s`, `5m`, `1h30m`, `24h`.
+- Status follows the Kubernetes API conventions: `observedGeneration`,
+  `conditions[]` (keyed by `type`) and a short `phase` for `kubectl get`.
+- The source of truth is `src/omnia/api/v1alpha1`; `scripts/gen-crds` writes
+  this page and `deploy/crds/`, and the tests fail when either is stale.
 """
 
 

@@ -132,7 +132,7 @@ def _field_description(model: type[pydantic.BaseModel] | None, name: str | int) 
 def _model_at(model: type[pydantic.BaseModel], loc: Sequence[str | int]) -> type[pydantic.BaseModel] | None:
     annotation: Any = model
     for part in loc:
-        current = _find_model(annotation)
+        current = find_model(annotation)
         if current is None:
             return None
         if isinstance(part, int):
@@ -141,17 +141,17 @@ def _model_at(model: type[pydantic.BaseModel], loc: Sequence[str | int]) -> type
         if part not in fields:
             return None
         annotation = fields[part].annotation
-    return _find_model(annotation)
+    return find_model(annotation)
 
 
-def _find_model(annotation: Any) -> type[pydantic.BaseModel] | None:
+def find_model(annotation: Any) -> type[pydantic.BaseModel] | None:
     """The model class inside ``X``, ``X | None``, ``list[X]`` or ``dict[str, X]``."""
     if isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel):
         return annotation
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType, list, dict, typing.Annotated):
         for arg in typing.get_args(annotation):
-            found = _find_model(arg)
+            found = find_model(arg)
             if found is not None:
                 return found
     return None
