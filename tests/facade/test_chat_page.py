@@ -1,0 +1,92 @@
+"""The chat page in a real headless Chromium, against a facade and a scripted runtime."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import AsyncIterator
+
+import pytest
+
+from .conftest import RunningFacade
+from .harness import HELLO_CHUNKS, RuntimeDouble
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def _chromium() -> str:
+    path = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    try:
+        import playwright.async_api  # noqa: F401
+    except ImportError:
+        path = None
+    if path is None:
+        message = "needs Debian's chromium and the playwright package (see docs/protocol.md)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture
+async def page() -> AsyncIterator[object]:
+    executable = _chromium()
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page()
+            page.set_default_timeout(10_000)
+            yield page
+        finally:
+            await browser.close()
+
+
+async def test_a_typed_message_streams_a_reply_into_the_page(
+    facade: RunningFacade, page
+) -> None:
+    from playwright.async_api import expect
+
+    await page.goto(facade.url + "/")
+    await expect(page.locator("#status")).to_have_attribute("data-state", "connected")
+    await expect(page.locator("#agent")).to_have_text("test-agent")
+
+    await page.fill("#input", "hello agent")
+    await page.press("#input", "Enter")
+
+    await expect(page.locator(".message.user")).to_have_text("hello agent")
+    reply = page.locator(".message.assistant").last
+    await expect(reply).to_have_attribute("data-state", "done")
+    await expect(reply).to_contain_text("".join(HELLO_CHUNKS))
+    await expect(reply.locator(".usage")).to_contain_text("7 in · 3 out tokens")
+    assert "session_id=" in page.url
+
+
+async def test_the_page_shows_errors_and_resumes_its_session(
+    facade: RunningFacade, runtime: RuntimeDouble, page
+) -> None:
+    from playwright.async_api import expect
+
+    await page.goto(facade.url + "/")
+    await expect(page.locator("#status")).to_have_attribute("data-state", "connected")
+    await page.fill("#input", "please fail")
+    await page.click("#send")
+    await expect(page.locator(".error")).to_contain_text("PROVIDER_ERROR")
+
+    session_id = await page.locator("#session-label").text_content()
+    await page.reload()
+    await expect(page.locator(".notice")).to_contain_text("resumed session")
+    assert await page.locator("#session-label").text_content() == session_id
+    assert runtime.servicer.opens[-1].session_id == session_id
