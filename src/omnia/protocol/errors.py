@@ -43,6 +43,7 @@ class CloseCode(enum.IntEnum):
     """WebSocket close codes the server uses (RFC 6455 plus the 4xxx private range)."""
 
     NORMAL = 1000
+    POLICY_VIOLATION = 1008
     # The library closes with 1009 by itself when a frame exceeds the hard
     # frame limit; listed so that clients and docs have one table.
     MESSAGE_TOO_BIG = 1009
