@@ -7,7 +7,10 @@ The Messages API differs from Chat Completions in ways the mapping absorbs:
 - an assistant turn is a list of blocks, text and ``tool_use``; tool results
   are ``tool_result`` blocks of the *next user* turn, so consecutive tool
   messages (and a user message after them) are merged into one user turn;
-- ``max_tokens`` is required.
+- ``max_tokens`` is required;
+- there are no sampling parameters: the SDK (2.x) and the API it describes
+  have dropped ``temperature``, ``top_p`` and ``top_k``, so a configured
+  temperature is not sent to Claude.
 
 The reply is read from the raw event stream (``messages.create(stream=True)``)
 rather than the SDK's accumulating helper, because the agent loop only needs
@@ -96,13 +99,11 @@ class ClaudeProvider:
         *,
         client: anthropic.AsyncAnthropic,
         model: str,
-        temperature: float | None = None,
         max_tokens: int = 512,
         retry: RetryPolicy = RetryPolicy(),
     ) -> None:
         self.model = model
         self._client = client
-        self._temperature = temperature
         self._max_tokens = max_tokens
         self._retry = retry
 
@@ -128,7 +129,6 @@ class ClaudeProvider:
         return cls(
             client=client,
             model=config.model,
-            temperature=config.temperature,
             max_tokens=config.max_tokens,
             retry=retry or RetryPolicy(max_retries=config.max_retries),
         )
@@ -198,9 +198,6 @@ class ClaudeProvider:
         }
         if system:
             params["system"] = system
-        temperature = request.temperature if request.temperature is not None else self._temperature
-        if temperature is not None:
-            params["temperature"] = temperature
         if request.tools:
             params["tools"] = [_tool(spec) for spec in request.tools]
         return params

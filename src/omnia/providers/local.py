@@ -153,7 +153,7 @@ class LocalProvider:
     Cancellation: cancelling the consumer (or closing the stream) makes the
     next token callback tell llama.cpp to stop, which frees the slot within
     one token; a cancel during prompt processing takes effect at the first
-    token. The worker thread is never waited for.
+    token. The stream does not wait for the worker thread to end.
     """
 
     type = "local"
@@ -174,6 +174,8 @@ class LocalProvider:
     @classmethod
     def from_config(cls, config: ProviderConfig) -> LocalProvider:
         model_path = Path(config.model_path) if config.model_path else default_model_path()
+        if not model_path.is_file():
+            raise ProviderError(f"the local model file {model_path} does not exist")
         engine = LocalEngine.shared(
             model_path=model_path,
             context_size=config.context_size,
@@ -221,7 +223,10 @@ class LocalProvider:
             else:
                 deliver(_END)
 
-        threading.Thread(target=work, name="omnia-local-generation", daemon=True).start()
+        # Not a daemon: the interpreter must not finalise while llama.cpp may still
+        # call back into Python (that aborts the process). At exit the loop is gone,
+        # so the next callback stops the generation and the thread ends at once.
+        threading.Thread(target=work, name="omnia-local-generation").start()
         try:
             reason, usage = "stop", Usage()
             while (chunk := await chunks.get()) is not _END:
