@@ -1,5 +1,5 @@
 # The two entry points of a fresh checkout (see README.md).
-.PHONY: run test install test-deps generate
+.PHONY: run test install test-deps generate bench
 
 run: install
 	.venv/bin/omnia run examples/quickstart
@@ -16,3 +16,7 @@ test-deps:
 generate: install
 	scripts/gen-protos
 	scripts/gen-crds
+
+bench: install
+	.venv/bin/python bench/relay.py
+	@for b in bench/sessions.py bench/operator.py; do [ ! -f $$b ] || .venv/bin/python $$b; done

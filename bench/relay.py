@@ -1,0 +1,213 @@
+"""Relay and idle-connection benchmarks of one agent pod (facade + runtime).
+
+    python bench/relay.py [--quick]
+
+(a) relay: N concurrent WebSocket sessions, each sending turns through
+    facade → gRPC → runtime, where the ``mock`` model streams K chunks with
+    no delay: so every millisecond measured is the platform's own overhead.
+    Prints turns/s and per-turn latency (send → done) p50/p99 per N.
+(b) idle: the facade's resident memory with 1,000 and 10,000 open, idle
+    WebSocket connections (each also holds a runtime conversation).
+
+Everything runs on loopback; the client runs in this process on the same
+machine, so the figures include its share of the CPU. Counts and time are
+bounded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import resource
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+from websockets.asyncio.client import connect
+
+from omnia.config import AgentConfig, FacadeConfig, MockScript, ProviderConfig, ScriptedReply
+
+CHUNKS = 32
+CHUNK_TEXT = "word "
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Pod:
+    """Runtime and facade processes on loopback, as ``omnia run`` starts them."""
+
+    def __init__(self, workdir: Path) -> None:
+        script = MockScript(replies=[ScriptedReply(text=CHUNK_TEXT * CHUNKS, chunk_size=len(CHUNK_TEXT))])
+        config = AgentConfig(
+            name="bench",
+            provider=ProviderConfig(type="mock", mock=script),
+            facade=FacadeConfig(
+                max_connections=20_000, messages_per_second=1e6, message_burst=1_000_000
+            ),
+        )
+        path = workdir / "agent.json"
+        path.write_text(config.to_json())
+        self.port = _free_port()
+        address = f"unix://{workdir}/runtime.sock"
+        env = {**os.environ, "OMNIA_LOG_LEVEL": "error"}
+        cmd = [sys.executable, "-m", "omnia"]
+        self.runtime = subprocess.Popen([*cmd, "runtime", "--config", str(path), "--listen", address], env=env)
+        self.facade = subprocess.Popen(
+            [*cmd, "facade", "--config", str(path), "--runtime", address, "--host", "127.0.0.1", "--port", str(self.port)],
+            env=env,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.port}/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("the pod did not become ready")
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    def rss_mib(self, process: subprocess.Popen) -> float:
+        for line in Path(f"/proc/{process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        raise RuntimeError("no VmRSS")
+
+    def stop(self) -> None:
+        for process in (self.facade, self.runtime):
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+
+
+async def _session(url: str, turns: int, latencies: list[float]) -> None:
+    async with connect(url, max_size=None, compression=None, proxy=None, open_timeout=60) as ws:
+        json.loads(await ws.recv())
+        for _ in range(turns):
+            started = time.perf_counter()
+            await ws.send('{"type":"message","content":"go"}')
+            chunks = 0
+            while True:
+                frame = json.loads(await ws.recv())
+                if frame["type"] == "chunk":
+                    chunks += 1
+                elif frame["type"] == "done":
+                    break
+                else:
+                    raise RuntimeError(f"unexpected frame {frame}")
+            if chunks != CHUNKS:
+                raise RuntimeError(f"expected {CHUNKS} chunks, got {chunks}")
+            latencies.append(time.perf_counter() - started)
+
+
+async def relay(pod: Pod, *, sessions: int, turns: int) -> dict:
+    latencies: list[float] = []
+    started = time.perf_counter()
+    await asyncio.wait_for(
+        asyncio.gather(*(_session(pod.ws_url, turns, latencies) for _ in range(sessions))), 600
+    )
+    elapsed = time.perf_counter() - started
+    ordered = sorted(latencies)
+    return {
+        "sessions": sessions,
+        "turns": len(latencies),
+        "turns_per_s": len(latencies) / elapsed,
+        "p50_ms": 1000 * statistics.median(ordered),
+        "p99_ms": 1000 * ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))],
+    }
+
+
+async def idle(pod: Pod, *, counts: list[int]) -> list[dict]:
+    results = []
+    open_connections = []
+    baseline = pod.rss_mib(pod.facade)
+    try:
+        for target in counts:
+            while len(open_connections) < target:
+                batch = min(250, target - len(open_connections))
+                made = await asyncio.gather(
+                    *(connect(pod.ws_url, compression=None, proxy=None, open_timeout=120, ping_interval=None) for _ in range(batch))
+                )
+                await asyncio.gather(*(ws.recv() for ws in made))
+                open_connections.extend(made)
+            await asyncio.sleep(1)
+            rss = pod.rss_mib(pod.facade)
+            results.append(
+                {
+                    "connections": target,
+                    "facade_rss_mib": rss,
+                    "per_connection_kib": (rss - baseline) * 1024 / target,
+                    "runtime_rss_mib": pod.rss_mib(pod.runtime),
+                }
+            )
+    finally:
+        await asyncio.gather(*(ws.close() for ws in open_connections), return_exceptions=True)
+    return [{"baseline_mib": baseline}, *results]
+
+
+def machine() -> str:
+    model = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
+        platform.processor(),
+    )
+    memory_kib = int(next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")))
+    return f"{os.cpu_count()} cores, {model}, {memory_kib / 1024 / 1024:.0f} GiB, Python {platform.python_version()}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smaller counts, for a smoke run")
+    args = parser.parse_args()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+    plan = [(1, 200), (100, 20), (1000, 5)] if not args.quick else [(1, 20), (10, 5)]
+    idle_counts = [1000, 10000] if not args.quick else [100]
+    print(f"machine: {machine()}")
+    print(f"relay: mock model, {CHUNKS} chunks per reply, no delay")
+    print(f"{'sessions':>9} {'turns':>7} {'turns/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
+    with tempfile.TemporaryDirectory() as workdir:
+        pod = Pod(Path(workdir))
+        try:
+            for sessions, turns in plan:
+                result = asyncio.run(relay(pod, sessions=sessions, turns=turns))
+                print(
+                    f"{result['sessions']:>9} {result['turns']:>7} {result['turns_per_s']:>9.0f}"
+                    f" {result['p50_ms']:>8.1f} {result['p99_ms']:>8.1f}",
+                    flush=True,
+                )
+        finally:
+            pod.stop()
+        pod = Pod(Path(workdir))
+        try:
+            rows = asyncio.run(idle(pod, counts=idle_counts))
+        finally:
+            pod.stop()
+    print("idle connections (facade RSS; each connection also holds a runtime conversation)")
+    print(f"  baseline facade RSS: {rows[0]['baseline_mib']:.1f} MiB")
+    print(f"{'connections':>12} {'facade MiB':>11} {'KiB/conn':>9} {'runtime MiB':>12}")
+    for row in rows[1:]:
+        print(
+            f"{row['connections']:>12} {row['facade_rss_mib']:>11.1f} {row['per_connection_kib']:>9.1f}"
+            f" {row['runtime_rss_mib']:>12.1f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
