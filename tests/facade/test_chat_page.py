@@ -32,7 +32,7 @@ def _chromium() -> str:
     except ImportError:
         path = None
     if path is None:
-        message = "needs Debian's chromium and the playwright package (see docs/protocol.md)"
+        message = "needs Chromium (apt-get install chromium) and the playwright package"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
