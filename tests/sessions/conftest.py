@@ -1,14 +1,71 @@
-"""The stores every contract test runs against.
+"""The stores every contract test runs against, and the servers behind them.
 
-Each parameter builds a fresh, empty store; durable stores join this list
-with their server fixtures, and the whole contract runs against them too.
+``make_store`` is parametrised over the three stores; each store it makes is
+fresh and empty (a namespace of its own on the shared servers), so tests
+never see each other's sessions. ``store`` is the usual one: 60 s TTL, at
+most 5 turns and 10,000 bytes per session.
+
+One Redis and one PostgreSQL server serve the whole test session, started
+only when a test needs them. Without the server binaries the tests skip on a
+developer's machine but fail in CI, where a silent skip would hide that
+nothing ran. Outage tests stop and restart these servers; the fixtures give
+them back running whatever the test did.
 """
 
 from __future__ import annotations
 
+import os
+import uuid
+from collections.abc import Iterator, Mapping
+
 import pytest
 
 from omnia.sessions import MemoryStore
+from omnia.sessions.postgres import PostgresStore
+from omnia.sessions.redis import RedisStore
+from omnia.testing import servers
+
+# Short enough that the outage tests do not wait long, long enough for a
+# loaded two-core CI machine.
+TIMEOUT_SECONDS = 1.5
+
+
+def _in_ci(environ: Mapping[str, str] = os.environ) -> bool:
+    return environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _start(make: type[servers.Server], **options) -> servers.Server:
+    try:
+        server = make(**options)
+    except servers.ServerNotInstalled as exc:
+        message = f"{exc}; run scripts/install-test-deps"
+        if _in_ci():
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    server.start()
+    return server
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[servers.RedisServer]:
+    server = _start(servers.RedisServer)
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[servers.PostgresServer]:
+    server = _start(servers.PostgresServer)
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def durable_redis_server() -> Iterator[servers.RedisServer]:
+    """A Redis of the test's own that appends every write to its AOF, for crash tests."""
+    server = _start(servers.RedisServer, appendonly=True)
+    yield server
+    server.close()
 
 
 class FakeClock:
@@ -24,9 +81,82 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-@pytest.fixture(params=[pytest.param("memory", id="memory")])
-async def store(request, clock):
-    if request.param == "memory":
-        made = MemoryStore(ttl_seconds=60, max_turns=5, max_bytes=10_000, clock=clock)
-    yield made
-    await made.aclose()
+def _namespace() -> str:
+    return f"test-{uuid.uuid4().hex[:12]}"
+
+
+def build_store(kind: str, *, url: str | None, **bounds):
+    """A fresh store of ``kind`` with its own namespace; ``bounds`` as the stores take them."""
+    if kind == "memory":
+        return MemoryStore(**bounds)
+    if kind == "redis":
+        return RedisStore.from_url(url, namespace=_namespace(), timeout_seconds=TIMEOUT_SECONDS, **bounds)
+    return PostgresStore(
+        dsn=url, namespace=_namespace(), timeout_seconds=TIMEOUT_SECONDS, max_connections=20, **bounds
+    )
+
+
+STORES = [
+    pytest.param("memory", id="memory"),
+    pytest.param("redis", id="redis", marks=pytest.mark.services),
+    pytest.param("postgres", id="postgres", marks=pytest.mark.services),
+]
+DURABLE_STORES = [param for param in STORES if param.values[0] != "memory"]
+
+
+class StoreFactory:
+    """Makes stores of one kind and closes them all when the test ends."""
+
+    def __init__(self, kind: str, server: servers.Server | None) -> None:
+        self.kind = kind
+        self.server = server
+        self._made: list = []
+
+    def __call__(self, *, ttl_seconds: float = 60, max_turns: int = 5, max_bytes: int = 10_000):
+        store = build_store(
+            self.kind,
+            url=self.server.url if self.server else None,
+            ttl_seconds=ttl_seconds,
+            max_turns=max_turns,
+            max_bytes=max_bytes,
+        )
+        self._made.append(store)
+        return store
+
+    async def aclose(self) -> None:
+        for store in self._made:
+            await store.aclose()
+
+
+def _server_for(kind: str, request: pytest.FixtureRequest) -> servers.Server | None:
+    if kind == "memory":
+        return None
+    server = request.getfixturevalue(f"{kind}_server")
+    if not server.running:  # an outage test that failed half-way
+        server.start()
+    return server
+
+
+@pytest.fixture(params=STORES)
+async def make_store(request: pytest.FixtureRequest):
+    factory = StoreFactory(request.param, _server_for(request.param, request))
+    yield factory
+    await factory.aclose()
+    if factory.server is not None and not factory.server.running:
+        factory.server.start()
+
+
+@pytest.fixture(params=DURABLE_STORES)
+async def make_durable_store(request: pytest.FixtureRequest):
+    """Stores whose server the test may stop, crash, freeze and restart."""
+    factory = StoreFactory(request.param, _server_for(request.param, request))
+    yield factory
+    factory.server.resume()
+    await factory.aclose()
+    if not factory.server.running:
+        factory.server.start()
+
+
+@pytest.fixture
+async def store(make_store: StoreFactory):
+    return make_store()
