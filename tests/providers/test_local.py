@@ -46,6 +46,14 @@ async def test_max_tokens_ends_the_reply_with_length(local_engine: LocalEngine):
     assert (finish.reason, finish.usage.output_tokens) == ("length", 5)
 
 
+async def test_prompt_beyond_the_context_is_a_non_retryable_error(local_engine: LocalEngine):
+    provider = LocalProvider(engine=local_engine)
+    with pytest.raises(ProviderError) as caught:
+        await _reply(provider, _ask("word " * (local_engine.context_size + 100)))
+    assert (caught.value.status, caught.value.retryable) == (400, False)
+    assert "context" in caught.value.message
+
+
 async def test_cancel_stops_generation_and_frees_the_slot(local_engine: LocalEngine):
     """A cancelled reply stops decoding within moments instead of running to max_tokens."""
     provider = LocalProvider(engine=local_engine)

@@ -257,7 +257,7 @@ def _tool(spec: ToolSpec) -> dict:
     return {"name": spec.name, "description": spec.description, "input_schema": spec.parameters}
 
 
-def _input_tokens(usage) -> int:
+def _input_tokens(usage: anthropic.types.Usage | anthropic.types.MessageDeltaUsage) -> int:
     return (
         (usage.input_tokens or 0)
         + (usage.cache_creation_input_tokens or 0)

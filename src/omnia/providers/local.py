@@ -218,7 +218,7 @@ class LocalProvider:
         def work() -> None:
             try:
                 self.engine.generate(body, deliver)
-            except Exception as error:  # noqa: BLE001 - handed to the consumer
+            except Exception as error:  # raised again by the consumer, in its task
                 deliver(error)
             else:
                 deliver(_END)
@@ -234,8 +234,8 @@ class LocalProvider:
                     raise chunk
                 if isinstance(chunk, Exception):
                     raise ProviderError(f"local model failed: {chunk}") from chunk
-                if "error" in chunk:
-                    raise _error(chunk["error"])
+                if (error := _error_in(chunk)) is not None:
+                    raise error
                 for choice in chunk.get("choices") or ():
                     text = (choice.get("delta") or {}).get("content")
                     if text:
@@ -266,7 +266,14 @@ def _to_llama(message: Message) -> dict:
     return {"role": message.role, "content": content}
 
 
-def _error(error: Any) -> ProviderError:
+def _error_in(chunk: dict) -> ProviderError | None:
+    """The failure a chunk reports: llama.cpp's ``{"error": …}``, or xllamacpp's own
+    ``{"code", "message"}`` when it could not even decode llama.cpp's answer."""
+    error = chunk.get("error")
+    if error is None and "message" in chunk and "choices" not in chunk:
+        error = chunk
+    if error is None:
+        return None
     if not isinstance(error, dict):
         return ProviderError(f"local model failed: {error}")
     status = error.get("code") if isinstance(error.get("code"), int) else None

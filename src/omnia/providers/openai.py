@@ -35,6 +35,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 
 import openai
+from openai.types.chat.chat_completion_chunk import ChoiceDeltaToolCall
 
 from omnia.config import ProviderConfig
 from omnia.providers._retrying import (
@@ -61,7 +62,6 @@ DEFAULT_BASE_URLS = {
     "gemini": "https://generativelanguage.googleapis.com/v1beta/openai/",
     "ollama": "http://localhost:11434/v1",
     "vllm": "http://localhost:8000/v1",
-    "local": None,
 }
 KEY_REQUIRED = frozenset({"openai", "gemini"})
 NO_KEY = "unused"
@@ -186,7 +186,7 @@ class _PartialCall:
     name: str = ""
     arguments: list[str] = field(default_factory=list)
 
-    def add(self, part: openai.types.chat.chat_completion_chunk.ChoiceDeltaToolCall) -> None:
+    def add(self, part: ChoiceDeltaToolCall) -> None:
         self.id = part.id or self.id
         if part.function is not None:
             self.name = part.function.name or self.name
