@@ -16,10 +16,12 @@ from pathlib import Path
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
-from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from omnia.config import FacadeConfig
 from omnia.facade import auth
@@ -28,6 +30,7 @@ from omnia.facade.relaying import Relay
 from omnia.facade.runtime_client import RuntimeClient, RuntimeUnavailable
 
 STATIC_DIR = Path(__file__).parent / "static"
+WEBSOCKET_PATH = "/ws"
 
 
 def create_app(
@@ -80,14 +83,34 @@ def create_app(
 
     app = Starlette(
         routes=[
-            WebSocketRoute("/ws", relay.handle),
-            Route("/ws", websocket_over_http),
+            Route(WEBSOCKET_PATH, websocket_over_http),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics),
             Route("/", index),
             Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
         ],
+        middleware=[Middleware(_WebSocketShortcut, relay=relay)],
     )
     app.state.relay = relay
     return app
+
+
+class _WebSocketShortcut:
+    """Hands ``/ws`` upgrades straight to the relay, past routing and exception layers.
+
+    Starlette's layers each hold a frame per connection and wrap every send;
+    with thousands of long-lived connections that is measurable memory and
+    per-frame work for nothing (the relay turns every failure into a frame
+    itself). Everything else goes through the normal app.
+    """
+
+    def __init__(self, app: ASGIApp, *, relay: Relay) -> None:
+        self.app = app
+        self.relay = relay
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and scope["path"] == WEBSOCKET_PATH:
+            await self.relay.serve(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)

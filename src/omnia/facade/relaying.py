@@ -26,7 +26,8 @@ import time
 from collections.abc import Mapping
 
 import grpc
-from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketDisconnected
+from starlette.datastructures import Headers, QueryParams
+from starlette.types import Receive, Scope, Send
 
 from omnia._proto.omnia.runtime.v1 import runtime_pb2 as pb
 from omnia.config import PROTOCOL_VERSION, FacadeConfig
@@ -41,7 +42,6 @@ logger = logging.getLogger(__name__)
 
 _TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 _KNOWN_CODES = frozenset(code.value for code in ErrorCode)
-_SEND_ERRORS = (WebSocketDisconnect, WebSocketDisconnected, OSError)
 _WRITE_ERRORS = (grpc.RpcError, asyncio.InvalidStateError)
 
 # How long ``drain`` waits, after closing the last connections, for their
@@ -52,7 +52,7 @@ _CLOSE_GRACE_SECONDS = 2.0
 class Relay:
     """Every live connection of one facade, and how to stop them gracefully.
 
-    ``handle`` serves one WebSocket for its whole life. ``drain`` is the
+    ``serve`` handles one WebSocket for its whole life. ``drain`` is the
     SIGTERM path: refuse new connections, close idle ones, let running turns
     finish (each connection closes itself after its ``done``), and close the
     rest when the timeout expires.
@@ -75,13 +75,17 @@ class Relay:
         self._empty = asyncio.Event()
         self._empty.set()
 
-    async def handle(self, websocket: WebSocket) -> None:
-        """Serve one WebSocket until either side closes it.
+    async def serve(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one WebSocket (an ASGI ``websocket`` scope) until either side closes it.
+
+        Speaks raw ASGI rather than through a framework's WebSocket wrapper:
+        every frame of every connection passes here, and each wrapper layer
+        costs a call per frame and memory per connection.
 
         Never raises for anything a client or the runtime does: every failure
         becomes an ``error`` frame and a close code.
         """
-        await _Connection(websocket, relay=self).run()
+        await _Connection(scope, receive, send, relay=self).run()
 
     async def drain(self, *, timeout: float) -> None:
         """Close every connection, giving running turns up to ``timeout`` seconds.
@@ -123,7 +127,9 @@ class Relay:
 
 class _Connection:
     __slots__ = (
-        "websocket",
+        "scope",
+        "receive",
+        "send_asgi",
         "relay",
         "metrics",
         "call",
@@ -136,8 +142,10 @@ class _Connection:
         "timeout_task",
     )
 
-    def __init__(self, websocket: WebSocket, *, relay: Relay) -> None:
-        self.websocket = websocket
+    def __init__(self, scope: Scope, receive: Receive, send: Send, *, relay: Relay) -> None:
+        self.scope = scope
+        self.receive = receive
+        self.send_asgi = send
         self.relay = relay
         self.metrics = relay.metrics
         self.call: grpc.aio.StreamStreamCall | None = None
@@ -157,7 +165,9 @@ class _Connection:
 
     async def run(self) -> None:
         relay = self.relay
-        await self.websocket.accept()
+        if (await self.receive())["type"] != "websocket.connect":
+            return
+        await self.send_asgi({"type": "websocket.accept"})
         if relay.draining:
             self.metrics.connections.labels("rejected_draining").inc()
             await self.shutdown()
@@ -193,9 +203,8 @@ class _Connection:
 
     async def _open(self) -> bool:
         """Authenticate, open the Converse stream and send ``connected``; False if refused."""
-        websocket = self.websocket
-        headers = websocket.headers
-        query = websocket.query_params
+        headers = Headers(scope=self.scope)
+        query = QueryParams(self.scope["query_string"])
         try:
             principal = await self.relay.authenticator.authenticate(headers=headers, query=query)
         except auth.Unauthorized as exc:
@@ -277,8 +286,8 @@ class _Connection:
         if self.closed:
             return
         try:
-            await self.websocket.send({"type": "websocket.send", "text": text})
-        except _SEND_ERRORS:
+            await self.send_asgi({"type": "websocket.send", "text": text})
+        except OSError:
             self.closed = True
 
     async def fail(
@@ -298,8 +307,8 @@ class _Connection:
             return
         self.closed = True
         try:
-            await self.websocket.send({"type": "websocket.close", "code": code, "reason": reason})
-        except (*_SEND_ERRORS, RuntimeError):
+            await self.send_asgi({"type": "websocket.close", "code": code, "reason": reason})
+        except (OSError, RuntimeError):
             pass
 
     # -- client → runtime --------------------------------------------------------
@@ -307,7 +316,7 @@ class _Connection:
     async def _read_client(self) -> None:
         config = self.relay.config
         max_bytes = config.max_message_bytes
-        receive = self.websocket.receive
+        receive = self.receive
         clock = time.monotonic
         bucket = TokenBucket(
             rate=config.messages_per_second, burst=config.message_burst, now=clock()
