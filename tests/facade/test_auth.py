@@ -147,7 +147,9 @@ async def test_jwt_from_the_query_string_is_accepted(signing_key) -> None:
         pytest.param(lambda key, other: token(key, kid="unknown"), id="unknown-kid"),
         pytest.param(
             lambda key, other: jwt.encode(
-                {"sub": "x", "exp": int(time.time()) + 60}, "a-shared-secret-of-at-least-32-bytes!", algorithm="HS256",
+                {"sub": "x", "exp": int(time.time()) + 60},
+                "a-shared-secret-of-at-least-32-bytes!",
+                algorithm="HS256",
                 headers={"kid": "k1"},
             ),
             id="symmetric-algorithm",

@@ -26,7 +26,7 @@ CHROMIUM_ARGS = [
 
 
 def _chromium() -> str:
-    path = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    path = os.environ.get("CHROMIUM") or shutil.which("chromium")
     try:
         import playwright.async_api  # noqa: F401
     except ImportError:

@@ -63,7 +63,9 @@ def test_valid_client_frames_parse_to_their_frame(text: str, expected: frames.Cl
         pytest.param('"message"', ErrorCode.INVALID_MESSAGE, "object", id="string"),
         pytest.param('{"content": "hi"}', ErrorCode.INVALID_MESSAGE, "type", id="no-type"),
         pytest.param('{"type": 3}', ErrorCode.INVALID_MESSAGE, "type", id="type-not-string"),
-        pytest.param('{"type": "mesage"}', ErrorCode.INVALID_MESSAGE, "'mesage'", id="unknown-type"),
+        pytest.param(
+            '{"type": "mesage"}', ErrorCode.INVALID_MESSAGE, "'mesage'", id="unknown-type"
+        ),
         pytest.param('{"type": "message"}', ErrorCode.INVALID_MESSAGE, "content", id="no-content"),
         pytest.param(
             '{"type": "message", "content": 5}', ErrorCode.INVALID_MESSAGE, "content",

@@ -83,7 +83,8 @@ class Metrics:
         )
         self.messages_received = Counter(
             "omnia_messages_received",
-            "Frames received from clients, by type ('refused': invalid, oversized or over the rate limit).",
+            "Frames received from clients, by type "
+            "('refused': invalid, oversized or over the rate limit).",
             ["type"],
             registry=registry,
         )

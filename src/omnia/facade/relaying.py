@@ -91,23 +91,30 @@ class Relay:
         """Close every connection, giving running turns up to ``timeout`` seconds.
 
         Idempotent; returns when all connections are gone (or, for peers that
-        ignore the close, shortly after).
+        ignore the close, shortly after). Connections are closed concurrently,
+        so a client that stopped reading (whose close frame cannot be
+        written) delays nobody else.
         """
         self.draining = True
-        for connection in list(self.connections):
-            if not connection.in_turn:
-                await connection.shutdown()
+        closing = [
+            asyncio.create_task(connection.shutdown())
+            for connection in list(self.connections)
+            if not connection.in_turn
+        ]
         try:
             async with asyncio.timeout(timeout):
                 await self._empty.wait()
         except TimeoutError:
-            for connection in list(self.connections):
-                await connection.shutdown()
+            closing += [
+                asyncio.create_task(connection.shutdown()) for connection in list(self.connections)
+            ]
         try:
             async with asyncio.timeout(_CLOSE_GRACE_SECONDS):
                 await self._empty.wait()
         except TimeoutError:
             logger.warning("%d connections did not close after drain", len(self.connections))
+        for task in closing:
+            task.cancel()
 
     def _admit(self, connection: _Connection) -> bool:
         if len(self.connections) >= self.config.max_connections:

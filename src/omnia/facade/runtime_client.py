@@ -78,7 +78,10 @@ class RuntimeClient:
         return self._stub.Converse(wait_for_ready=True)
 
     async def health(self) -> runtime_pb2.HealthResponse:
-        """The runtime's own view of its health; raises ``RuntimeUnavailable``."""
+        """The runtime's own view of its health; raises ``RuntimeUnavailable``.
+
+        Takes at most ``health_timeout`` seconds; safe to call concurrently.
+        """
         try:
             return await self._stub.Health(
                 runtime_pb2.HealthRequest(), timeout=self.health_timeout, wait_for_ready=True

@@ -89,7 +89,10 @@ class FacadeServer:
         return f"http://{host}:{self.port}"
 
     async def start(self) -> None:
-        """Serve in a background task; returns once requests are accepted."""
+        """Serve in a background task; returns once requests are accepted.
+
+        Cancelling ``start`` leaves the task running; ``stop`` ends it.
+        """
         self._task = asyncio.create_task(self._server.serve(sockets=[self._socket]))
         while not self._server.started:
             if self._task.done():
@@ -98,7 +101,11 @@ class FacadeServer:
             await asyncio.sleep(0.01)
 
     async def stop(self) -> None:
-        """Drain (see ``Relay.drain``), then stop serving. Idempotent."""
+        """Drain (see ``Relay.drain``), then stop serving. Idempotent.
+
+        Takes up to ``drainTimeoutSeconds`` plus a few seconds of grace;
+        ``force_stop`` from elsewhere (a second signal) shortens the wait.
+        """
         await self.relay.drain(timeout=self.config.drain_timeout_seconds)
         self._server.should_exit = True
         if self._task is not None:
