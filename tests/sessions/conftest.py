@@ -85,14 +85,14 @@ def _namespace() -> str:
     return f"test-{uuid.uuid4().hex[:12]}"
 
 
-def build_store(kind: str, *, url: str | None, **bounds):
-    """A fresh store of ``kind`` with its own namespace; ``bounds`` as the stores take them."""
+def build_store(kind: str, *, url: str | None, namespace: str, **bounds):
+    """A store of ``kind``; ``bounds`` as the stores take them."""
     if kind == "memory":
         return MemoryStore(**bounds)
     if kind == "redis":
-        return RedisStore.from_url(url, namespace=_namespace(), timeout_seconds=TIMEOUT_SECONDS, **bounds)
+        return RedisStore.from_url(url, namespace=namespace, timeout_seconds=TIMEOUT_SECONDS, **bounds)
     return PostgresStore(
-        dsn=url, namespace=_namespace(), timeout_seconds=TIMEOUT_SECONDS, max_connections=20, **bounds
+        dsn=url, namespace=namespace, timeout_seconds=TIMEOUT_SECONDS, max_connections=20, **bounds
     )
 
 
@@ -111,27 +111,41 @@ class StoreFactory:
         self.kind = kind
         self.server = server
         self._made: list = []
+        self._settings: dict[int, dict] = {}
 
-    def __call__(self, *, ttl_seconds: float = 60, max_turns: int = 5, max_bytes: int = 10_000):
-        store = build_store(
-            self.kind,
-            url=self.server.url if self.server else None,
-            ttl_seconds=ttl_seconds,
-            max_turns=max_turns,
-            max_bytes=max_bytes,
-        )
+    def __call__(
+        self,
+        *,
+        ttl_seconds: float = 60,
+        max_turns: int = 5,
+        max_bytes: int = 10_000,
+        namespace: str | None = None,
+    ):
+        """A store in a fresh namespace unless one is given."""
+        settings = {
+            "namespace": namespace or _namespace(),
+            "ttl_seconds": ttl_seconds,
+            "max_turns": max_turns,
+            "max_bytes": max_bytes,
+        }
+        store = build_store(self.kind, url=self.server.url if self.server else None, **settings)
         self._made.append(store)
+        self._settings[id(store)] = settings
         return store
+
+    def replica(self, store):
+        """Another store object on the same server and namespace: what a second replica holds."""
+        return self(**self._settings[id(store)])
 
     async def aclose(self) -> None:
         for store in self._made:
             await store.aclose()
 
 
-def _server_for(kind: str, request: pytest.FixtureRequest) -> servers.Server | None:
+def _server_for(kind: str, request: pytest.FixtureRequest, *, fixture: str | None = None) -> servers.Server | None:
     if kind == "memory":
         return None
-    server = request.getfixturevalue(f"{kind}_server")
+    server = request.getfixturevalue(fixture or f"{kind}_server")
     if not server.running:  # an outage test that failed half-way
         server.start()
     return server
@@ -152,6 +166,22 @@ async def make_durable_store(request: pytest.FixtureRequest):
     factory = StoreFactory(request.param, _server_for(request.param, request))
     yield factory
     factory.server.resume()
+    await factory.aclose()
+    if not factory.server.running:
+        factory.server.start()
+
+
+@pytest.fixture(
+    params=[
+        pytest.param(("redis", "durable_redis_server"), id="redis-aof", marks=pytest.mark.services),
+        pytest.param(("postgres", "postgres_server"), id="postgres", marks=pytest.mark.services),
+    ]
+)
+async def make_crashable_store(request: pytest.FixtureRequest):
+    """Stores whose server keeps every acknowledged write across a crash of its process."""
+    kind, fixture = request.param
+    factory = StoreFactory(kind, _server_for(kind, request, fixture=fixture))
+    yield factory
     await factory.aclose()
     if not factory.server.running:
         factory.server.start()

@@ -102,3 +102,138 @@ async def test_size_bound_refuses_a_turn_that_would_exceed_it(store):
 
 async def test_ping_succeeds_when_the_store_is_up(store):
     await store.ping()
+
+
+async def test_turn_contents_round_trip_exactly(store):
+    """What the loop stores (unicode, tool calls, odd floats, big counts) is what it reads back."""
+    turn = Turn(
+        index=0,
+        messages=(
+            {"role": "user", "content": "héllo 👋 \u0000 \"quoted\" \\ <tag>", "id": "m1", "metadata": {"k": [1]}},
+            {
+                "role": "assistant",
+                "content": "",
+                "tool_calls": [{"id": "c1", "name": "look_up", "arguments": {"x": [1, 2.5, None, True]}}],
+            },
+            {"role": "tool", "tool_call_id": "c1", "content": "{\"ok\": true}"},
+            {"role": "assistant", "content": "done"},
+        ),
+        input_tokens=2**40,
+        output_tokens=7,
+        cost_usd=0.1 + 0.2,
+        finish_reason="tool_calls",
+        created_at=1_700_000_000.123456,
+    )
+    session = Session(
+        id="s1", agent="agent", prompt_version="2.0.0-rc.1", metadata={"ünï": {"nested": [1.5, "x"]}},
+        created_at=1_700_000_000.5,
+    )
+    await store.create(session)
+    await store.append_turn("s1", turn)
+    got = await store.get("s1")
+    assert got.turns == (turn,)
+    assert (got.metadata, got.created_at, got.prompt_version) == (
+        session.metadata, session.created_at, session.prompt_version
+    )
+
+
+async def test_idle_session_expires_after_its_ttl_and_each_write_extends_it(make_store):
+    """A real store with a short TTL and the real clock: expiry is the store's own doing."""
+    store = make_store(ttl_seconds=1.5)
+    await store.create(_session())
+    await asyncio.sleep(0.9)
+    await store.append_turn("s1", _turn(0))
+    await asyncio.sleep(0.9)
+    assert len((await store.get("s1")).turns) == 1, "1.8 s after creation but 0.9 s after the last write"
+    await asyncio.sleep(1.8)
+    with pytest.raises(SessionNotFound):
+        await store.get("s1")
+    with pytest.raises(SessionNotFound):
+        await store.append_turn("s1", _turn(1))
+
+
+async def test_an_expired_session_id_can_be_used_again_from_scratch(make_store):
+    store = make_store(ttl_seconds=0.5)
+    await store.create(_session())
+    await store.append_turn("s1", _turn(0))
+    await asyncio.sleep(0.8)
+    await store.create(_session())
+    assert (await store.get("s1")).turns == ()
+    await store.append_turn("s1", _turn(0, "again"))
+    assert [t.messages[0]["content"] for t in (await store.get("s1")).turns] == ["again"]
+
+
+SESSIONS, TURNS, CONCURRENCY = 200, 20, 64
+
+
+def _numbered_turn(session_id: str, index: int) -> Turn:
+    return Turn(
+        index=index,
+        messages=(
+            {"role": "user", "content": f"{session_id} says {index}"},
+            {"role": "assistant", "content": f"{session_id} hears {index}"},
+        ),
+        input_tokens=index,
+        output_tokens=index + 1,
+    )
+
+
+async def test_many_sessions_written_at_once_keep_every_turn_in_order(make_store):
+    """200 sessions of 20 turns each, written concurrently: nothing lost, doubled or mixed up.
+
+    Every session's history is then checked turn by turn against what was
+    sent for it, so a turn landing in the wrong session, at the wrong index
+    or twice would show.
+    """
+    store = make_store(max_turns=TURNS, max_bytes=100_000)
+    gate = asyncio.Semaphore(CONCURRENCY)
+    ids = [f"c{n:03d}" for n in range(SESSIONS)]
+
+    async def converse(session_id: str) -> None:
+        async with gate:
+            await store.create(_session(session_id))
+            for index in range(TURNS):
+                await store.append_turn(session_id, _numbered_turn(session_id, index))
+
+    await asyncio.gather(*(converse(session_id) for session_id in ids))
+
+    async def check(session_id: str) -> None:
+        async with gate:
+            got = await store.get(session_id)
+        assert len(got.turns) == TURNS, session_id
+        for index, turn in enumerate(got.turns):
+            expected = _numbered_turn(session_id, index)
+            assert (turn.index, turn.messages, turn.input_tokens, turn.output_tokens) == (
+                index, expected.messages, expected.input_tokens, expected.output_tokens
+            ), f"{session_id} turn {index}"
+
+    await asyncio.gather(*(check(session_id) for session_id in ids))
+
+
+async def test_readers_during_writes_see_whole_turns_in_order(make_store):
+    """A reader racing the writers sees some prefix of the history, each turn complete."""
+    store = make_store(max_turns=TURNS, max_bytes=100_000)
+    ids = [f"r{n}" for n in range(8)]
+    for session_id in ids:
+        await store.create(_session(session_id))
+    writing = True
+
+    async def write(session_id: str) -> None:
+        for index in range(TURNS):
+            await store.append_turn(session_id, _numbered_turn(session_id, index))
+
+    async def read(session_id: str) -> int:
+        seen = 0
+        while writing:
+            turns = (await store.get(session_id)).turns
+            assert [t.index for t in turns] == list(range(len(turns)))
+            assert all(t.messages == _numbered_turn(session_id, t.index).messages for t in turns)
+            assert len(turns) >= seen, "a history never shrinks"
+            seen = len(turns)
+            await asyncio.sleep(0)
+        return seen
+
+    readers = [asyncio.create_task(read(session_id)) for session_id in ids]
+    await asyncio.gather(*(write(session_id) for session_id in ids))
+    writing = False
+    await asyncio.gather(*readers)

@@ -45,6 +45,7 @@ import asyncpg
 
 from omnia.sessions.base import (
     Session,
+    SessionError,
     SessionExists,
     SessionFull,
     SessionNotFound,
@@ -171,7 +172,7 @@ class PostgresStore:
         self._closed = False
 
     async def create(self, session: Session) -> None:
-        async with self._connection("create") as conn, conn.transaction():
+        async with self._transaction("create") as conn:
             # An expired session's id may be reused; its rows are simply stale.
             await conn.execute(
                 "DELETE FROM omnia_sessions WHERE namespace = $1 AND id = $2 AND expires_at <= now()",
@@ -240,7 +241,7 @@ class PostgresStore:
     async def append_turn(self, session_id: str, turn: Turn) -> None:
         # The size bound counts the same bytes as the other stores: the turn's JSON.
         size = len(json.dumps(turn.to_dict()))
-        async with self._connection("append_turn") as conn, conn.transaction():
+        async with self._transaction("append_turn") as conn:
             row = await conn.fetchrow(
                 """
                 SELECT pk, turn_count, bytes FROM omnia_sessions
@@ -321,19 +322,50 @@ class PostgresStore:
         """A pooled connection, the whole operation bounded by the timeout.
 
         Driver and socket errors become ``StoreUnavailable``; the session
-        errors raised inside pass through.
+        errors raised inside pass through. A connection whose operation
+        failed any other way (error, timeout, cancellation) is in an unknown
+        state: it is closed at once, not cleaned up, since cleaning up would
+        wait on the very server that just failed; the server rolls back
+        whatever it had open.
         """
         if self._closed:
             raise StoreUnavailable("postgres: the store is closed")
         try:
             async with asyncio.timeout(self._timeout):
                 pool = await self._connected_pool()
-                async with pool.acquire() as conn:
+                conn = await pool.acquire()
+                healthy = False
+                try:
                     yield conn
+                    healthy = True
+                except SessionError:
+                    healthy = True
+                    raise
+                finally:
+                    if not healthy:
+                        conn.terminate()
+                    await pool.release(conn)
         except TimeoutError as exc:
             raise StoreUnavailable(f"postgres {operation}: no answer within {self._timeout:g}s") from exc
         except _DRIVER_ERRORS as exc:
             raise StoreUnavailable(f"postgres {operation}: {exc or type(exc).__name__}") from exc
+
+    @asynccontextmanager
+    async def _transaction(self, operation: str) -> AsyncIterator[asyncpg.Connection]:
+        """``_connection`` inside BEGIN … COMMIT.
+
+        Not ``conn.transaction()``: on a failure it would send ROLLBACK and
+        wait for the answer of a server that may be gone. Here a refusal
+        (a session error) rolls back, anything else closes the connection.
+        """
+        async with self._connection(operation) as conn:
+            await conn.execute("BEGIN")
+            try:
+                yield conn
+            except SessionError:
+                await conn.execute("ROLLBACK")
+                raise
+            await conn.execute("COMMIT")
 
     async def _connected_pool(self) -> asyncpg.Pool:
         if self._pool is not None:

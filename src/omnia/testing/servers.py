@@ -11,7 +11,7 @@ PostgreSQL refuses to run as root, so when the caller is root the cluster is
 initialised and run as the unprivileged ``postgres`` user (created by the
 Debian package), with a data directory that user owns.
 
-Servers are started in their own process group and reaped by a finalizer
+Servers are started in a session of their own and reaped by a finalizer
 even if the owner forgets ``close()``, so a crashed test run does not leave
 servers behind.
 """
@@ -80,11 +80,47 @@ def _version_key(name: str) -> tuple[int, ...]:
     return tuple(int(part) for part in name.split(".") if part.isdigit())
 
 
-def _kill_group(pid: int) -> None:
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+def _descendants(pid: int) -> list[int]:
+    """``pid`` and every process below it, parents first (Linux ``/proc``).
+
+    Process groups are not enough: PostgreSQL backends each call setsid().
+    """
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # The command name, in parentheses, may itself contain spaces.
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    found, queue = [], [pid]
+    while queue:
+        current = queue.pop(0)
+        found.append(current)
+        queue.extend(children.get(current, ()))
+    return found
+
+
+def _signal_all(pid: int, signum: int) -> None:
+    for target in _descendants(pid):
+        try:
+            os.kill(target, signum)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _kill(process: subprocess.Popen) -> None:
+    """SIGKILL a server and everything below it, unless it is already gone.
+
+    Checking ``poll()`` first matters: the pid of a reaped process may
+    already belong to someone else.
+    """
+    if process.poll() is None:
+        _signal_all(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 class Server:
@@ -122,7 +158,7 @@ class Server:
             )
         finally:
             log.close()
-        self._reaper = weakref.finalize(self, _kill_group, self._process.pid)
+        self._reaper = weakref.finalize(self, _kill, self._process)
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
         while not self._ready():
             if self._process.poll() is not None or time.monotonic() > deadline:
@@ -140,14 +176,12 @@ class Server:
         if process is None:
             return
         if process.poll() is None:
-            os.killpg(process.pid, signal.SIGCONT)
+            _signal_all(process.pid, signal.SIGCONT)
             process.send_signal(self._crash_signal if crash else self._stop_signal)
             try:
                 process.wait(timeout=STOP_TIMEOUT_SECONDS)
             except subprocess.TimeoutExpired:
-                _kill_group(process.pid)
-                process.wait()
-        _kill_group(process.pid)  # anything left of the group, e.g. orphaned children
+                _kill(process)
         self._wait_port_free()
         self._process = None
         if self._reaper is not None:
@@ -165,12 +199,12 @@ class Server:
         hanging, which is what exercises the clients' timeouts.
         """
         assert self._process is not None, f"{self.name} is not running"
-        os.killpg(self._process.pid, signal.SIGSTOP)
+        _signal_all(self._process.pid, signal.SIGSTOP)
 
     def resume(self) -> None:
         """Undo ``pause``; does nothing to a server that is not running."""
         if self.running:
-            os.killpg(self._process.pid, signal.SIGCONT)
+            _signal_all(self._process.pid, signal.SIGCONT)
 
     def close(self) -> None:
         """Stop the server and delete its files."""
