@@ -14,9 +14,8 @@ them back running whatever the test did.
 
 from __future__ import annotations
 
-import os
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 
 import pytest
 
@@ -30,32 +29,16 @@ from omnia.testing import servers
 TIMEOUT_SECONDS = 1.5
 
 
-def _in_ci(environ: Mapping[str, str] = os.environ) -> bool:
-    return environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-
-
-def _start(make: type[servers.Server], **options) -> servers.Server:
-    try:
-        server = make(**options)
-    except servers.ServerNotInstalled as exc:
-        message = f"{exc}; run scripts/install-test-deps"
-        if _in_ci():
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
-    server.start()
-    return server
-
-
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[servers.RedisServer]:
-    server = _start(servers.RedisServer)
+    server = servers.start_for_pytest(servers.RedisServer)
     yield server
     server.close()
 
 
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[servers.PostgresServer]:
-    server = _start(servers.PostgresServer)
+    server = servers.start_for_pytest(servers.PostgresServer)
     yield server
     server.close()
 
@@ -63,7 +46,7 @@ def postgres_server() -> Iterator[servers.PostgresServer]:
 @pytest.fixture
 def durable_redis_server() -> Iterator[servers.RedisServer]:
     """A Redis of the test's own that appends every write to its AOF, for crash tests."""
-    server = _start(servers.RedisServer, appendonly=True)
+    server = servers.start_for_pytest(servers.RedisServer, appendonly=True)
     yield server
     server.close()
 

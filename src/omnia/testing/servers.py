@@ -27,11 +27,15 @@ import subprocess
 import tempfile
 import time
 import weakref
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TypeVar
 
 START_TIMEOUT_SECONDS = 30.0
 STOP_TIMEOUT_SECONDS = 15.0
 POSTGRES_ROOTS = (Path("/usr/lib/postgresql"),)
+
+ServerT = TypeVar("ServerT", bound="Server")
 
 
 class ServerNotInstalled(RuntimeError):
@@ -40,6 +44,29 @@ class ServerNotInstalled(RuntimeError):
 
 class ServerFailed(RuntimeError):
     """The server did not start (its log is in the message)."""
+
+
+def in_ci(environ: Mapping[str, str] = os.environ) -> bool:
+    return environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def start_for_pytest(server_class: type[ServerT], **options) -> ServerT:
+    """Start a server for a pytest fixture.
+
+    Missing binaries skip the test on a developer's machine but fail it in
+    CI (``CI`` set), where a silent skip would hide that nothing ran.
+    """
+    import pytest
+
+    try:
+        server = server_class(**options)
+    except ServerNotInstalled as exc:
+        message = f"{exc}; run scripts/install-test-deps"
+        if in_ci():
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    server.start()
+    return server
 
 
 def free_port() -> int:
