@@ -166,7 +166,7 @@ async def main(args: argparse.Namespace) -> None:
 
 def _arguments(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--turns", type=int, default=3000, help="turns per phase at most (default 3000)")
+    parser.add_argument("--turns", type=int, default=5000, help="turns per phase at most (default 5000)")
     parser.add_argument("--seconds", type=float, default=10.0, help="seconds per phase at most (default 10)")
     parser.add_argument("--writers", type=int, default=32, help="concurrent conversations (default 32)")
     parser.add_argument("--turns-per-session", type=int, default=20, help="turns before a new session (default 20)")
