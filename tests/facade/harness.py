@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import grpc
@@ -211,6 +211,18 @@ async def receive_until(ws: ClientConnection, kind: str, timeout: float = 5.0) -
         seen.append(frame)
         if frame["type"] == kind:
             return seen
+
+
+async def eventually(predicate: Callable[[], bool], *, seconds: float = 5.0) -> bool:
+    """Whether ``predicate`` becomes true within ``seconds``, checked every 10 ms.
+
+    For server-side effects of a client's close, which the server applies
+    after the closing handshake the client waits for.
+    """
+    async with asyncio.timeout(seconds):
+        while not predicate():
+            await asyncio.sleep(0.01)
+    return True
 
 
 async def closed(ws: ClientConnection, timeout: float = 5.0) -> tuple[int | None, str | None]:

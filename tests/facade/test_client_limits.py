@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import json
 import tracemalloc
@@ -10,7 +9,7 @@ import tracemalloc
 import pytest
 
 from .conftest import TEST_CONFIG, RunningFacade, StartFacade
-from .harness import closed, connect, receive, receive_until, send
+from .harness import closed, connect, eventually, receive, receive_until, send
 
 SMALL = TEST_CONFIG.model_copy(update={"max_message_bytes": 1024})
 
@@ -149,7 +148,7 @@ async def test_connections_beyond_the_limit_are_refused_with_1013(
         assert facade.metric("active_connections") == 2
     assert (refused["code"], refused["retryable"], code) == ("CAPACITY_EXCEEDED", True, 1013)
     # A freed slot is usable again.
-    await asyncio.sleep(0.1)
+    assert await eventually(lambda: facade.metric("active_connections") == 0)
     async with await connect(facade.ws_url) as fourth:
         assert (await receive(fourth))["type"] == "connected"
     assert facade.metric("omnia_connections_total", {"result": "rejected_capacity"}) == 1

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import httpx
+
 from .conftest import RunningFacade, StartFacade
-from .harness import RuntimeDouble, closed, connect, receive, receive_until, send
+from .harness import RuntimeDouble, closed, connect, eventually, receive, receive_until, send
 
 
 async def test_runtime_killed_mid_turn_then_restarted(
@@ -38,11 +42,23 @@ async def test_runtime_killed_mid_turn_then_restarted(
         assert (refused["code"], refused["retryable"], code) == ("RUNTIME_UNAVAILABLE", True, 1013)
 
         await runtime.start()
-        assert (await http.get("/readyz")).status_code == 200
+        assert await _ready_within(http, seconds=5)
         async with await connect(facade.ws_url) as ws:
             assert (await receive(ws))["type"] == "connected"
             await send(ws, {"type": "message", "content": "hi"})
             assert (await receive_until(ws, "done"))[-1]["finish_reason"] == "stop"
+
+
+async def _ready_within(http: httpx.AsyncClient, *, seconds: float) -> bool:
+    """Whether /readyz turns 200 within ``seconds``.
+
+    Not immediately: the channel retries a vanished runtime with a back-off of
+    up to a second, and a probe may land just before the next attempt.
+    """
+    async with asyncio.timeout(seconds):
+        while (await http.get("/readyz")).status_code != 200:
+            await asyncio.sleep(0.1)
+    return True
 
 
 async def test_idle_connections_are_told_when_the_runtime_dies(
@@ -54,7 +70,7 @@ async def test_idle_connections_are_told_when_the_runtime_dies(
         error = await receive(ws)
         code, _ = await closed(ws)
     assert (error["code"], code) == ("RUNTIME_UNAVAILABLE", 1013)
-    assert facade.metric("active_connections") == 0
+    assert await eventually(lambda: facade.metric("active_connections") == 0)
 
 
 async def test_unreachable_runtime_answers_within_the_open_timeout(
