@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import os
 import platform
-import statistics
+import subprocess
 import sys
 import time
 import uuid
@@ -125,8 +125,6 @@ def _machine() -> str:
 
 
 def _versions(redis: servers.RedisServer, postgres: servers.PostgresServer) -> str:
-    import subprocess
-
     redis_version = subprocess.run([str(redis.binary), "--version"], capture_output=True, text=True).stdout.split()[2]
     pg_version = subprocess.run(
         [str(postgres.bindir / "postgres"), "--version"], capture_output=True, text=True

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 import websockets
+from redis.asyncio import Redis
 
 from omnia.config import AgentConfig, MockScript, ProviderConfig, ScriptedReply, SessionConfig
 from omnia.sessions.redis import RedisStore
@@ -81,8 +82,17 @@ async def _turn(ws, text: str) -> dict:
 
 
 async def _history(redis_url: str, session_id: str) -> list[str]:
-    """The user messages of the session, read from the shared store itself."""
-    store = RedisStore.from_url(redis_url, namespace="default")
+    """The user messages of the session, read from the shared store itself.
+
+    The store's namespace is the runtime's choice; it is read off the key.
+    """
+    client = Redis.from_url(redis_url)
+    try:
+        [key] = await client.keys(f"omnia:*:session:{{{session_id}}}")
+    finally:
+        await client.aclose()
+    namespace = key.decode().removeprefix("omnia:").removesuffix(f":session:{{{session_id}}}")
+    store = RedisStore.from_url(redis_url, namespace=namespace)
     try:
         session = await store.get(session_id)
     finally:
