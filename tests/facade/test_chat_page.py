@@ -2,56 +2,21 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import AsyncIterator
 
 import pytest
+
+from tests.browsers import open_page
 
 from .conftest import RunningFacade
 from .harness import HELLO_CHUNKS, RuntimeDouble
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-def _chromium() -> str:
-    path = os.environ.get("CHROMIUM") or shutil.which("chromium")
-    try:
-        import playwright.async_api  # noqa: F401
-    except ImportError:
-        path = None
-    if path is None:
-        message = "needs Chromium (apt-get install chromium) and the playwright package"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
-
-
 @pytest.fixture
 async def page() -> AsyncIterator[object]:
-    executable = _chromium()
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        try:
-            page = await browser.new_page()
-            page.set_default_timeout(10_000)
-            yield page
-        finally:
-            await browser.close()
+    async with open_page() as opened:
+        yield opened
 
 
 async def test_a_typed_message_streams_a_reply_into_the_page(
