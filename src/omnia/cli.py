@@ -143,6 +143,59 @@ def version() -> None:
     typer.echo(__version__)
 
 
+@app.command()
+def operator(
+    namespace: Annotated[
+        list[str] | None,
+        typer.Option("--namespace", "-n", help="Serve only this namespace; repeat for several."),
+    ] = None,
+    all_namespaces: Annotated[
+        bool, typer.Option("--all-namespaces", help="Serve every namespace (the default without --namespace).")
+    ] = False,
+    liveness: Annotated[
+        str, typer.Option(help="host:port of the liveness endpoint, GET /healthz; empty for none.")
+    ] = "0.0.0.0:8080",
+    image: Annotated[
+        str | None, typer.Option(envvar="OMNIA_IMAGE", help="Image of agent pods whose spec.images leaves it out.")
+    ] = None,
+    prometheus_url: Annotated[
+        str | None, typer.Option(help="Prometheus that KEDA's triggers query for custom metrics.")
+    ] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Reconciles run at once.")] = 4,
+) -> None:
+    """Run the operator: reconcile AgentRuntimes, PromptPacks, Providers and ToolRegistries."""
+    from omnia import logs
+    from omnia.operator import builders, main
+
+    if namespace and all_namespaces:
+        raise _fail("--namespace and --all-namespaces exclude each other", EXIT_USAGE)
+    defaults = builders.Defaults()
+    overrides = {"image": image, "prometheus_url": prometheus_url}
+    defaults = builders.Defaults(**{**defaults.__dict__, **{k: v for k, v in overrides.items() if v}})
+    logs.configure(level=os.environ.get("OMNIA_LOG_LEVEL", "info"), component="operator")
+    main.run(namespaces=namespace or (), liveness=liveness or None, defaults=defaults, workers=workers)
+
+
+@app.command()
+def render(
+    paths: Annotated[list[Path], typer.Argument(help="Manifest files or folders.")],
+    image: Annotated[
+        str | None, typer.Option(envvar="OMNIA_IMAGE", help="Image the operator would use by default.")
+    ] = None,
+) -> None:
+    """Print, offline, the objects the operator would create for these manifests (multi-document YAML)."""
+    from omnia import manifests
+    from omnia.operator import builders
+    from omnia.operator import render as rendering
+
+    defaults = builders.Defaults(image=image) if image else builders.Defaults()
+    try:
+        objects = rendering.render(manifests.load(paths), defaults=defaults)
+    except manifests.ManifestLoadError as exc:
+        raise _fail(str(exc), EXIT_USAGE) from None
+    typer.echo(rendering.to_yaml(objects), nl=False)
+
+
 def _load_config(path: Path):
     from pydantic import ValidationError
 

@@ -1,0 +1,320 @@
+"""Writing to the Kubernetes API: server-side apply, status, Events.
+
+kopf watches and caches; writes go through this thin httpx client instead of
+kopf's internal one, which is not a public API. It makes exactly the calls
+the operator needs and nothing else, so the RBAC rules in deploy/rbac/ can be
+read off it. The transport is injectable (``httpx.MockTransport`` in tests).
+
+Objects are applied with server-side apply under the field manager
+``omnia-operator`` with ``force``: the operator owns the fields it sets and
+leaves every other field (an autoscaler's ``replicas``, a mesh's
+annotations) alone.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import json
+import logging
+import os
+import socket
+import ssl
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+import httpx
+import kopf
+
+from omnia.operator import labels
+
+log = logging.getLogger(__name__)
+
+SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+
+# (apiVersion, kind) → plural, for every kind the operator reads or writes.
+PLURALS: Mapping[tuple[str, str], str] = {
+    ("v1", "ConfigMap"): "configmaps",
+    ("v1", "Secret"): "secrets",
+    ("v1", "Service"): "services",
+    ("v1", "ServiceAccount"): "serviceaccounts",
+    ("v1", "Event"): "events",
+    ("apps/v1", "Deployment"): "deployments",
+    ("autoscaling/v2", "HorizontalPodAutoscaler"): "horizontalpodautoscalers",
+    ("keda.sh/v1alpha1", "ScaledObject"): "scaledobjects",
+    ("policy/v1", "PodDisruptionBudget"): "poddisruptionbudgets",
+    ("networking.k8s.io/v1", "NetworkPolicy"): "networkpolicies",
+    ("omnia.altairalabs.ai/v1alpha1", "AgentRuntime"): "agentruntimes",
+    ("omnia.altairalabs.ai/v1alpha1", "PromptPack"): "promptpacks",
+    ("omnia.altairalabs.ai/v1alpha1", "Provider"): "providers",
+    ("omnia.altairalabs.ai/v1alpha1", "ToolRegistry"): "toolregistries",
+}
+
+
+class ApiError(Exception):
+    """The API server refused a request; ``status`` and ``reason`` are its answer."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+
+class NotFound(ApiError):
+    pass
+
+
+class Conflict(ApiError):
+    pass
+
+
+def resource_path(api_version: str, kind: str, *, namespace: str, name: str | None = None,
+                  subresource: str | None = None) -> str:
+    plural = PLURALS[(api_version, kind)]
+    prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+    path = f"{prefix}/namespaces/{namespace}/{plural}"
+    if name is not None:
+        path += f"/{name}"
+    if subresource is not None:
+        path += f"/{subresource}"
+    return path
+
+
+class KubeApi(Protocol):
+    """The writes and the few reads the reconcilers make."""
+
+    async def apply(self, obj: Mapping[str, Any], *, field_manager: str = labels.OPERATOR) -> dict[str, Any]: ...
+
+    async def create(self, obj: Mapping[str, Any]) -> dict[str, Any]: ...
+
+    async def get(self, api_version: str, kind: str, *, namespace: str, name: str) -> dict[str, Any] | None: ...
+
+    async def delete(self, api_version: str, kind: str, *, namespace: str, name: str, uid: str) -> None: ...
+
+    async def patch_status(
+        self, api_version: str, kind: str, *, namespace: str, name: str, status: Mapping[str, Any]
+    ) -> None: ...
+
+    async def patch_annotations(
+        self, api_version: str, kind: str, *, namespace: str, name: str, annotations: Mapping[str, str | None]
+    ) -> None: ...
+
+    async def post_event(
+        self, *, regarding: Mapping[str, str], type: str, reason: str, message: str
+    ) -> None: ...
+
+
+class KubeClient:
+    """An async client for the calls in :class:`KubeApi`, over one ``httpx.AsyncClient``.
+
+    Requests run concurrently on the client's connection pool; each method
+    raises :class:`ApiError` (or :class:`NotFound`, :class:`Conflict`) for a
+    refusal and ``httpx.HTTPError`` for a transport failure, which the work
+    queue retries with backoff.
+    """
+
+    def __init__(self, http: httpx.AsyncClient, *, instance: str | None = None) -> None:
+        self._http = http
+        self._instance = instance or socket.gethostname()
+
+    @classmethod
+    def from_connection(
+        cls, info: kopf.ConnectionInfo, *, transport: httpx.AsyncBaseTransport | None = None
+    ) -> KubeClient:
+        """A client authenticated as kopf's login handlers found (kubeconfig or ServiceAccount)."""
+        return cls(
+            httpx.AsyncClient(
+                base_url=info.server,
+                verify=_ssl_context(info),
+                auth=_auth(info),
+                timeout=httpx.Timeout(30.0, connect=10.0),
+                transport=transport,
+            )
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def apply(self, obj: Mapping[str, Any], *, field_manager: str = labels.OPERATOR) -> dict[str, Any]:
+        metadata = obj["metadata"]
+        path = resource_path(obj["apiVersion"], obj["kind"], namespace=metadata["namespace"], name=metadata["name"])
+        response = await self._http.patch(
+            path,
+            params={"fieldManager": field_manager, "force": "true"},
+            content=json.dumps(obj),
+            headers={"Content-Type": "application/apply-patch+yaml"},
+        )
+        return _json(response)
+
+    async def create(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        path = resource_path(obj["apiVersion"], obj["kind"], namespace=obj["metadata"]["namespace"])
+        response = await self._http.post(path, params={"fieldManager": labels.OPERATOR}, json=obj)
+        return _json(response)
+
+    async def get(self, api_version: str, kind: str, *, namespace: str, name: str) -> dict[str, Any] | None:
+        response = await self._http.get(resource_path(api_version, kind, namespace=namespace, name=name))
+        if response.status_code == 404:
+            return None
+        return _json(response)
+
+    async def delete(self, api_version: str, kind: str, *, namespace: str, name: str, uid: str) -> None:
+        """Delete the object if it is still the one with ``uid`` (never a namesake created since)."""
+        response = await self._http.request(
+            "DELETE",
+            resource_path(api_version, kind, namespace=namespace, name=name),
+            json={"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": {"uid": uid},
+                  "propagationPolicy": "Background"},
+        )
+        if response.status_code in (404, 409):
+            return
+        _json(response)
+
+    async def patch_status(
+        self, api_version: str, kind: str, *, namespace: str, name: str, status: Mapping[str, Any]
+    ) -> None:
+        response = await self._http.patch(
+            resource_path(api_version, kind, namespace=namespace, name=name, subresource="status"),
+            content=json.dumps({"status": status}),
+            headers={"Content-Type": "application/merge-patch+json"},
+        )
+        _json(response)
+
+    async def patch_annotations(
+        self, api_version: str, kind: str, *, namespace: str, name: str, annotations: Mapping[str, str | None]
+    ) -> None:
+        response = await self._http.patch(
+            resource_path(api_version, kind, namespace=namespace, name=name),
+            content=json.dumps({"metadata": {"annotations": dict(annotations)}}),
+            headers={"Content-Type": "application/merge-patch+json"},
+        )
+        _json(response)
+
+    async def post_event(self, *, regarding: Mapping[str, str], type: str, reason: str, message: str) -> None:
+        """Record an Event about ``regarding`` (apiVersion, kind, namespace, name, uid).
+
+        Events are best effort: a refused Event is logged, never fails a reconcile.
+        """
+        now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+        namespace = regarding["namespace"]
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{regarding['name']}.", "namespace": namespace},
+            "involvedObject": dict(regarding),
+            "type": type,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": labels.OPERATOR},
+            "reportingComponent": labels.OPERATOR,
+            "reportingInstance": self._instance,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            response = await self._http.post(resource_path("v1", "Event", namespace=namespace), json=event)
+            _json(response)
+        except (ApiError, httpx.HTTPError) as exc:
+            log.warning("could not record event %s on %s/%s: %s", reason, namespace, regarding["name"], exc)
+
+
+def _json(response: httpx.Response) -> dict[str, Any]:
+    if response.is_success:
+        return response.json() if response.content else {}
+    try:
+        body = response.json()
+        reason, message = body.get("reason", ""), body.get("message", response.text)
+    except ValueError:
+        reason, message = "", response.text
+    error = {404: NotFound, 409: Conflict}.get(response.status_code, ApiError)
+    raise error(response.status_code, reason or response.reason_phrase, message)
+
+
+# --- credentials ------------------------------------------------------------
+
+
+def login(*, settings: kopf.OperatorSettings) -> kopf.ConnectionInfo:
+    """The credentials kopf would use: the pod's ServiceAccount, else the kubeconfig."""
+    info = kopf.login_with_service_account(settings=settings) or kopf.login_with_kubeconfig(settings=settings)
+    if info is None:
+        raise kopf.LoginError("no ServiceAccount token and no kubeconfig (set KUBECONFIG)")
+    return info
+
+
+class _BearerAuth(httpx.Auth):
+    """A bearer token read through ``source`` on every request, so a rotated token is picked up."""
+
+    def __init__(self, source: Callable[[], str]) -> None:
+        self._source = source
+
+    def auth_flow(self, request: httpx.Request):
+        request.headers["Authorization"] = f"Bearer {self._source()}"
+        yield request
+
+
+class _TokenFile:
+    """The kubelet rewrites a projected ServiceAccount token before it expires; re-read it when it changes."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._mtime = -1.0
+        self._token = ""
+
+    def __call__(self) -> str:
+        mtime = self._path.stat().st_mtime
+        if mtime != self._mtime:
+            self._token = self._path.read_text().strip()
+            self._mtime = mtime
+        return self._token
+
+
+def _auth(info: kopf.ConnectionInfo) -> httpx.Auth | None:
+    token_file = SERVICE_ACCOUNT_DIR / "token"
+    if info.token and info.server == "https://kubernetes.default.svc" and token_file.exists():
+        return _BearerAuth(_TokenFile(token_file))
+    if info.token:
+        token = info.token
+        return _BearerAuth(lambda: token)
+    if info.username and info.password:
+        return httpx.BasicAuth(info.username, info.password)
+    return None
+
+
+def _ssl_context(info: kopf.ConnectionInfo) -> ssl.SSLContext | bool:
+    if info.insecure:
+        return False
+    if info.ca_path:
+        context = ssl.create_default_context(cafile=os.fspath(info.ca_path))
+    elif info.ca_data:
+        context = ssl.create_default_context(cadata=_pem(info.ca_data))
+    else:
+        context = ssl.create_default_context()
+    certificate = _file(info.certificate_path, info.certificate_data)
+    key = _file(info.private_key_path, info.private_key_data)
+    if certificate and key:
+        context.load_cert_chain(certificate, key)
+    return context
+
+
+def _pem(data: str | bytes) -> str:
+    """Kubeconfig *-data fields are base64 of PEM; accept PEM as is too."""
+    raw = data.encode() if isinstance(data, str) else data
+    if raw.lstrip().startswith(b"-----BEGIN"):
+        return raw.decode()
+    return base64.b64decode(raw).decode()
+
+
+def _file(path: Any, data: str | bytes | None) -> str | None:
+    if path:
+        return os.fspath(path)
+    if not data:
+        return None
+    # ssl only loads client certificates from files; the file lives as long as the process.
+    handle = tempfile.NamedTemporaryFile("w", prefix="omnia-operator-", suffix=".pem", delete=False)
+    with handle:
+        handle.write(_pem(data))
+    os.chmod(handle.name, 0o600)
+    return handle.name

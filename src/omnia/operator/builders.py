@@ -1,0 +1,718 @@
+"""From typed specs to Kubernetes manifests: the objects an AgentRuntime owns.
+
+Every function here is pure: it takes the models of ``omnia.api.v1alpha1``
+and the rendered ``AgentConfig`` and returns plain dicts ready for
+server-side apply. The operator's handlers and ``omnia render`` call the same
+functions, so what ``omnia render`` prints is what the operator creates.
+
+Nothing here reads a Secret: credentials reach the pods as ``secretKeyRef``
+environment variables named in the config (``apiKeyEnv`` and friends), so the
+ConfigMap holding ``agent.json`` never contains one.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from omnia import __version__
+from omnia.api.v1alpha1 import (
+    API_VERSION,
+    AgentRuntime,
+    PromptPack,
+    Provider,
+    ResourceRequirements,
+    ScalingMetric,
+    ToolRegistry,
+)
+from omnia.api.v1alpha1.common import Resource
+from omnia.config import AgentConfig, PromptConfig
+from omnia.operator import labels
+from omnia.rendering import FACADE_API_KEYS_ENV, PROVIDER_API_KEY_ENV, SESSION_URL_ENV
+from omnia.tools import credentials
+
+DEFAULT_IMAGE = f"ghcr.io/altairalabs/omnia:{__version__}"
+DEFAULT_PROMETHEUS_URL = "http://prometheus-operated.monitoring.svc:9090"
+DEFAULT_MEMORY_TARGET = "70%"
+RUNTIME_ADDRESS = "127.0.0.1:9090"
+
+# The distroless "nonroot" user: any non-zero id satisfies runAsNonRoot, a
+# well-known one keeps file ownership in images predictable.
+POD_USER = 65532
+
+SESSION_STORE_PORTS = {"redis": 6379, "postgres": 5432}
+DNS_PORT = 53
+HTTPS_PORT = 443
+
+
+class BuildError(ValueError):
+    """The spec cannot become manifests; the message starts with the field at fault."""
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """What the operator fills in when an AgentRuntime leaves it out."""
+
+    image: str = DEFAULT_IMAGE
+    facade_resources: Mapping[str, Mapping[str, str]] = field(
+        default_factory=lambda: {
+            "requests": {"cpu": "50m", "memory": "64Mi"},
+            "limits": {"cpu": "500m", "memory": "256Mi"},
+        }
+    )
+    runtime_resources: Mapping[str, Mapping[str, str]] = field(
+        default_factory=lambda: {
+            "requests": {"cpu": "100m", "memory": "256Mi"},
+            "limits": {"cpu": "2", "memory": "1Gi"},
+        }
+    )
+    prometheus_url: str = DEFAULT_PROMETHEUS_URL
+    """Where KEDA's prometheus trigger queries custom metrics such as active_connections."""
+
+
+@dataclass(frozen=True)
+class SecretEnv:
+    """One environment variable of an agent pod, filled from a Secret key."""
+
+    variable: str
+    secret: str
+    key: str
+    container: Literal["facade", "runtime"]
+
+
+@dataclass(frozen=True)
+class PodImages:
+    facade: str
+    runtime: str
+
+
+@dataclass(frozen=True)
+class ObjectKind:
+    api_version: str
+    kind: str
+
+
+CONFIG_MAP = ObjectKind("v1", "ConfigMap")
+SERVICE_ACCOUNT = ObjectKind("v1", "ServiceAccount")
+SERVICE = ObjectKind("v1", "Service")
+DEPLOYMENT = ObjectKind("apps/v1", "Deployment")
+HPA = ObjectKind("autoscaling/v2", "HorizontalPodAutoscaler")
+SCALED_OBJECT = ObjectKind("keda.sh/v1alpha1", "ScaledObject")
+PDB = ObjectKind("policy/v1", "PodDisruptionBudget")
+NETWORK_POLICY = ObjectKind("networking.k8s.io/v1", "NetworkPolicy")
+
+OPTIONAL_KINDS = (HPA, SCALED_OBJECT, PDB, NETWORK_POLICY)
+"""Kinds an agent owns only under some specs; the operator deletes them when the spec stops asking."""
+
+
+@dataclass(frozen=True)
+class AgentObjects:
+    """Everything an AgentRuntime should own, and the optional kinds it should not."""
+
+    objects: list[dict[str, Any]]
+    absent: list[ObjectKind]
+
+
+# --- what the pods need -----------------------------------------------------
+
+
+def pod_images(agent: AgentRuntime, *, default: str) -> PodImages:
+    images = agent.spec.images
+    return PodImages(
+        facade=(images.facade if images and images.facade else default),
+        runtime=(images.runtime if images and images.runtime else default),
+    )
+
+
+def secret_env(
+    agent: AgentRuntime, *, provider: Provider | None, registry: ToolRegistry | None
+) -> list[SecretEnv]:
+    """The Secret keys an agent's pods read, and the variables that carry them.
+
+    Provider key, session store URL and client API keys use the names the
+    rendered config points at; tool handlers' secret headers and MCP
+    environment use the names ``omnia.tools.credentials`` gives them.
+    Raises ``CredentialError`` when two tool values would share a variable.
+    """
+    env: list[SecretEnv] = []
+    if provider is not None and provider.spec.credentials is not None:
+        ref = provider.spec.credentials.secret_ref
+        env.append(SecretEnv(PROVIDER_API_KEY_ENV, ref.name, ref.key, "runtime"))
+    if agent.spec.session.secret_ref is not None:
+        ref = agent.spec.session.secret_ref
+        env.append(SecretEnv(SESSION_URL_ENV, ref.name, ref.key, "runtime"))
+    auth = agent.spec.facade.auth
+    if auth.type == "apiKey" and auth.secret_ref is not None:
+        env.append(SecretEnv(FACADE_API_KEYS_ENV, auth.secret_ref.name, auth.secret_ref.key, "facade"))
+    if registry is not None:
+        for tool in credentials.secret_envs(registry.spec):
+            env.append(SecretEnv(tool.env, tool.secret, tool.key, "runtime"))
+    return env
+
+
+def autoscaled(agent: AgentRuntime) -> bool:
+    autoscaling = agent.spec.autoscaling
+    return autoscaling is not None and autoscaling.enabled
+
+
+def desired_replicas(agent: AgentRuntime, *, deployment_exists: bool) -> int | None:
+    """``spec.replicas`` to apply, or None to leave it to the autoscaler.
+
+    An autoscaled Deployment starts at ``minReplicas`` and is never scaled by
+    the operator afterwards, so it never fights the HPA (or KEDA) over it.
+    """
+    autoscaling = agent.spec.autoscaling
+    if autoscaling is None or not autoscaling.enabled:
+        return agent.spec.replicas
+    return None if deployment_exists else autoscaling.min_replicas
+
+
+def needs_pdb(agent: AgentRuntime) -> bool:
+    autoscaling = agent.spec.autoscaling
+    floor = autoscaling.min_replicas if autoscaled(agent) and autoscaling else agent.spec.replicas
+    return floor > 1
+
+
+def endpoint(agent: AgentRuntime) -> str:
+    """The in-cluster WebSocket URL of the agent's Service."""
+    namespace = agent.metadata.namespace or "default"
+    return f"ws://{agent.metadata.name}.{namespace}.svc:{agent.spec.facade.port}/ws"
+
+
+# --- the objects ------------------------------------------------------------
+
+
+def build_agent_objects(
+    agent: AgentRuntime,
+    *,
+    config: AgentConfig,
+    config_hash: str,
+    secrets: Sequence[SecretEnv],
+    registry: ToolRegistry | None,
+    defaults: Defaults,
+    replicas: int | None,
+) -> AgentObjects:
+    """All objects the agent owns, in apply order (the ConfigMap before the pods that mount it)."""
+    objects = [
+        build_service_account(agent),
+        build_configmap(agent, config=config),
+        build_service(agent),
+        build_deployment(
+            agent,
+            config=config,
+            config_hash=config_hash,
+            secrets=secrets,
+            images=pod_images(agent, default=defaults.image),
+            defaults=defaults,
+            replicas=replicas,
+        ),
+    ]
+    absent = []
+    engine = agent.spec.autoscaling.engine if autoscaled(agent) and agent.spec.autoscaling else None
+    if engine == "hpa":
+        objects.append(build_hpa(agent))
+    else:
+        absent.append(HPA)
+    if engine == "keda":
+        objects.append(build_scaled_object(agent, prometheus_url=defaults.prometheus_url))
+    else:
+        absent.append(SCALED_OBJECT)
+    if needs_pdb(agent):
+        objects.append(build_pdb(agent))
+    else:
+        absent.append(PDB)
+    if agent.spec.network_policy is not None and agent.spec.network_policy.enabled:
+        objects.append(build_network_policy(agent, config=config, registry=registry))
+    else:
+        absent.append(NETWORK_POLICY)
+    return AgentObjects(objects=objects, absent=absent)
+
+
+def build_service_account(agent: AgentRuntime) -> dict[str, Any]:
+    """The pods' own identity, with no token mounted: agents never call the Kubernetes API."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": _metadata(agent, agent.metadata.name),
+        "automountServiceAccountToken": False,
+    }
+
+
+def build_configmap(agent: AgentRuntime, *, config: AgentConfig) -> dict[str, Any]:
+    """``agent.json``: the rendered configuration, which names Secrets' variables but holds no secret."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(agent, labels.config_map_name(agent.metadata.name)),
+        "data": {labels.CONFIG_KEY: config.to_json()},
+    }
+
+
+def build_service(agent: AgentRuntime) -> dict[str, Any]:
+    name = agent.metadata.name
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(agent, name),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": labels.selector_labels(name),
+            "ports": [{"name": "ws", "port": agent.spec.facade.port, "targetPort": "ws", "protocol": "TCP"}],
+        },
+    }
+
+
+def build_deployment(
+    agent: AgentRuntime,
+    *,
+    config: AgentConfig,
+    config_hash: str,
+    secrets: Sequence[SecretEnv],
+    images: PodImages,
+    defaults: Defaults,
+    replicas: int | None,
+) -> dict[str, Any]:
+    """The agent's pods: facade and runtime containers sharing the rendered config.
+
+    ``replicas`` None leaves the field to the autoscaler (see
+    :func:`desired_replicas`). The config hash on the pod template is what
+    rolls the pods when anything they depend on changes.
+    """
+    name = agent.metadata.name
+    port = agent.spec.facade.port
+    config_file = f"{labels.CONFIG_DIR}/{labels.CONFIG_KEY}"
+    resources = agent.spec.resources
+    facade = {
+        "name": "facade",
+        "image": images.facade,
+        "command": ["omnia"],
+        "args": ["facade", "--config", config_file, "--runtime", RUNTIME_ADDRESS, "--port", str(port)],
+        "ports": [{"name": "ws", "containerPort": port, "protocol": "TCP"}],
+        "env": _env(secrets, "facade"),
+        "livenessProbe": {
+            "httpGet": {"path": "/healthz", "port": "ws"},
+            "periodSeconds": 10,
+            "timeoutSeconds": 2,
+            "failureThreshold": 3,
+        },
+        "readinessProbe": {
+            "httpGet": {"path": "/readyz", "port": "ws"},
+            "periodSeconds": 5,
+            "timeoutSeconds": 2,
+            "failureThreshold": 2,
+        },
+        "resources": merge_resources(
+            defaults.facade_resources,
+            resources.facade if resources else None,
+            field="spec.resources.facade",
+        ),
+        "securityContext": _container_security(),
+        "volumeMounts": _mounts(),
+    }
+    # The runtime listens on loopback only, out of the kubelet's reach: its
+    # health is observed through the facade's /readyz, which asks it.
+    runtime = {
+        "name": "runtime",
+        "image": images.runtime,
+        "command": ["omnia"],
+        "args": ["runtime", "--config", config_file, "--listen", RUNTIME_ADDRESS],
+        "env": _env(secrets, "runtime"),
+        "resources": merge_resources(
+            defaults.runtime_resources,
+            resources.runtime if resources else None,
+            field="spec.resources.runtime",
+        ),
+        "securityContext": _container_security(),
+        "volumeMounts": _mounts(),
+    }
+    for container in (facade, runtime):
+        if not container["env"]:
+            del container["env"]
+    spec: dict[str, Any] = {}
+    if replicas is not None:
+        spec["replicas"] = replicas
+    spec |= {
+        "selector": {"matchLabels": labels.selector_labels(name)},
+        "revisionHistoryLimit": 5,
+        # New pods must be ready before old ones stop taking connections.
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0}},
+        "template": {
+            "metadata": {
+                "labels": labels.agent_labels(name),
+                "annotations": {
+                    labels.CONFIG_HASH: config_hash,
+                    "prometheus.io/scrape": "true",
+                    "prometheus.io/port": str(port),
+                    "prometheus.io/path": "/metrics",
+                },
+            },
+            "spec": {
+                "serviceAccountName": name,
+                "automountServiceAccountToken": False,
+                "enableServiceLinks": False,
+                "terminationGracePeriodSeconds": int(config.facade.drain_timeout_seconds) + 15,
+                "securityContext": {
+                    "runAsNonRoot": True,
+                    "runAsUser": POD_USER,
+                    "runAsGroup": POD_USER,
+                    "fsGroup": POD_USER,
+                    "seccompProfile": {"type": "RuntimeDefault"},
+                },
+                "topologySpreadConstraints": [
+                    {
+                        "maxSkew": 1,
+                        "topologyKey": key,
+                        "whenUnsatisfiable": "ScheduleAnyway",
+                        "labelSelector": {"matchLabels": labels.selector_labels(name)},
+                    }
+                    for key in ("topology.kubernetes.io/zone", "kubernetes.io/hostname")
+                ],
+                "containers": [facade, runtime],
+                "volumes": [
+                    {"name": "config", "configMap": {"name": labels.config_map_name(name)}},
+                    {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
+                ],
+            },
+        },
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(agent, name),
+        "spec": spec,
+    }
+
+
+def build_hpa(agent: AgentRuntime) -> dict[str, Any]:
+    """An autoscaling/v2 HPA: memory and cpu as Resource metrics, custom ones as Pods metrics."""
+    autoscaling = _autoscaling(agent)
+    metrics = []
+    for index, metric in enumerate(_metrics(agent)):
+        where = f"spec.autoscaling.metrics[{index}]"
+        if metric.type == "custom":
+            metrics.append(
+                {
+                    "type": "Pods",
+                    "pods": {
+                        "metric": {"name": metric.name},
+                        "target": {"type": "AverageValue", "averageValue": _average_value(metric, where)},
+                    },
+                }
+            )
+        else:
+            percent = _percent(metric.target)
+            target = (
+                {"type": "Utilization", "averageUtilization": percent}
+                if percent is not None
+                else {"type": "AverageValue", "averageValue": str(metric.target)}
+            )
+            metrics.append({"type": "Resource", "resource": {"name": metric.type, "target": target}})
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": _metadata(agent, agent.metadata.name),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": agent.metadata.name},
+            "minReplicas": autoscaling.min_replicas,
+            "maxReplicas": autoscaling.max_replicas,
+            "metrics": metrics,
+        },
+    }
+
+
+def build_scaled_object(agent: AgentRuntime, *, prometheus_url: str) -> dict[str, Any]:
+    """A KEDA ScaledObject: cpu and memory triggers, custom metrics through Prometheus.
+
+    ``minReplicas: 0`` is scale to zero; KEDA can only wake a Deployment from
+    zero pods on a metric that exists without pods, so it needs a custom one.
+    """
+    autoscaling = _autoscaling(agent)
+    name = agent.metadata.name
+    namespace = agent.metadata.namespace or "default"
+    triggers = []
+    for index, metric in enumerate(_metrics(agent)):
+        where = f"spec.autoscaling.metrics[{index}]"
+        if metric.type == "custom":
+            # Pods of a Deployment are <name>-<replicaset hash>-<suffix>; the
+            # pattern does not match the pods of an agent called <name>-<x>.
+            query = (
+                f'sum({metric.name}{{namespace="{namespace}",pod=~"{re.escape(name)}-[a-z0-9]+-[a-z0-9]+"}})'
+            )
+            triggers.append(
+                {
+                    "type": "prometheus",
+                    "name": metric.name,
+                    "metricType": "AverageValue",
+                    "metadata": {
+                        "serverAddress": prometheus_url,
+                        "query": query,
+                        "threshold": _average_value(metric, where),
+                    },
+                }
+            )
+        else:
+            percent = _percent(metric.target)
+            triggers.append(
+                {
+                    "type": metric.type,
+                    "metricType": "Utilization" if percent is not None else "AverageValue",
+                    "metadata": {"value": str(percent) if percent is not None else str(metric.target)},
+                }
+            )
+    if autoscaling.min_replicas == 0 and not any(t["type"] == "prometheus" for t in triggers):
+        raise BuildError(
+            "spec.autoscaling.minReplicas: scaling to zero needs a custom metric; "
+            "cpu and memory cannot wake a Deployment that has no pods"
+        )
+    return {
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "ScaledObject",
+        "metadata": _metadata(agent, name),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+            "minReplicaCount": autoscaling.min_replicas,
+            "maxReplicaCount": autoscaling.max_replicas,
+            "triggers": triggers,
+        },
+    }
+
+
+def build_pdb(agent: AgentRuntime) -> dict[str, Any]:
+    """Voluntary disruptions (node drains) keep at least one pod serving."""
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _metadata(agent, agent.metadata.name),
+        "spec": {"minAvailable": 1, "selector": {"matchLabels": labels.selector_labels(agent.metadata.name)}},
+    }
+
+
+def build_network_policy(
+    agent: AgentRuntime, *, config: AgentConfig, registry: ToolRegistry | None
+) -> dict[str, Any]:
+    """Ingress only to the facade port; egress to DNS, HTTPS and the ports the agent needs.
+
+    Those are the session store's (by type), the provider's baseURL and the
+    tool handlers' URLs, so an agent on a vLLM server at :8000 or with an MCP
+    server at :8000 keeps working with the policy on.
+    """
+    egress_ports = [{"protocol": "UDP", "port": DNS_PORT}, {"protocol": "TCP", "port": DNS_PORT}]
+    tcp_ports = [HTTPS_PORT, *_egress_ports(config, registry)]
+    for port in sorted(set(tcp_ports), key=tcp_ports.index):
+        egress_ports.append({"protocol": "TCP", "port": port})
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _metadata(agent, agent.metadata.name),
+        "spec": {
+            "podSelector": {"matchLabels": labels.selector_labels(agent.metadata.name)},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [{"ports": [{"protocol": "TCP", "port": agent.spec.facade.port}]}],
+            "egress": [{"ports": egress_ports}],
+        },
+    }
+
+
+def build_prompt_snapshot(pack: PromptPack, *, prompt: PromptConfig, content_hash: str) -> dict[str, Any]:
+    """One version of a PromptPack, frozen: an immutable ConfigMap owned by the pack."""
+    name = snapshot_name(pack.metadata.name, prompt.version, content_hash)
+    metadata: dict[str, Any] = {
+        "name": name,
+        "labels": {
+            labels.MANAGED_BY: labels.OPERATOR,
+            labels.PROMPT_PACK: pack.metadata.name,
+            labels.COMPONENT: "prompt-snapshot",
+        },
+        "annotations": {labels.PROMPT_VERSION: prompt.version, labels.CONTENT_HASH: content_hash},
+    }
+    if pack.metadata.namespace:
+        metadata["namespace"] = pack.metadata.namespace
+    owner = owner_reference(pack)
+    if owner is not None:
+        metadata["ownerReferences"] = [owner]
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": metadata,
+        "immutable": True,
+        "data": {labels.SNAPSHOT_KEY: prompt.model_dump_json(by_alias=True, indent=2)},
+    }
+
+
+def snapshot_name(pack: str, version: str, content_hash: str) -> str:
+    """``<pack>-<version>-<hash>``, made a valid object name (semver allows + and capitals)."""
+    version_part = re.sub(r"[^a-z0-9.-]", "-", version.lower())
+    name = f"{pack}-{version_part}-{content_hash[:10]}"
+    if len(name) > 253:
+        name = f"{pack[: 253 - len(content_hash[:10]) - 1]}-{content_hash[:10]}"
+    return name
+
+
+def read_snapshot(data: Mapping[str, str]) -> PromptConfig:
+    return PromptConfig.model_validate(json.loads(data[labels.SNAPSHOT_KEY]))
+
+
+# --- resources --------------------------------------------------------------
+
+
+def merge_resources(
+    defaults: Mapping[str, Mapping[str, str]],
+    given: ResourceRequirements | None,
+    *,
+    field: str,
+) -> dict[str, dict[str, str]]:
+    """The operator's defaults, overridden per resource by what the spec gives.
+
+    A request above the default limit raises that limit to the request (a
+    team asking for 2Gi should not be rejected for the default 1Gi limit); a
+    request above a limit the spec itself sets is an error in the spec.
+    """
+    requests = {k: str(v) for k, v in defaults.get("requests", {}).items()}
+    limits = {k: str(v) for k, v in defaults.get("limits", {}).items()}
+    given_limits = {k: str(v) for k, v in (given.limits if given else {}).items()}
+    requests |= {k: str(v) for k, v in (given.requests if given else {}).items()}
+    limits |= given_limits
+    for name, request in requests.items():
+        limit = limits.get(name)
+        if limit is None or quantity(request) <= quantity(limit):
+            continue
+        if name in given_limits:
+            raise BuildError(f"{field}.requests.{name}: {request} exceeds the limit {limit}")
+        limits[name] = request
+    return {"requests": requests, "limits": limits}
+
+
+_BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
+_DECIMAL = {"n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), "": 1, "k": 10**3,
+            "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18}
+
+
+def quantity(text: str | int) -> Decimal:
+    """A Kubernetes quantity (``500m``, ``1.5Gi``, ``2e3``) as a number."""
+    value = str(text).strip()
+    match = re.fullmatch(r"([+-]?[0-9.]+(?:[eE][+-]?[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]?)", value)
+    if match is None:
+        raise BuildError(f"invalid quantity {value!r}")
+    number, suffix = match.groups()
+    try:
+        return Decimal(number) * Decimal(_BINARY.get(suffix) or _DECIMAL[suffix])
+    except InvalidOperation:
+        raise BuildError(f"invalid quantity {value!r}") from None
+
+
+# --- helpers ----------------------------------------------------------------
+
+
+def owner_reference(resource: Resource) -> dict[str, Any] | None:
+    """The controller reference to ``resource``; None before it has a uid (``omnia render``)."""
+    uid = resource.metadata.uid
+    if uid is None:
+        return None
+    return {
+        "apiVersion": API_VERSION,
+        "kind": resource.kind,
+        "name": resource.metadata.name,
+        "uid": uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _metadata(agent: AgentRuntime, name: str) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"name": name}
+    if agent.metadata.namespace:
+        metadata["namespace"] = agent.metadata.namespace
+    metadata["labels"] = labels.agent_labels(agent.metadata.name)
+    owner = owner_reference(agent)
+    if owner is not None:
+        metadata["ownerReferences"] = [owner]
+    return metadata
+
+
+def _env(secrets: Sequence[SecretEnv], container: str) -> list[dict[str, Any]]:
+    return [
+        {"name": item.variable, "valueFrom": {"secretKeyRef": {"name": item.secret, "key": item.key}}}
+        for item in secrets
+        if item.container == container
+    ]
+
+
+def _container_security() -> dict[str, Any]:
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _mounts() -> list[dict[str, Any]]:
+    return [
+        {"name": "config", "mountPath": labels.CONFIG_DIR, "readOnly": True},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+
+
+def _autoscaling(agent: AgentRuntime):
+    if agent.spec.autoscaling is None:
+        raise BuildError("spec.autoscaling: not set")
+    return agent.spec.autoscaling
+
+
+def _metrics(agent: AgentRuntime) -> list[ScalingMetric]:
+    metrics = _autoscaling(agent).metrics
+    return list(metrics) or [ScalingMetric(type="memory", target=DEFAULT_MEMORY_TARGET)]
+
+
+def _percent(target: int | str) -> int | None:
+    """A cpu/memory target as a utilisation percentage (``70%`` or a bare 70), or None for a quantity."""
+    if isinstance(target, int):
+        return target
+    if target.endswith("%"):
+        return int(target[:-1])
+    return None
+
+
+def _average_value(metric: ScalingMetric, where: str) -> str:
+    target = metric.target
+    if isinstance(target, str) and target.endswith("%"):
+        raise BuildError(
+            f"{where}.target: a custom metric's target is an average per pod such as 100, not a percentage"
+        )
+    return str(target)
+
+
+def _egress_ports(config: AgentConfig, registry: ToolRegistry | None) -> list[int]:
+    ports = []
+    store_port = SESSION_STORE_PORTS.get(config.session.type)
+    if store_port is not None:
+        ports.append(store_port)
+    urls = [config.provider.base_url]
+    for handler in registry.spec.handlers if registry else ():
+        block = getattr(handler, handler.type)
+        urls += [getattr(block, attribute, None) for attribute in ("url", "spec_url", "base_url")]
+    for url in urls:
+        port = _url_port(url)
+        if port is not None:
+            ports.append(port)
+    return ports
+
+
+def _url_port(url: str | None) -> int | None:
+    if not url:
+        return None
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    if port is not None:
+        return port
+    return {"http": 80, "https": HTTPS_PORT}.get(parts.scheme)
+

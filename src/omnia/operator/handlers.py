@@ -1,0 +1,296 @@
+"""kopf glue: the caches (kopf indexes), the watch events that queue reconciles, start-up.
+
+Everything kopf calls is registered on an explicit ``kopf.OperatorRegistry``
+by :func:`register`, never on kopf's global one, so the operator can be
+started several times in one process (as the tests do).
+
+- **Indexes** are the caches: one per watched kind, keyed by
+  :class:`~omnia.operator.references.Ref` (kind, namespace, name), holding
+  the parsed resource or a summary. The four Omnia kinds also index who they
+  reference, keyed ``("referrer", Ref)``, which is how a change finds the
+  objects it affects.
+- **Event handlers** turn every watch event into keys of the work queue:
+  the changed object if it is reconciled, and everything that references it.
+- The **start-up handler** captures the indexes and starts the workers, which
+  run :func:`omnia.operator.reconciling.reconcile`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+
+from omnia.api.v1alpha1 import GROUP, VERSION
+from omnia.config import PromptConfig
+from omnia.operator import applying, builders, labels, queueing, reconciling, references, summaries
+from omnia.operator.promptpacks import VersionRef
+from omnia.operator.references import Ref
+from omnia.operator.summaries import ConfigMapSummary, DeploymentSummary, Parsed, SecretSummary
+
+log = logging.getLogger(__name__)
+
+REFERRER = "referrer"
+SNAPSHOT = "snapshot"
+
+OMNIA_PLURALS = {
+    references.AGENT_RUNTIME: "agentruntimes",
+    references.PROMPT_PACK: "promptpacks",
+    references.PROVIDER: "providers",
+    references.TOOL_REGISTRY: "toolregistries",
+}
+
+
+class IndexCache:
+    """The :class:`~omnia.operator.reconciling.Cache` over kopf's indexes (live views)."""
+
+    def __init__(self, indexes: Mapping[str, kopf.Index]) -> None:
+        self._indexes = indexes
+
+    def _one(self, index: str, key: Any) -> Any:
+        store = self._indexes[index].get(key)
+        return next(iter(store), None) if store else None
+
+    def agent(self, namespace: str, name: str) -> Parsed | None:
+        return self._one("agentruntimes", Ref(references.AGENT_RUNTIME, namespace, name))
+
+    def prompt_pack(self, namespace: str, name: str) -> Parsed | None:
+        return self._one("promptpacks", Ref(references.PROMPT_PACK, namespace, name))
+
+    def provider(self, namespace: str, name: str) -> Parsed | None:
+        return self._one("providers", Ref(references.PROVIDER, namespace, name))
+
+    def tool_registry(self, namespace: str, name: str) -> Parsed | None:
+        return self._one("toolregistries", Ref(references.TOOL_REGISTRY, namespace, name))
+
+    def secret(self, namespace: str, name: str) -> SecretSummary | None:
+        return self._one("secrets", Ref(references.SECRET, namespace, name))
+
+    def config_map(self, namespace: str, name: str) -> ConfigMapSummary | None:
+        return self._one("configmaps", Ref(references.CONFIG_MAP, namespace, name))
+
+    def snapshot(self, namespace: str, pack: str, ref: VersionRef) -> PromptConfig | None:
+        return self._one("snapshots", (SNAPSHOT, namespace, pack, ref.version, ref.content_hash))
+
+    def deployment(self, namespace: str, name: str) -> DeploymentSummary | None:
+        return self._one("deployments", Ref("Deployment", namespace, name))
+
+    def referrers(self, ref: Ref) -> set[Ref]:
+        found: set[Ref] = set()
+        for index in OMNIA_PLURALS.values():
+            found.update(self._indexes[index].get((REFERRER, ref), ()))
+        return found
+
+    def reconciled(self) -> list[Ref]:
+        """Every object the operator reconciles, for the periodic resync."""
+        return [key for index in OMNIA_PLURALS.values() for key in self._indexes[index]
+                if isinstance(key, Ref)]
+
+
+@dataclass
+class Operator:
+    """The running operator: its queue and workers, started by kopf's start-up handler."""
+
+    defaults: builders.Defaults
+    workers: int = 4
+    resync_seconds: float = 600.0
+    connect: Callable[[kopf.OperatorSettings], applying.KubeClient] = field(
+        default=lambda settings: applying.KubeClient.from_connection(applying.login(settings=settings))
+    )
+    queue: queueing.WorkQueue[Ref] = field(default_factory=queueing.WorkQueue)
+    backoff: queueing.Backoff[Ref] = field(default_factory=queueing.Backoff)
+    stats: queueing.Stats = field(default_factory=queueing.Stats)
+    context: reconciling.Context | None = None
+    cache: IndexCache | None = None
+    _tasks: list[asyncio.Task] = field(default_factory=list)
+    _client: applying.KubeClient | None = None
+
+    def enqueue(self, refs: Iterable[Ref]) -> None:
+        for ref in refs:
+            if ref.kind in references.RECONCILED_KINDS:
+                self.queue.add(ref)
+
+    async def start(self, indexes: Mapping[str, kopf.Index], settings: kopf.OperatorSettings) -> None:
+        self.cache = IndexCache(indexes)
+        self._client = self.connect(settings)
+        self.context = reconciling.Context(cache=self.cache, api=self._client, defaults=self.defaults)
+        context = self.context
+        for number in range(self.workers):
+            self._tasks.append(asyncio.create_task(
+                queueing.work(self.queue, lambda ref: reconciling.reconcile(ref, context),
+                              backoff=self.backoff, stats=self.stats),
+                name=f"omnia-reconciler-{number}",
+            ))
+        self._tasks.append(asyncio.create_task(self._resync(), name="omnia-resync"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        self.queue.close()
+        if self._client is not None:
+            await self._client.aclose()
+
+    async def _resync(self) -> None:
+        """Re-apply everything now and then: repairs drift no watched event reports."""
+        while True:
+            await asyncio.sleep(self.resync_seconds)
+            if self.context is not None and self.cache is not None:
+                self.context.forget_applied()
+                self.enqueue(self.cache.reconciled())
+
+
+def register(registry: kopf.OperatorRegistry, *, operator: Operator) -> None:
+    """Register the operator's indexes and handlers on ``registry``."""
+
+    @kopf.on.login(registry=registry)
+    def login(settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo:
+        return applying.login(settings=settings)
+
+    @kopf.on.startup(registry=registry)
+    async def start(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
+        indexes = {name: kwargs[name] for name in INDEXES}
+        await operator.start(indexes, settings)
+
+    @kopf.on.cleanup(registry=registry)
+    async def stop(**_: Any) -> None:
+        await operator.stop()
+
+    @kopf.on.probe(id="reconciler", registry=registry)
+    def probe(**_: Any) -> dict[str, Any]:
+        return {**operator.stats.summary(), "queued": len(operator.queue), "delayed": operator.queue.delayed}
+
+    # --- indexes -------------------------------------------------------------
+
+    for kind, plural in OMNIA_PLURALS.items():
+        _index_custom_resource(registry, kind=kind, plural=plural)
+
+    @kopf.index(group="", version="v1", plural="secrets", id="secrets", registry=registry)
+    def secrets(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict:
+        return {Ref(references.SECRET, namespace, name): SecretSummary.from_body(body)}
+
+    @kopf.index(group="", version="v1", plural="configmaps", id="configmaps", when=_not_ours, registry=registry)
+    def configmaps(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict:
+        return {Ref(references.CONFIG_MAP, namespace, name): ConfigMapSummary.from_body(body)}
+
+    @kopf.index(group="", version="v1", plural="configmaps", id="snapshots",
+                labels={labels.PROMPT_PACK: kopf.PRESENT}, registry=registry)
+    def snapshots(body: kopf.Body, namespace: str, meta: kopf.Meta, **_: Any) -> dict:
+        annotations = meta.get("annotations") or {}
+        try:
+            prompt = builders.read_snapshot(body.get("data") or {})
+        except (KeyError, ValueError):
+            return {}
+        key = (SNAPSHOT, namespace, meta["labels"][labels.PROMPT_PACK],
+               annotations.get(labels.PROMPT_VERSION), annotations.get(labels.CONTENT_HASH))
+        return {key: prompt}
+
+    @kopf.index(group="apps", version="v1", plural="deployments", id="deployments",
+                labels={labels.MANAGED_BY: labels.OPERATOR}, registry=registry)
+    def deployments(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict:
+        return {Ref("Deployment", namespace, name): DeploymentSummary.from_body(body)}
+
+    # --- events → queue --------------------------------------------------------
+
+    def affected(ref: Ref) -> set[Ref]:
+        cache = operator.cache
+        return references.affected(ref, cache.referrers if cache else lambda _: ())
+
+    for kind, plural in OMNIA_PLURALS.items():
+        _queue_custom_resource_events(registry, operator=operator, kind=kind, plural=plural, affected=affected)
+
+    @kopf.on.event(group="", version="v1", plural="secrets", registry=registry)
+    def secret_changed(namespace: str, name: str, **_: Any) -> None:
+        operator.enqueue(affected(Ref(references.SECRET, namespace, name)))
+
+    @kopf.on.event(group="", version="v1", plural="configmaps", when=_not_ours, registry=registry)
+    def config_map_changed(namespace: str, name: str, **_: Any) -> None:
+        operator.enqueue(affected(Ref(references.CONFIG_MAP, namespace, name)))
+
+    @kopf.on.event(group="", version="v1", plural="configmaps",
+                   labels={labels.PROMPT_PACK: kopf.PRESENT}, registry=registry)
+    def snapshot_changed(namespace: str, meta: kopf.Meta, **_: Any) -> None:
+        pack = Ref(references.PROMPT_PACK, namespace, meta["labels"][labels.PROMPT_PACK])
+        operator.enqueue(affected(pack))
+
+    @kopf.on.event(group="", version="v1", plural="configmaps",
+                   labels={labels.AGENT: kopf.PRESENT}, registry=registry)
+    def agent_config_changed(type: str | None, namespace: str, meta: kopf.Meta, **_: Any) -> None:
+        if type == "DELETED":
+            _owned_object_gone(operator, Ref(references.AGENT_RUNTIME, namespace, meta["labels"][labels.AGENT]))
+
+    @kopf.on.event(group="apps", version="v1", plural="deployments",
+                   labels={labels.MANAGED_BY: labels.OPERATOR}, registry=registry)
+    def deployment_changed(type: str | None, namespace: str, meta: kopf.Meta, **_: Any) -> None:
+        agent = (meta.get("labels") or {}).get(labels.AGENT)
+        if agent:
+            ref = Ref(references.AGENT_RUNTIME, namespace, agent)
+            if type == "DELETED":
+                _owned_object_gone(operator, ref)
+            else:
+                operator.enqueue([ref])
+
+
+INDEXES = ("agentruntimes", "promptpacks", "providers", "toolregistries",
+           "secrets", "configmaps", "snapshots", "deployments")
+
+
+def _index_custom_resource(registry: kopf.OperatorRegistry, *, kind: str, plural: str) -> None:
+    def index(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict:
+        parsed = summaries.parse(body)
+        entries: dict[Any, Any] = {Ref(kind, namespace, name): parsed}
+        if parsed.resource is not None:
+            for target in references.references(parsed.resource, namespace=namespace):
+                entries[(REFERRER, target)] = Ref(kind, namespace, name)
+        return entries
+
+    kopf.index(GROUP, VERSION, plural, id=plural, registry=registry)(index)
+
+
+def _queue_custom_resource_events(
+    registry: kopf.OperatorRegistry,
+    *,
+    operator: Operator,
+    kind: str,
+    plural: str,
+    affected: Callable[[Ref], set[Ref]],
+) -> None:
+    def changed(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> None:
+        ref = Ref(kind, namespace, name)
+        refs = affected(ref)
+        if kind == references.AGENT_RUNTIME and operator.cache is not None:
+            # The packs listing this agent among their consumers, and the one
+            # it references now (which may be a different one after an edit).
+            pack = (spec.get("promptPackRef") or {}).get("name")
+            if pack:
+                refs.add(Ref(references.PROMPT_PACK, namespace, pack))
+            refs.update(_packs_listing(operator.cache, namespace=namespace, agent=name))
+        operator.enqueue(refs)
+
+    kopf.on.event(GROUP, VERSION, plural, id=f"{plural}-changed", registry=registry)(changed)
+
+
+def _packs_listing(cache: IndexCache, *, namespace: str, agent: str) -> list[Ref]:
+    found = []
+    for ref in cache.reconciled():
+        if ref.kind == references.PROMPT_PACK and ref.namespace == namespace:
+            parsed = cache.prompt_pack(namespace, ref.name)
+            if parsed is not None and agent in parsed.status.consumers:
+                found.append(ref)
+    return found
+
+
+def _owned_object_gone(operator: Operator, agent: Ref) -> None:
+    """Someone deleted an object of the agent: apply everything again."""
+    if operator.context is not None:
+        reconciling.forget_agent(agent, operator.context)
+    operator.enqueue([agent])
+
+
+def _not_ours(meta: kopf.Meta, **_: Any) -> bool:
+    return (meta.get("labels") or {}).get(labels.MANAGED_BY) != labels.OPERATOR

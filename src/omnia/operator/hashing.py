@@ -1,0 +1,54 @@
+"""Content hashes: what decides that pods roll and that a prompt is a new snapshot.
+
+A hash is over canonical JSON (sorted keys, no whitespace) so that it depends
+on content only, never on dict order or formatting, and is the same in the
+operator and in ``omnia render``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from omnia.config import AgentConfig, PromptConfig
+
+HASH_LENGTH = 16
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def digest(value: Any) -> str:
+    """A short hex digest of ``value``'s canonical JSON."""
+    return hashlib.sha256(canonical_json(value).encode()).hexdigest()[:HASH_LENGTH]
+
+
+def config_hash(
+    config: AgentConfig, *, secret_versions: Mapping[str, str | None], images: Sequence[str]
+) -> str:
+    """Hash of everything an agent pod depends on.
+
+    The rendered config covers the PromptPack content, the Provider and the
+    tools; Secrets are covered by their resourceVersions (their values never
+    reach the operator's output), and the images by name. Any change gives a
+    new hash, the hash is on the pod template, so any change rolls the pods.
+    """
+    return digest(
+        {
+            "config": json.loads(config.to_json()),
+            "secrets": dict(sorted(secret_versions.items())),
+            "images": list(images),
+        }
+    )
+
+
+def content_hash(prompt: PromptConfig) -> str:
+    """Hash of one prompt version's content, without its version number.
+
+    A snapshot is identified by (version, content hash); leaving the version
+    out lets the operator recognise the same content under two versions.
+    """
+    return digest(prompt.model_dump(mode="json", by_alias=True, exclude={"version"}))

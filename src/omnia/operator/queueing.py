@@ -1,0 +1,203 @@
+"""The work queue between watch events and reconciles.
+
+kopf delivers events per object; a reconcile, though, is per *target*: one
+Secret edit must reconcile a Provider and every agent using it, and one
+PromptPack edit two hundred agents. So events only put keys in this queue and
+a few workers reconcile them, level-based:
+
+- a key is queued at most once and reconciled by one worker at a time; keys
+  added while their reconcile runs are reconciled once more afterwards, so
+  bursts of events coalesce into one reconcile that reads the latest state;
+- a failed reconcile is retried with exponential backoff; ``kopf.TemporaryError``
+  is the way to ask for a retry (with its ``delay`` if it has one), and
+  ``kopf.PermanentError`` the way to stop until the next change;
+- an event for a key that waits for a retry reconciles it at once: an agent
+  waiting for its missing Provider starts the moment the Provider appears.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from collections.abc import Awaitable, Callable, Hashable
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+import kopf
+
+K = TypeVar("K", bound=Hashable)
+
+log = logging.getLogger(__name__)
+
+
+class WorkQueue(Generic[K]):
+    """Keys waiting for a reconcile. All methods must be called from the queue's event loop."""
+
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._ready: asyncio.Queue[K] = asyncio.Queue()
+        self._queued: set[K] = set()
+        self._active: set[K] = set()
+        self._dirty: set[K] = set()
+        self._timers: dict[K, tuple[float, asyncio.TimerHandle]] = {}
+        self._added_at: dict[K, float] = {}
+
+    def __len__(self) -> int:
+        return len(self._queued) + len(self._dirty)
+
+    @property
+    def delayed(self) -> int:
+        return len(self._timers)
+
+    def add(self, key: K) -> None:
+        """Reconcile ``key`` as soon as a worker is free; cancels a pending delayed add."""
+        self._cancel_timer(key)
+        if key in self._active:
+            self._dirty.add(key)
+        elif key not in self._queued:
+            self._queued.add(key)
+            self._added_at.setdefault(key, self._clock())
+            self._ready.put_nowait(key)
+
+    def add_after(self, key: K, delay: float) -> None:
+        """Reconcile ``key`` in ``delay`` seconds, unless something reconciles it earlier."""
+        if delay <= 0:
+            self.add(key)
+            return
+        due = self._clock() + delay
+        pending = self._timers.get(key)
+        if pending is not None and pending[0] <= due:
+            return
+        self._cancel_timer(key)
+        handle = asyncio.get_running_loop().call_later(delay, self._fire, key)
+        self._timers[key] = (due, handle)
+
+    async def get(self) -> tuple[K, float]:
+        """The next key and how long it waited; waits for one. Call :meth:`done` after."""
+        key = await self._ready.get()
+        self._queued.discard(key)
+        self._active.add(key)
+        waited = self._clock() - self._added_at.pop(key, self._clock())
+        return key, waited
+
+    def done(self, key: K) -> None:
+        self._active.discard(key)
+        if key in self._dirty:
+            self._dirty.discard(key)
+            self.add(key)
+
+    def close(self) -> None:
+        for _, handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
+
+    def _fire(self, key: K) -> None:
+        self._timers.pop(key, None)
+        self.add(key)
+
+    def _cancel_timer(self, key: K) -> None:
+        pending = self._timers.pop(key, None)
+        if pending is not None:
+            pending[1].cancel()
+
+
+@dataclass
+class Backoff(Generic[K]):
+    """Exponential delays per key: base, 2×base, … up to cap; reset by a success."""
+
+    base: float = 1.0
+    cap: float = 300.0
+    _failures: dict[K, int] = field(default_factory=dict)
+
+    def next(self, key: K) -> float:
+        failures = self._failures.get(key, 0)
+        self._failures[key] = failures + 1
+        return min(self.cap, self.base * 2**failures)
+
+    def reset(self, key: K) -> None:
+        self._failures.pop(key, None)
+
+
+@dataclass
+class Stats:
+    """Reconcile counters and the latest durations, for the liveness probe and the benchmark."""
+
+    window: int = 10_000
+    reconciles: int = 0
+    failures: int = 0
+    durations: collections.deque = field(default_factory=collections.deque)
+    waits: collections.deque = field(default_factory=collections.deque)
+
+    def record(self, *, duration: float, waited: float, failed: bool) -> None:
+        self.reconciles += 1
+        self.failures += failed
+        for series, value in ((self.durations, duration), (self.waits, waited)):
+            series.append(value)
+            if len(series) > self.window:
+                series.popleft()
+
+    def summary(self) -> dict[str, float | int]:
+        return {
+            "reconciles": self.reconciles,
+            "failures": self.failures,
+            "reconcile_p50_ms": _percentile(self.durations, 50) * 1000,
+            "reconcile_p99_ms": _percentile(self.durations, 99) * 1000,
+            "queue_wait_p50_ms": _percentile(self.waits, 50) * 1000,
+            "queue_wait_p99_ms": _percentile(self.waits, 99) * 1000,
+        }
+
+
+def _percentile(values: collections.deque, percent: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(percent / 100 * len(ordered) + 0.5) - 1))
+    return ordered[index]
+
+
+Reconcile = Callable[[K], Awaitable[float | None]]
+"""Reconciles one key; returns seconds until it wants to run again, or None."""
+
+
+async def work(
+    queue: WorkQueue[K],
+    reconcile: Reconcile[K],
+    *,
+    backoff: Backoff[K],
+    stats: Stats,
+    clock: Callable[[], float] = time.monotonic,
+) -> None:
+    """One worker: reconcile keys from ``queue`` until cancelled.
+
+    Cancellation stops the worker between keys or inside a reconcile (which
+    is safe: reconciles are idempotent and the next run starts over).
+    """
+    while True:
+        key, waited = await queue.get()
+        started = clock()
+        failed = False
+        try:
+            requeue_after = await reconcile(key)
+        except kopf.TemporaryError as exc:
+            failed = True
+            delay = exc.delay if exc.delay is not None else backoff.next(key)
+            log.info("reconcile of %s will be retried in %.1fs: %s", key, delay, exc)
+            queue.add_after(key, delay)
+        except kopf.PermanentError as exc:
+            failed = True
+            backoff.reset(key)
+            log.warning("reconcile of %s failed until its next change: %s", key, exc)
+        except Exception:
+            failed = True
+            delay = backoff.next(key)
+            log.exception("reconcile of %s failed; retrying in %.1fs", key, delay)
+            queue.add_after(key, delay)
+        else:
+            backoff.reset(key)
+            if requeue_after is not None:
+                queue.add_after(key, requeue_after)
+        finally:
+            queue.done(key)
+            stats.record(duration=clock() - started, waited=waited, failed=failed)

@@ -1,0 +1,626 @@
+"""The four reconcilers: fetch from the caches, call the builders, apply, write status.
+
+Each reconciler is level-based: it reads the current state of its object and
+of everything the object references from the caches, computes the whole
+desired state with the pure functions of ``builders``, ``promptpacks``,
+``toolregistries`` and ``status``, and makes the cluster match. Nothing is
+carried from one reconcile to the next except two memories that only save
+work — what was last applied and what was last written — so the operator can
+be killed at any point and a restart converges to the same objects.
+
+Failures follow one rule: a missing reference or a bad Secret is reported
+in the status (condition with reason and message) and as an Event, what
+already runs keeps running, and the reconcile is retried with backoff
+(``kopf.TemporaryError``) — and at once when the missing object appears. An
+invalid spec is reported the same way and waits for the next edit
+(``kopf.PermanentError``). Nothing here ever deletes an agent's workload
+because something it references went away.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import kopf
+
+from omnia.agent.prompts import PromptError, PromptRenderer
+from omnia.api.v1alpha1 import API_VERSION, AgentRuntime, PromptVersion, Provider, ToolRegistry
+from omnia.config import PromptConfig, PromptRollout
+from omnia.operator import (
+    builders,
+    hashing,
+    labels,
+    promptpacks,
+    references,
+    status,
+    toolregistries,
+)
+from omnia.operator.applying import Conflict, KubeApi, NotFound
+from omnia.operator.promptpacks import VersionRef
+from omnia.operator.references import Ref
+from omnia.operator.status import READY, Check
+from omnia.operator.summaries import ConfigMapSummary, DeploymentSummary, Parsed, SecretSummary
+from omnia.rendering import RenderError, prompt_config, render_agent_config, tool_configs
+from omnia.tools.credentials import CredentialError
+
+log = logging.getLogger(__name__)
+
+CATCH_UP_SECONDS = 5.0
+"""How long a reconcile waits for the caches to show the operator's own last write."""
+
+
+class Cache(Protocol):
+    """What the reconcilers read: the operator's caches of the watched objects."""
+
+    def agent(self, namespace: str, name: str) -> Parsed | None: ...
+
+    def prompt_pack(self, namespace: str, name: str) -> Parsed | None: ...
+
+    def provider(self, namespace: str, name: str) -> Parsed | None: ...
+
+    def tool_registry(self, namespace: str, name: str) -> Parsed | None: ...
+
+    def secret(self, namespace: str, name: str) -> SecretSummary | None: ...
+
+    def config_map(self, namespace: str, name: str) -> ConfigMapSummary | None: ...
+
+    def snapshot(self, namespace: str, pack: str, ref: VersionRef) -> PromptConfig | None: ...
+
+    def deployment(self, namespace: str, name: str) -> DeploymentSummary | None: ...
+
+    def referrers(self, ref: Ref) -> set[Ref]: ...
+
+
+@dataclass
+class Context:
+    """What every reconcile gets: the caches, the API, the defaults, and the two memories."""
+
+    cache: Cache
+    api: KubeApi
+    defaults: builders.Defaults
+    clock: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.timezone.utc)
+    monotonic: Callable[[], float] = time.monotonic
+    applied: dict[tuple[str, str, str, str], str] = field(default_factory=dict)
+    """(apiVersion, kind, namespace, name) → digest of the manifest last applied."""
+    written: dict[Ref, tuple[float, dict[str, Any]]] = field(default_factory=dict)
+    """Ref → (when, what) the operator last wrote to the object's status and annotations."""
+
+    def now(self) -> datetime.datetime:
+        return self.clock().replace(microsecond=0)
+
+    def forget_applied(self) -> None:
+        """Apply everything again at the next reconciles (the periodic resync repairs drift)."""
+        self.applied.clear()
+
+
+async def reconcile(ref: Ref, ctx: Context) -> float | None:
+    """Reconcile one object; returns seconds until it wants to run again, or None."""
+    reconciler = {
+        references.AGENT_RUNTIME: reconcile_agent,
+        references.PROMPT_PACK: reconcile_prompt_pack,
+        references.PROVIDER: reconcile_provider,
+        references.TOOL_REGISTRY: reconcile_tool_registry,
+    }[ref.kind]
+    return await reconciler(ref, ctx)
+
+
+# --- AgentRuntime -----------------------------------------------------------
+
+
+@dataclass
+class Resolution:
+    """An agent's references, looked up: the three reference checks and what they found."""
+
+    checks: list[Check]
+    problem: Check | None = None
+    provider: Provider | None = None
+    registry: ToolRegistry | None = None
+    rollout: PromptRollout | None = None
+
+    @property
+    def blocked(self) -> bool:
+        return self.problem is not None or not all(check.ok for check in self.checks)
+
+
+def resolve_agent(agent: AgentRuntime, cache: Cache) -> Resolution:
+    namespace = agent.metadata.namespace or ""
+    provider_check, provider = _resolve_provider(agent, namespace, cache)
+    pack_check, rollout = _resolve_prompt_pack(agent, namespace, cache)
+    tools_check, registry = _resolve_tools(agent, namespace, cache)
+    problem = None
+    for reason, ref in (
+        ("SessionSecretNotFound", agent.spec.session.secret_ref),
+        ("AuthSecretNotFound", agent.spec.facade.auth.secret_ref),
+    ):
+        if ref is not None:
+            message = _secret_problem(cache.secret(namespace, ref.name), ref.name, ref.key)
+            if message is not None and problem is None:
+                problem = Check.failed(READY, reason, message)
+    return Resolution(
+        checks=[provider_check, pack_check, tools_check],
+        problem=problem,
+        provider=provider,
+        registry=registry,
+        rollout=rollout,
+    )
+
+
+def _resolve_provider(agent: AgentRuntime, namespace: str, cache: Cache) -> tuple[Check, Provider | None]:
+    ref = agent.spec.provider_ref
+    if ref is None:
+        return Check.passed(status.PROVIDER_READY, "EmbeddedModel", "no providerRef: the embedded local model"), None
+    parsed = cache.provider(namespace, ref.name)
+    if parsed is None:
+        return Check.failed(status.PROVIDER_READY, "ProviderNotFound", f"Provider {ref.name!r} not found"), None
+    if parsed.resource is None:
+        return Check.failed(status.PROVIDER_READY, "ProviderInvalid", f"Provider {ref.name!r}: {parsed.error}"), None
+    provider: Provider = parsed.resource
+    credentials = provider.spec.credentials
+    if credentials is not None:
+        secret = credentials.secret_ref
+        message = _secret_problem(cache.secret(namespace, secret.name), secret.name, secret.key)
+        if message is not None:
+            return Check.failed(
+                status.PROVIDER_READY, "CredentialsNotFound", f"Provider {ref.name!r}: {message}"
+            ), None
+    model = provider.spec.model or "its default model"
+    return Check.passed(status.PROVIDER_READY, "ProviderReady", f"{provider.spec.type}, {model}"), provider
+
+
+def _resolve_prompt_pack(agent: AgentRuntime, namespace: str, cache: Cache) -> tuple[Check, PromptRollout | None]:
+    name = agent.spec.prompt_pack_ref.name
+    parsed = cache.prompt_pack(namespace, name)
+    if parsed is None:
+        return Check.failed(status.PROMPT_PACK_READY, "PromptPackNotFound", f"PromptPack {name!r} not found"), None
+    if parsed.resource is None:
+        return Check.failed(status.PROMPT_PACK_READY, "PromptPackInvalid", f"PromptPack {name!r}: {parsed.error}"), None
+    pack_status = parsed.resource.status
+    state = promptpacks.state_from(pack_status, parsed.annotations.get(labels.ROLLOUT_STATE))
+    try:
+        rollout = promptpacks.prompt_rollout(
+            state,
+            history=pack_status.history,
+            snapshot=lambda ref: cache.snapshot(namespace, name, ref),
+        )
+    except promptpacks.SnapshotMissing as exc:
+        ready = next((c for c in pack_status.conditions if c.type == READY), None)
+        detail = ready.message if ready is not None and ready.status == "False" else str(exc)
+        return Check.failed(status.PROMPT_PACK_READY, "PromptPackNotReady", f"PromptPack {name!r}: {detail}"), None
+    served = rollout.stable.version + (
+        f", canary {rollout.canary.version} at {rollout.canary_weight}%" if rollout.canary else ""
+    )
+    return Check.passed(status.PROMPT_PACK_READY, "PromptPackReady", f"serving {served}"), rollout
+
+
+def _resolve_tools(agent: AgentRuntime, namespace: str, cache: Cache) -> tuple[Check, ToolRegistry | None]:
+    ref = agent.spec.tool_registry_ref
+    if ref is None:
+        return Check.passed(status.TOOLS_READY, "NoToolRegistry", "no toolRegistryRef: no server-side tools"), None
+    parsed = cache.tool_registry(namespace, ref.name)
+    if parsed is None:
+        return Check.failed(status.TOOLS_READY, "ToolRegistryNotFound", f"ToolRegistry {ref.name!r} not found"), None
+    if parsed.resource is None:
+        return Check.failed(
+            status.TOOLS_READY, "ToolRegistryInvalid", f"ToolRegistry {ref.name!r}: {parsed.error}"
+        ), None
+    registry: ToolRegistry = parsed.resource
+    verdicts = _validate_registry(registry, namespace, cache)
+    problem = toolregistries.first_problem(verdicts)
+    if problem is not None:
+        return Check.failed(status.TOOLS_READY, problem.reason, f"ToolRegistry {ref.name!r}: {problem.message}"), None
+    return Check.passed(status.TOOLS_READY, "ToolsReady", f"{len(verdicts)} handlers"), registry
+
+
+def _secret_problem(secret: SecretSummary | None, name: str, key: str) -> str | None:
+    if secret is None:
+        return f"Secret {name!r} not found"
+    if key not in secret.keys:
+        return f"Secret {name!r} has no key {key!r}"
+    return None
+
+
+def _validate_registry(registry: ToolRegistry, namespace: str, cache: Cache) -> list[toolregistries.HandlerVerdict]:
+    def keys(summary: SecretSummary | ConfigMapSummary | None) -> frozenset[str] | None:
+        return None if summary is None else summary.keys
+
+    return toolregistries.validate(
+        registry,
+        secret_keys=lambda name: keys(cache.secret(namespace, name)),
+        config_map_keys=lambda name: keys(cache.config_map(namespace, name)),
+    )
+
+
+async def reconcile_agent(ref: Ref, ctx: Context) -> float | None:
+    parsed = ctx.cache.agent(ref.namespace, ref.name)
+    if parsed is None:
+        forget_agent(ref, ctx)
+        return None
+    if not _caught_up(ref, parsed, ctx):
+        return 0.2
+    now = ctx.now()
+    deployment = ctx.cache.deployment(ref.namespace, ref.name)
+    selector = labels.selector(ref.name)
+
+    if parsed.resource is None:
+        problem = Check.failed(READY, status.INVALID_SPEC, parsed.error or "invalid spec")
+        await _write_agent_status(parsed, ctx, problem=problem, references=[], invalid=True,
+                                  deployment=deployment, config_hash=None, versions=[], endpoint=None,
+                                  selector=selector, now=now)
+        raise kopf.PermanentError(f"{ref}: {parsed.error}")
+    agent: AgentRuntime = parsed.resource
+    resolution = resolve_agent(agent, ctx.cache)
+    endpoint = builders.endpoint(agent)
+    if not resolution.blocked:
+        try:
+            documents = await _openapi_documents(resolution.registry, ctx)
+            tools = tool_configs(resolution.registry, config_maps=documents)
+            secrets = builders.secret_env(agent, provider=resolution.provider, registry=resolution.registry)
+        except (RenderError, CredentialError) as exc:
+            invalid_tools = Check.failed(status.TOOLS_READY, "ToolRegistryInvalid", str(exc))
+            resolution.checks = [invalid_tools if c.type == status.TOOLS_READY else c for c in resolution.checks]
+    if resolution.blocked:
+        await _write_agent_status(parsed, ctx, problem=resolution.problem, references=resolution.checks,
+                                  invalid=False, deployment=deployment, config_hash=None, versions=[],
+                                  endpoint=endpoint, selector=selector, now=now)
+        failure = resolution.problem or next(c for c in resolution.checks if not c.ok)
+        raise kopf.TemporaryError(f"{ref}: {failure.message}", delay=None)
+
+    assert resolution.rollout is not None
+    config = render_agent_config(agent, prompts=resolution.rollout, provider=resolution.provider, tools=tools)
+    versions = {}
+    for item in secrets:
+        summary = ctx.cache.secret(ref.namespace, item.secret)
+        versions[item.secret] = summary.resource_version if summary else None
+    images = builders.pod_images(agent, default=ctx.defaults.image)
+    config_hash = hashing.config_hash(config, secret_versions=versions, images=[images.facade, images.runtime])
+    prompt_versions = [config.prompts.stable.version] + ([config.prompts.canary.version] if config.prompts.canary else [])
+    try:
+        desired = builders.build_agent_objects(
+            agent,
+            config=config,
+            config_hash=config_hash,
+            secrets=secrets,
+            registry=resolution.registry,
+            defaults=ctx.defaults,
+            replicas=builders.desired_replicas(agent, deployment_exists=deployment is not None),
+        )
+    except builders.BuildError as exc:
+        problem = Check.failed(READY, status.INVALID_SPEC, str(exc))
+        await _write_agent_status(parsed, ctx, problem=problem, references=resolution.checks, invalid=True,
+                                  deployment=deployment, config_hash=None, versions=[], endpoint=endpoint,
+                                  selector=selector, now=now)
+        raise kopf.PermanentError(f"{ref}: {exc}") from None
+
+    if builders.autoscaled(agent) and deployment is not None and deployment.replicas_applied_by_operator:
+        await _hand_replicas_to_autoscaler(agent, deployment, ctx)
+    problem = None
+    for obj in desired.objects:
+        try:
+            applied = await _apply(obj, ctx, force=obj["kind"] == "Deployment" and deployment is None)
+        except NotFound as exc:
+            if obj["kind"] != "ScaledObject":
+                raise
+            problem = Check.failed(READY, "KedaNotInstalled", f"cannot create the KEDA ScaledObject: {exc.message}")
+            continue
+        if applied is not None and obj["kind"] == "Deployment":
+            deployment = DeploymentSummary.from_body(applied)
+    for kind in desired.absent:
+        await _prune(agent, kind, ctx)
+
+    await _write_agent_status(parsed, ctx, problem=problem, references=resolution.checks, invalid=False,
+                              deployment=deployment, config_hash=config_hash, versions=prompt_versions,
+                              endpoint=endpoint, selector=selector, now=now)
+    if problem is not None:
+        raise kopf.TemporaryError(f"{ref}: {problem.message}", delay=None)
+    return None
+
+
+async def _openapi_documents(registry: ToolRegistry | None, ctx: Context) -> dict[str, dict[str, str]]:
+    """The ConfigMaps OpenAPI handlers read their documents from, name → data."""
+    documents: dict[str, dict[str, str]] = {}
+    for handler in registry.spec.handlers if registry is not None else ():
+        ref = handler.openapi.config_map_ref if handler.openapi is not None else None
+        if ref is not None and ref.name not in documents:
+            config_map = await ctx.api.get("v1", "ConfigMap", namespace=registry.metadata.namespace, name=ref.name)
+            documents[ref.name] = (config_map or {}).get("data") or {}
+    return documents
+
+
+async def _write_agent_status(
+    parsed: Parsed,
+    ctx: Context,
+    *,
+    problem: Check | None,
+    references: list[Check],
+    invalid: bool,
+    deployment: DeploymentSummary | None,
+    config_hash: str | None,
+    versions: list[str],
+    endpoint: str | None,
+    selector: str,
+    now: datetime.datetime,
+) -> None:
+    previous = parsed.status
+    current = status.agent_status(
+        previous,
+        generation=parsed.generation,
+        references=references,
+        problem=problem,
+        invalid=invalid,
+        deployment=deployment,
+        config_hash=config_hash,
+        prompt_versions=versions,
+        endpoint=endpoint,
+        selector=selector,
+        now=now,
+    )
+    await _write_status(parsed, previous, current, ctx)
+
+
+async def _hand_replicas_to_autoscaler(agent: AgentRuntime, deployment: DeploymentSummary, ctx: Context) -> None:
+    """Give ``spec.replicas`` a second owner so the operator can stop applying it without a reset."""
+    await ctx.api.apply(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": agent.metadata.name, "namespace": agent.metadata.namespace},
+            "spec": {"replicas": deployment.spec_replicas},
+        },
+        field_manager=labels.SCALE_FIELD_MANAGER,
+    )
+
+
+async def _apply(obj: Mapping[str, Any], ctx: Context, *, force: bool = False) -> dict[str, Any] | None:
+    """Server-side apply ``obj`` unless the same manifest was applied already; returns the result."""
+    metadata = obj["metadata"]
+    key = (obj["apiVersion"], obj["kind"], metadata["namespace"], metadata["name"])
+    digest = hashing.digest(obj)
+    if not force and ctx.applied.get(key) == digest:
+        return None
+    result = await ctx.api.apply(obj)
+    ctx.applied[key] = digest
+    return result
+
+
+async def _prune(agent: AgentRuntime, kind: builders.ObjectKind, ctx: Context) -> None:
+    """Delete an optional object the spec no longer asks for, if this agent owns it."""
+    namespace, name = agent.metadata.namespace or "", agent.metadata.name
+    key = (kind.api_version, kind.kind, namespace, name)
+    if ctx.applied.get(key) == "absent":
+        return
+    try:
+        live = await ctx.api.get(kind.api_version, kind.kind, namespace=namespace, name=name)
+    except NotFound:
+        live = None  # the kind itself is not installed (KEDA)
+    if live is not None:
+        owners = live.get("metadata", {}).get("ownerReferences") or []
+        if any(owner.get("uid") == agent.metadata.uid for owner in owners):
+            await ctx.api.delete(kind.api_version, kind.kind, namespace=namespace, name=name,
+                                 uid=live["metadata"]["uid"])
+    ctx.applied[key] = "absent"
+
+
+def forget_agent(ref: Ref, ctx: Context) -> None:
+    """Drop the memories of an agent: its objects are applied again at its next reconcile."""
+    for key in [key for key in ctx.applied if key[2] == ref.namespace and key[3] in (ref.name, labels.config_map_name(ref.name))]:
+        del ctx.applied[key]
+    ctx.written.pop(ref, None)
+
+
+# --- PromptPack -------------------------------------------------------------
+
+
+async def reconcile_prompt_pack(ref: Ref, ctx: Context) -> float | None:
+    parsed = ctx.cache.prompt_pack(ref.namespace, ref.name)
+    if parsed is None:
+        ctx.written.pop(ref, None)
+        return None
+    if not _caught_up(ref, parsed, ctx):
+        return 0.2
+    now = ctx.now()
+    previous = parsed.status
+    consumers = sorted(r.name for r in ctx.cache.referrers(ref) if r.kind == references.AGENT_RUNTIME)
+    state = promptpacks.state_from(previous, parsed.annotations.get(labels.ROLLOUT_STATE))
+    history = list(previous.history)
+
+    if parsed.resource is None:
+        problem = Check.failed(READY, status.INVALID_SPEC, parsed.error or "invalid spec")
+        current = status.prompt_pack_status(previous, state=state, history=history, consumers=consumers,
+                                            problem=problem, generation=parsed.generation, now=now)
+        await _write_status(parsed, previous, current, ctx)
+        raise kopf.PermanentError(f"{ref}: {parsed.error}")
+    pack = parsed.resource
+    problem, prompt = await _prompt_content(pack, ctx)
+    decision = None
+    if prompt is not None:
+        candidate = VersionRef(prompt.version, hashing.content_hash(prompt))
+        decision = promptpacks.decide(state, candidate=candidate, history=history, rollout=pack.spec.rollout, now=now)
+        if decision.publish is not None:
+            await _publish_snapshot(pack, prompt, decision.publish, ctx)
+            history.append(PromptVersion(version=candidate.version, content_hash=candidate.content_hash, created_at=now))
+        state = decision.state
+        if decision.mismatch is not None:
+            problem = Check.failed(READY, "ContentMismatch", decision.mismatch)
+
+    annotation = promptpacks.annotation(state)
+    current = status.prompt_pack_status(previous, state=state, history=history, consumers=consumers,
+                                        problem=problem, generation=parsed.generation, now=now)
+    await _write_status(parsed, previous, current, ctx, annotations={labels.ROLLOUT_STATE: annotation})
+    for transition in decision.transitions if decision else ():
+        await ctx.api.post_event(regarding=parsed.regarding(), type="Warning" if transition.warning else "Normal",
+                                 reason=transition.reason, message=transition.message)
+    if problem is not None and problem.reason == "SourceNotFound":
+        raise kopf.TemporaryError(f"{ref}: {problem.message}", delay=None)
+    if decision is not None and decision.requeue_after is not None:
+        return max(decision.requeue_after.total_seconds(), 0.1)
+    return None
+
+
+async def _prompt_content(pack, ctx: Context) -> tuple[Check | None, PromptConfig | None]:
+    """The spec's prompt content, or why it cannot be served."""
+    source_text = None
+    source = pack.spec.source
+    if source is not None:
+        ref = source.config_map_ref
+        config_map = await ctx.api.get("v1", "ConfigMap", namespace=pack.metadata.namespace, name=ref.name)
+        source_text = ((config_map or {}).get("data") or {}).get(ref.key)
+        if source_text is None:
+            missing = "not found" if config_map is None else f"has no key {ref.key!r}"
+            return Check.failed(READY, "SourceNotFound", f"spec.source.configMapRef: ConfigMap {ref.name!r} {missing}"), None
+    try:
+        prompt = prompt_config(pack.spec, source_text=source_text)
+        PromptRenderer(prompt).check()
+    except RenderError as exc:
+        return Check.failed(READY, "InvalidContent", f"version {pack.spec.version}: {exc}"), None
+    except PromptError as exc:
+        return Check.failed(READY, "InvalidTemplate", f"version {pack.spec.version} is not served: {exc}"), None
+    return None, prompt
+
+
+async def _publish_snapshot(pack, prompt: PromptConfig, ref: VersionRef, ctx: Context) -> None:
+    if ctx.cache.snapshot(pack.metadata.namespace, pack.metadata.name, ref) is not None:
+        return
+    snapshot = builders.build_prompt_snapshot(pack, prompt=prompt, content_hash=ref.content_hash)
+    try:
+        await ctx.api.create(snapshot)
+    except Conflict:
+        pass  # created by an earlier reconcile that did not live to write the status
+
+
+# --- Provider and ToolRegistry ----------------------------------------------
+
+
+async def reconcile_provider(ref: Ref, ctx: Context) -> float | None:
+    parsed = ctx.cache.provider(ref.namespace, ref.name)
+    if parsed is None:
+        ctx.written.pop(ref, None)
+        return None
+    if not _caught_up(ref, parsed, ctx):
+        return 0.2
+    now = ctx.now()
+    previous = parsed.status
+    if parsed.resource is None:
+        problem = Check.failed(READY, status.INVALID_SPEC, parsed.error or "invalid spec")
+        credentials = Check(status.CREDENTIALS_FOUND, "Unknown", status.INVALID_SPEC, "the spec is invalid")
+        current = status.provider_status(previous, credentials=credentials, problem=problem,
+                                         generation=parsed.generation, now=now)
+        await _write_status(parsed, previous, current, ctx)
+        raise kopf.PermanentError(f"{ref}: {parsed.error}")
+    provider: Provider = parsed.resource
+    if provider.spec.credentials is None:
+        credentials = Check.passed(status.CREDENTIALS_FOUND, "NotRequired",
+                                   f"providers of type {provider.spec.type} need no credentials")
+    else:
+        secret = provider.spec.credentials.secret_ref
+        message = _secret_problem(ctx.cache.secret(ref.namespace, secret.name), secret.name, secret.key)
+        credentials = (
+            Check.failed(status.CREDENTIALS_FOUND, "CredentialsNotFound", f"spec.credentials.secretRef: {message}")
+            if message
+            else Check.passed(status.CREDENTIALS_FOUND, "SecretFound", f"Secret {secret.name!r} key {secret.key!r}")
+        )
+    current = status.provider_status(previous, credentials=credentials, problem=None,
+                                     generation=parsed.generation, now=now)
+    await _write_status(parsed, previous, current, ctx)
+    if not credentials.ok:
+        raise kopf.TemporaryError(f"{ref}: {credentials.message}", delay=None)
+    return None
+
+
+async def reconcile_tool_registry(ref: Ref, ctx: Context) -> float | None:
+    parsed = ctx.cache.tool_registry(ref.namespace, ref.name)
+    if parsed is None:
+        ctx.written.pop(ref, None)
+        return None
+    if not _caught_up(ref, parsed, ctx):
+        return 0.2
+    now = ctx.now()
+    previous = parsed.status
+    if parsed.resource is None:
+        problem = Check.failed(READY, status.INVALID_SPEC, parsed.error or "invalid spec")
+        current = previous.model_copy(update={
+            "phase": "Failed",
+            "conditions": status.merge_conditions(previous.conditions, [problem], now=now, generation=parsed.generation),
+            "observed_generation": parsed.generation,
+        })
+        await _write_status(parsed, previous, current, ctx)
+        raise kopf.PermanentError(f"{ref}: {parsed.error}")
+    verdicts = _validate_registry(parsed.resource, ref.namespace, ctx.cache)
+    current = toolregistries.registry_status(previous, verdicts=verdicts, generation=parsed.generation, now=now)
+    await _write_status(parsed, previous, current, ctx)
+    if toolregistries.first_problem(verdicts) is not None:
+        raise kopf.TemporaryError(f"{ref}: invalid handlers", delay=None)
+    return None
+
+
+# --- status and events ------------------------------------------------------
+
+
+def _fingerprint(status_model: Any, annotations: Mapping[str, str | None]) -> dict[str, Any]:
+    return {"status": status_model.model_dump(mode="json", exclude_none=True), "annotations": dict(annotations)}
+
+
+def _caught_up(ref: Ref, parsed: Parsed, ctx: Context) -> bool:
+    """Whether the cache shows the operator's own last write to this object.
+
+    A reconcile started by the event of an earlier write (the annotation)
+    would otherwise see half of it (not yet the status) and decide again from
+    stale state. Until the cache catches up the reconcile is postponed,
+    for at most ``CATCH_UP_SECONDS``.
+    """
+    written = ctx.written.get(ref)
+    if written is None:
+        return True
+    when, expected = written
+    seen = _fingerprint(parsed.status, {key: parsed.annotations.get(key) for key in expected["annotations"]})
+    if seen == expected or ctx.monotonic() - when > CATCH_UP_SECONDS:
+        del ctx.written[ref]
+        return True
+    return False
+
+
+async def _write_status(
+    parsed: Parsed,
+    previous: Any,
+    current: Any,
+    ctx: Context,
+    *,
+    annotations: Mapping[str, str] | None = None,
+) -> None:
+    """Write what changed: annotations first, then status; post Events for changed conditions."""
+    ref = Ref(parsed.kind, parsed.namespace, parsed.name)
+    annotations = dict(annotations or {})
+    changed_annotations = {k: v for k, v in annotations.items() if parsed.annotations.get(k) != v}
+    status_changed = not status.same_status(previous, current)
+    if not changed_annotations and not status_changed:
+        return
+    if changed_annotations:
+        await ctx.api.patch_annotations(API_VERSION, parsed.kind, namespace=parsed.namespace, name=parsed.name,
+                                        annotations=changed_annotations)
+    if status_changed:
+        await ctx.api.patch_status(API_VERSION, parsed.kind, namespace=parsed.namespace, name=parsed.name,
+                                   status=_status_patch(current))
+    ctx.written[ref] = (ctx.monotonic(), _fingerprint(current, annotations))
+    for type_, reason, message in status.events(
+        previous.conditions, current.conditions, quiet=status.QUIET_CONDITIONS.get(parsed.kind, ())
+    ):
+        await ctx.api.post_event(regarding=parsed.regarding(), type=type_, reason=reason, message=message)
+
+
+def _status_patch(current: Any) -> dict[str, Any]:
+    """The status as a merge patch: fields that became empty are removed explicitly."""
+    patch = current.model_dump(mode="json", exclude_none=True)
+    for name, info in type(current).model_fields.items():
+        alias = info.alias or name
+        if alias not in patch:
+            patch[alias] = None
+    return patch
+
+
+def keys_to_reconcile(refs: Iterable[Ref]) -> list[Ref]:
+    """The reconciled objects among ``refs`` (the others are only read)."""
+    return [ref for ref in refs if ref.kind in references.RECONCILED_KINDS]
