@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -119,9 +119,31 @@ class ClientChannel(Protocol):
 
 
 class ToolExecutor(Protocol):
-    """Runs server-side tools (``http``, ``mcp``, ``openapi``)."""
+    """Runs server-side tools (``http``, ``mcp``, ``openapi``).
+
+    An executor bounds a call by ``call_budget(tool)`` itself (it may retry
+    within it); the loop cancels a call that overruns that budget.
+    """
 
     async def execute(self, tool: ToolConfig, call: ToolCall) -> ToolOutcome: ...
+
+
+class ToolCatalog(Protocol):
+    """The tools offered to the model now; the list may grow while the agent runs
+    (tools of an MCP server that came up late). Each turn uses the list it started with.
+    """
+
+    def tools(self) -> Sequence[ToolConfig]: ...
+
+
+class ConfiguredTools:
+    """The catalog of an agent whose tools are exactly those of its config."""
+
+    def __init__(self, tools: Sequence[ToolConfig]) -> None:
+        self._tools = tuple(tools)
+
+    def tools(self) -> Sequence[ToolConfig]:
+        return self._tools
 
 
 class NoServerTools:
@@ -153,6 +175,32 @@ def _new_id() -> str:
 
 
 MAX_TOOL_OUTPUT_CHARS = 16_000
+EXECUTOR_GRACE_SECONDS = 1.0
+
+
+def call_budget(tool: ToolConfig) -> float:
+    """How long one server-side tool call may take, retries and their pauses included."""
+    return tool.timeout_seconds * (tool.retries + 1)
+
+
+@dataclass(frozen=True)
+class _ToolTable:
+    """The tools of one turn: by name for calls, as specs for the model."""
+
+    tools: tuple[ToolConfig, ...]
+    by_name: dict[str, ToolConfig]
+    specs: tuple[ToolSpec, ...]
+
+    @classmethod
+    def of(cls, tools: Sequence[ToolConfig]) -> _ToolTable:
+        tools = tuple(tools)
+        return cls(
+            tools=tools,
+            by_name={tool.name: tool for tool in tools},
+            specs=tuple(
+                ToolSpec(name=t.name, description=t.description, parameters=t.parameters) for t in tools
+            ),
+        )
 
 
 class Agent:
@@ -165,19 +213,23 @@ class Agent:
         provider: Provider,
         store: SessionStore,
         executor: ToolExecutor | None = None,
+        tools: ToolCatalog | None = None,
         new_id: Callable[[], str] = _new_id,
     ) -> None:
         self.config = config
         self.provider = provider
         self.store = store
         self.executor = executor or NoServerTools()
+        self.tools = tools or ConfiguredTools(config.tools)
         self._new_id = new_id
-        self._tools = {tool.name: tool for tool in config.tools}
-        self._tool_specs = tuple(
-            ToolSpec(name=t.name, description=t.description, parameters=t.parameters)
-            for t in config.tools
-        )
+        self._tool_table = _ToolTable.of(())
         self._renderers: dict[str, PromptRenderer] = {}
+
+    def _current_tools(self) -> _ToolTable:
+        tools = tuple(self.tools.tools())
+        if tools != self._tool_table.tools:
+            self._tool_table = _ToolTable.of(tools)
+        return self._tool_table
 
     def renderer(self, prompt: PromptConfig) -> PromptRenderer:
         renderer = self._renderers.get(prompt.version)
@@ -256,7 +308,8 @@ class Agent:
             user_record["metadata"] = user.metadata
         turn.records.append(user_record)
 
-        generation = asyncio.create_task(self._generate(messages, turn, channel, emit))
+        tools = self._current_tools()
+        generation = asyncio.create_task(self._generate(messages, turn, tools, channel, emit))
         stop = asyncio.create_task((cancelled or asyncio.Event()).wait())
         try:
             await asyncio.wait({generation, stop}, return_when=asyncio.FIRST_COMPLETED)
@@ -307,13 +360,18 @@ class Agent:
         return [Message(role="system", content=system), *history, Message("user", content)]
 
     async def _generate(
-        self, messages: list[Message], turn: _TurnState, channel: ClientChannel, emit: Emit
+        self,
+        messages: list[Message],
+        turn: _TurnState,
+        tools: _ToolTable,
+        channel: ClientChannel,
+        emit: Emit,
     ) -> None:
         for iteration in range(self.config.max_tool_iterations + 1):
             offer_tools = iteration < self.config.max_tool_iterations
             request = ChatRequest(
                 messages=tuple(messages),
-                tools=self._tool_specs if offer_tools else (),
+                tools=tools.specs if offer_tools else (),
                 temperature=self.config.provider.temperature,
                 max_tokens=self.config.provider.max_tokens,
             )
@@ -340,7 +398,7 @@ class Agent:
                 return
             reply = Message("assistant", "".join(text), tool_calls=tuple(calls))
             messages.append(reply)
-            results = await asyncio.gather(*(self._call_tool(c, channel, emit) for c in calls))
+            results = await asyncio.gather(*(self._call_tool(c, tools, channel, emit) for c in calls))
             for call, outcome in zip(calls, results, strict=True):
                 record = {
                     "role": "tool",
@@ -351,8 +409,10 @@ class Agent:
                 turn.records.append(record)
                 messages.append(Message.from_dict(record))
 
-    async def _call_tool(self, call: ToolCall, channel: ClientChannel, emit: Emit) -> ToolOutcome:
-        tool = self._tools.get(call.name)
+    async def _call_tool(
+        self, call: ToolCall, tools: _ToolTable, channel: ClientChannel, emit: Emit
+    ) -> ToolOutcome:
+        tool = tools.by_name.get(call.name)
         client_side = tool is not None and tool.type == "client"
         approval = tool is not None and tool.require_approval
         await emit(ToolCallStarted(call, client_side=client_side, require_approval=approval))
@@ -374,11 +434,19 @@ class Agent:
                         return ToolOutcome(f"the user denied this tool call{reason}", True)
                 if tool.type == "client":
                     return await channel.tool_result(call.id)
-                return await self.executor.execute(tool, call)
         except TimeoutError:
             return ToolOutcome(
                 f"tool {tool.name!r} timed out after {tool.timeout_seconds:g}s", is_error=True
             )
+        # Server-side calls get their own budget, apart from the wait for approval:
+        # an executor may retry within it, and answers a timeout itself; the
+        # grace makes this bound a backstop for executors that do not.
+        budget = call_budget(tool)
+        try:
+            async with asyncio.timeout(budget + EXECUTOR_GRACE_SECONDS):
+                return await self.executor.execute(tool, call)
+        except TimeoutError:
+            return ToolOutcome(f"tool {tool.name!r} timed out after {budget:g}s", is_error=True)
 
     async def _commit(self, session: Session, turn: _TurnState, emit: Emit) -> Turn | None:
         usage = turn.usage

@@ -1,0 +1,192 @@
+"""``http`` tools: one HTTP endpoint per tool, the URL a template of its arguments.
+
+``build_request`` is pure: ``{{ name }}`` placeholders of the URL are filled
+with the arguments (URL-encoded), the other arguments go in the query string
+(GET, DELETE) or as a JSON object body (POST, PUT, PATCH). ``send`` is the
+adapter around ``httpx``, shared with ``openapi`` tools: it reads at most
+``MAX_RESPONSE_BYTES`` of the answer and sorts it into an answer for the
+model (2xx, and 4xx as an error the model can correct) or ``CallFailed``
+(no connection, 5xx) for the executor to retry.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import quote, urlsplit
+
+import httpx
+
+from omnia.agent.loop import ToolOutcome
+from omnia.config import ToolConfig
+from omnia.tools import credentials
+from omnia.tools.base import CallFailed, DiscoveryError, Found
+
+PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_.-]*)\s*\}\}")
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+MAX_RESPONSE_BYTES = 1024 * 1024
+USER_AGENT = "omnia-tools"
+
+
+class ArgumentError(ValueError):
+    """The arguments cannot make a request (a placeholder has no value)."""
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    url: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+    query: tuple[tuple[str, str], ...] = ()
+    body: object | None = None
+
+
+def placeholders(url: str) -> list[str]:
+    return PLACEHOLDER.findall(url)
+
+
+def build_request(*, method: str, url: str, arguments: Mapping, headers: Mapping[str, str]) -> Request:
+    """The request for one call of an ``http`` tool."""
+    used: set[str] = set()
+
+    def fill(match: re.Match) -> str:
+        name = match.group(1)
+        if name not in arguments or arguments[name] is None:
+            raise ArgumentError(f"the URL needs the argument {name!r}")
+        used.add(name)
+        return quote(scalar_text(arguments[name]), safe="")
+
+    filled = PLACEHOLDER.sub(fill, url)
+    rest = {name: value for name, value in arguments.items() if name not in used}
+    if method in BODY_METHODS:
+        return Request(method, filled, headers, body=rest)
+    return Request(method, filled, headers, query=query_items(rest))
+
+
+def scalar_text(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)):
+        return str(value)
+    return json.dumps(value, separators=(",", ":"))
+
+
+def query_items(arguments: Mapping) -> tuple[tuple[str, str], ...]:
+    """Query parameters: lists repeat the name, objects are sent as JSON, nulls are left out."""
+    items = []
+    for name, value in arguments.items():
+        if value is None:
+            continue
+        values = value if isinstance(value, list) else [value]
+        items.extend((name, scalar_text(item)) for item in values)
+    return tuple(items)
+
+
+def origin(url: str) -> str:
+    """``scheme://host:port`` of a URL (template): the endpoint of its circuit breaker."""
+    parts = urlsplit(PLACEHOLDER.sub("x", url))
+    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme, 0)
+    return f"{parts.scheme}://{parts.hostname}:{port}"
+
+
+async def send(client: httpx.AsyncClient, request: Request) -> ToolOutcome:
+    """Send one request; the answer for the model, or ``CallFailed``.
+
+    Cancellation closes the connection at once (the executor's timeout).
+    """
+    headers = {"user-agent": USER_AGENT, **request.headers}
+    kwargs: dict = {"headers": headers, "params": list(request.query)}
+    if request.body is not None:
+        kwargs["json"] = request.body
+    try:
+        async with client.stream(request.method, request.url, **kwargs) as response:
+            body, cut = await _read_capped(response)
+    except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+        raise CallFailed(f"cannot connect to {origin(request.url)}: {_describe(exc)}", reached=False) from None
+    except httpx.HTTPError as exc:
+        raise CallFailed(f"{request.method} {request.url} failed: {_describe(exc)}", reached=True) from None
+    text = body.decode(response.encoding or "utf-8", errors="replace")
+    if cut:
+        text += f"\n[response cut at {MAX_RESPONSE_BYTES} bytes]"
+    status = response.status_code
+    if status >= 500:
+        raise CallFailed(f"HTTP {status} from {request.method} {request.url}: {text[:500]}", reached=True)
+    if status >= 400:
+        return ToolOutcome(f"HTTP {status}: {text}", is_error=True)
+    if 300 <= status < 400:
+        return ToolOutcome(f"HTTP {status} redirect to {response.headers.get('location', '?')}", is_error=True)
+    return ToolOutcome(text if text else f"HTTP {status} (no content)")
+
+
+async def _read_capped(response: httpx.Response) -> tuple[bytes, bool]:
+    chunks, size = [], 0
+    async for chunk in response.aiter_bytes():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > MAX_RESPONSE_BYTES:
+            return b"".join(chunks)[:MAX_RESPONSE_BYTES], True
+    return b"".join(chunks), False
+
+
+def _describe(exc: Exception) -> str:
+    return str(exc) or type(exc).__name__
+
+
+async def probe(client: httpx.AsyncClient, url: str, *, headers: Mapping[str, str]) -> int:
+    """Whether a server answers at ``url``'s fixed part: any HTTP status will do.
+
+    A ``HEAD`` request, which servers must treat as safe; 404 or 405 still
+    prove that the server is there and speaks HTTP.
+    """
+    fixed = url.split("{{", 1)[0]
+    try:
+        response = await client.request("HEAD", fixed, headers={"user-agent": USER_AGENT, **headers})
+    except httpx.HTTPError as exc:
+        raise DiscoveryError("Unreachable", f"HEAD {fixed} failed: {_describe(exc)}") from None
+    return response.status_code
+
+
+class Handler:
+    """One ``http`` tool: its handler block is ``{method, url, headers, ...}``."""
+
+    def __init__(self, tool: ToolConfig, *, env: Mapping[str, str], client: httpx.AsyncClient) -> None:
+        self.name = tool.name
+        self.tool = tool
+        self.method = tool.handler.get("method", "POST")
+        self.url = tool.handler["url"]
+        self._client = client
+        self._headers: dict[str, str] = {}
+        self._credential_error: str | None = None
+        try:
+            self._headers = credentials.resolve(tool.handler.get("headers", ()), env, what="header")
+        except credentials.CredentialError as exc:
+            self._credential_error = str(exc)
+
+    def endpoint(self, tool: ToolConfig) -> str:
+        return origin(self.url)
+
+    def idempotent(self, tool: ToolConfig) -> bool:
+        return self.method in IDEMPOTENT_METHODS
+
+    async def discover(self) -> Found:
+        if self._credential_error is not None:
+            raise DiscoveryError("SecretNotFound", self._credential_error)
+        await probe(self._client, self.url, headers=self._headers)
+        return Found(tools=(self.tool,))
+
+    async def call(self, tool: ToolConfig, arguments: dict) -> ToolOutcome:
+        if self._credential_error is not None:
+            return ToolOutcome(f"tool {tool.name!r} is not configured: {self._credential_error}", is_error=True)
+        try:
+            request = build_request(method=self.method, url=self.url, arguments=arguments, headers=self._headers)
+        except ArgumentError as exc:
+            return ToolOutcome(f"tool {tool.name!r} was not called: {exc}", is_error=True)
+        return await send(self._client, request)
+
+    async def aclose(self) -> None:
+        """The HTTP client is shared and closed by its owner."""
