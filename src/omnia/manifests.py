@@ -36,6 +36,7 @@ from omnia.rendering import (
     render_agent_config,
     tool_configs,
 )
+from omnia.tools import credentials
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 
@@ -54,6 +55,7 @@ class Manifests:
     secrets: dict[str, dict[str, str]] = field(default_factory=dict)
     ignored: list[str] = field(default_factory=list)
     origins: dict[tuple[str, str], str] = field(default_factory=dict)
+    files: dict[tuple[str, str], Path] = field(default_factory=dict)
 
 
 def manifest_files(paths: Sequence[str | Path]) -> list[Path]:
@@ -77,7 +79,7 @@ def load(paths: Sequence[str | Path]) -> Manifests:
     manifests = Manifests()
     for path in manifest_files(paths):
         for index, obj in _documents(path):
-            _add(manifests, obj, where=f"{path} (document {index + 1})")
+            _add(manifests, obj, where=f"{path} (document {index + 1})", path=path)
     return manifests
 
 
@@ -100,7 +102,7 @@ def _documents(path: Path) -> Iterable[tuple[int, dict]]:
             yield index, obj
 
 
-def _add(manifests: Manifests, obj: dict, *, where: str) -> None:
+def _add(manifests: Manifests, obj: dict, *, where: str, path: Path) -> None:
     kind = obj.get("kind")
     name = (obj.get("metadata") or {}).get("name")
     if kind in ("ConfigMap", "Secret"):
@@ -127,6 +129,7 @@ def _add(manifests: Manifests, obj: dict, *, where: str) -> None:
         raise ManifestLoadError(f"{where}: {kind} {resource_name!r} is defined twice")
     table[resource_name] = resource
     manifests.origins[(kind, resource_name)] = where
+    manifests.files[(kind, resource_name)] = path
 
 
 def _string_map(data: Any, where: str) -> dict[str, str]:
@@ -210,14 +213,36 @@ def plan_local_agent(
     if auth.type == "apiKey" and auth.secret_ref is not None:
         ref = auth.secret_ref
         secret_env[FACADE_API_KEYS_ENV] = lookup.get(ref.name, ref.key, field=f"{where}: spec.facade.auth.secretRef")
+    tools_dir = None
+    if registry is not None:
+        registry_name = registry.metadata.name
+        registry_where = manifests.origins[("ToolRegistry", registry_name)]
+        # stdio MCP servers start beside their manifest, so an example folder is self-contained.
+        tools_dir = str(manifests.files[("ToolRegistry", registry_name)].resolve().parent)
+        try:
+            needed = credentials.secret_envs(registry.spec)
+        except credentials.CredentialError as exc:
+            raise ManifestLoadError(f"{registry_where}: ToolRegistry {registry_name!r}: {exc}") from None
+        for tool_secret in needed:
+            secret_env[tool_secret.env] = lookup.get(
+                tool_secret.secret,
+                tool_secret.key,
+                field=f"{registry_where}: ToolRegistry {registry_name!r} handler {tool_secret.handler!r} "
+                f"{tool_secret.field}",
+            )
 
     source_text = None
     if pack.spec.source is not None:
         ref = pack.spec.source.config_map_ref
         source_text = manifests.config_maps.get(ref.name, {}).get(ref.key)
     try:
+        tools = tool_configs(registry, config_maps=manifests.config_maps, working_dir=tools_dir)
+    except RenderError as exc:
+        registry_where = manifests.origins[("ToolRegistry", registry.metadata.name)]
+        raise ManifestLoadError(f"{registry_where}: {exc}") from None
+    try:
         prompts = PromptRollout(stable=prompt_config(pack.spec, source_text=source_text))
-        config = render_agent_config(agent, prompts=prompts, provider=provider, tools=tool_configs(registry))
+        config = render_agent_config(agent, prompts=prompts, provider=provider, tools=tools)
     except RenderError as exc:
         pack_where = manifests.origins[("PromptPack", pack.metadata.name)]
         raise ManifestLoadError(f"{pack_where}: PromptPack {pack.metadata.name!r}: {exc}") from None

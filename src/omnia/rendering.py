@@ -12,7 +12,7 @@ environment or Secret manifests beside the others.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import yaml
 
@@ -20,6 +20,7 @@ from omnia.api.v1alpha1 import (
     AgentRuntime,
     PromptPackSpec,
     Provider,
+    ToolHandler,
     ToolRegistry,
     parse_duration,
 )
@@ -35,6 +36,7 @@ from omnia.config import (
     SessionConfig,
     ToolConfig,
 )
+from omnia.tools import credentials
 
 PROVIDER_API_KEY_ENV = "OMNIA_PROVIDER_API_KEY"
 SESSION_URL_ENV = "OMNIA_SESSION_URL"
@@ -120,36 +122,72 @@ def _default_model(provider_type: str) -> str:
     }.get(provider_type, "")
 
 
-def tool_configs(registry: ToolRegistry | None) -> list[ToolConfig]:
-    """One tool per ``http`` and ``client`` handler.
+def tool_configs(
+    registry: ToolRegistry | None,
+    *,
+    config_maps: Mapping[str, Mapping[str, str]] | None = None,
+    working_dir: str | None = None,
+) -> list[ToolConfig]:
+    """One entry per handler, in spec order.
 
-    ``mcp`` and ``openapi`` handlers offer the tools their servers list; those
-    are added from discovery, not from the spec.
+    ``http`` and ``client`` handlers are one tool each. An ``mcp`` or
+    ``openapi`` entry names a source of tools instead: the runtime lists its
+    tools at start-up (``omnia.tools.Toolbox``). Secret header values become
+    the names of the environment variables that carry them. ``config_maps``
+    (name → data) holds the ConfigMaps that OpenAPI documents come from;
+    ``working_dir`` is where ``omnia run`` starts stdio MCP servers.
     """
     if registry is None:
         return []
-    tools = []
-    for handler in registry.spec.handlers:
-        block = getattr(handler, handler.type)
-        if handler.type == "http":
-            description, schema = block.description, block.arguments_schema
-        elif handler.type == "client":
-            description, schema = block.description, block.parameters_schema
-        else:
-            continue
-        tools.append(
-            ToolConfig(
-                name=handler.name,
-                type=handler.type,
-                description=description or "",
-                parameters=schema or {"type": "object", "properties": {}},
-                require_approval=handler.require_approval,
-                timeout_seconds=handler.timeout_seconds,
-                retries=handler.retries,
-                handler=block.model_dump(by_alias=True, exclude_none=True),
+    try:
+        credentials.secret_envs(registry.spec)
+    except credentials.CredentialError as exc:
+        raise RenderError(f"ToolRegistry {registry.metadata.name!r}: {exc}") from None
+    return [
+        tool_config(handler, config_maps=config_maps or {}, working_dir=working_dir)
+        for handler in registry.spec.handlers
+    ]
+
+
+def tool_config(
+    handler: ToolHandler,
+    *,
+    config_maps: Mapping[str, Mapping[str, str]],
+    working_dir: str | None = None,
+) -> ToolConfig:
+    """The config entry of one handler; see ``tool_configs``."""
+    block = getattr(handler, handler.type)
+    data = block.model_dump(by_alias=True, exclude_none=True)
+    description, schema = "", None
+    if handler.type in ("http", "mcp", "openapi"):
+        data["headers"] = credentials.rendered_values(block.headers, handler=handler.name, kind="header")
+    if handler.type == "http":
+        description, schema = block.description, block.arguments_schema
+    elif handler.type == "client":
+        description, schema = block.description, block.parameters_schema
+    elif handler.type == "mcp":
+        data["env"] = credentials.rendered_values(block.env, handler=handler.name, kind="env")
+        if block.transport == "stdio" and working_dir is not None:
+            data["workingDir"] = working_dir
+    elif block.config_map_ref is not None:
+        ref = block.config_map_ref
+        document = config_maps.get(ref.name, {}).get(ref.key)
+        if document is None:
+            raise RenderError(
+                f"handler {handler.name!r} openapi.configMapRef: ConfigMap {ref.name!r} key {ref.key!r} not found"
             )
-        )
-    return tools
+        del data["configMapRef"]
+        data["document"] = document
+    return ToolConfig(
+        name=handler.name,
+        type=handler.type,
+        description=description or "",
+        parameters=schema or {"type": "object", "properties": {}},
+        require_approval=handler.require_approval,
+        timeout_seconds=handler.timeout_seconds,
+        retries=handler.retries,
+        handler=data,
+    )
 
 
 def render_agent_config(

@@ -16,17 +16,22 @@ from omnia.config import AgentConfig
 from omnia.providers import create_provider
 from omnia.runtime.service import AgentRuntimeService
 from omnia.sessions import create_store
+from omnia.tools import Toolbox
 
 log = logging.getLogger(__name__)
 
 MAX_GRPC_MESSAGE_BYTES = 16 * 1024 * 1024
+TOOL_DISCOVERY_WAIT_SECONDS = 10.0
 
 
-def build_agent(config: AgentConfig, *, env: Mapping[str, str]) -> Agent:
+def build_agent(config: AgentConfig, *, env: Mapping[str, str], toolbox: Toolbox) -> Agent:
+    """The agent, its tools served by ``toolbox`` (which the caller starts and closes)."""
     agent = Agent(
         config=config,
         provider=create_provider(config.provider, env=env),
-        store=create_store(config.session, env=env),
+        store=create_store(config.session, env=env, namespace=f"{config.namespace}/{config.name}"),
+        executor=toolbox,
+        tools=toolbox,
     )
     agent.check()
     return agent
@@ -54,8 +59,16 @@ async def start(
 async def serve(
     config: AgentConfig, *, address: str, env: Mapping[str, str] | None = None
 ) -> None:
-    """Run the runtime until SIGTERM or SIGINT, then drain and stop."""
-    agent = build_agent(config, env=os.environ if env is None else env)
+    """Run the runtime until SIGTERM or SIGINT, then drain and stop.
+
+    Tool servers get up to ``TOOL_DISCOVERY_WAIT_SECONDS`` to list their
+    tools before the first conversation; one that is down does not stop the
+    runtime, its tools join when it answers.
+    """
+    env = os.environ if env is None else env
+    toolbox = Toolbox(config.tools, env=env)
+    agent = build_agent(config, env=env, toolbox=toolbox)
+    await toolbox.start(wait=TOOL_DISCOVERY_WAIT_SECONDS)
     service = AgentRuntimeService(agent)
     server, port = await start(service, address=address)
     log.info("runtime serving", extra={"address": address, "port": port, "agent": config.name})
@@ -67,5 +80,6 @@ async def serve(
     grace = config.facade.drain_timeout_seconds
     await service.drain(grace=grace)
     await server.stop(grace=1.0)
+    await toolbox.aclose()
     await agent.provider.aclose()
     await agent.store.aclose()
