@@ -484,7 +484,7 @@ class ControlPlane:
             "--unsafe-no-fsync",
             "--log-level=warn",
         )
-        self._wait(deadline, etcd, "etcd /health", lambda: _get_ok(f"{self.etcd_url}/health"))
+        self._wait(deadline=deadline, process=etcd, what="etcd /health", ready=lambda: _get_ok(f"{self.etcd_url}/health"))
 
     def _start_apiserver(self, deadline: float) -> None:
         serving_cert, serving_key = self._pki.issue_server(
@@ -522,11 +522,14 @@ class ControlPlane:
         )
         with httpx.Client(verify=self.ssl_context(), timeout=5.0) as client:
             self._wait(
-                deadline, apiserver, "kube-apiserver /readyz", lambda: _get_ok(f"{self.server_url}/readyz", client)
+                deadline=deadline,
+                process=apiserver,
+                what="kube-apiserver /readyz",
+                ready=lambda: _get_ok(f"{self.server_url}/readyz", client),
             )
 
     def _start_controller_manager(self, deadline: float) -> None:
-        kubeconfig = self._component_kubeconfig("system:kube-controller-manager")
+        kubeconfig = self.add_user("system:kube-controller-manager").kubeconfig
         process = self._spawn(
             "kube-controller-manager",
             f"--kubeconfig={kubeconfig}",
@@ -546,10 +549,15 @@ class ControlPlane:
             f"--cluster-signing-key-file={self._pki.ca_key_file}",
         )
         url = f"https://127.0.0.1:{self._controller_manager_port}/healthz"
-        self._wait(deadline, process, "kube-controller-manager /healthz", lambda: _get_ok(url, verify=False))
+        self._wait(
+            deadline=deadline,
+            process=process,
+            what="kube-controller-manager /healthz",
+            ready=lambda: _get_ok(url, verify=False),
+        )
 
     def _start_scheduler(self, deadline: float) -> None:
-        kubeconfig = self._component_kubeconfig("system:kube-scheduler")
+        kubeconfig = self.add_user("system:kube-scheduler").kubeconfig
         process = self._spawn(
             "kube-scheduler",
             f"--kubeconfig={kubeconfig}",
@@ -561,7 +569,9 @@ class ControlPlane:
             f"--cert-dir={self.workdir / 'kube-scheduler'}",
         )
         url = f"https://127.0.0.1:{self._scheduler_port}/healthz"
-        self._wait(deadline, process, "kube-scheduler /healthz", lambda: _get_ok(url, verify=False))
+        self._wait(
+            deadline=deadline, process=process, what="kube-scheduler /healthz", ready=lambda: _get_ok(url, verify=False)
+        )
 
     def _start_kwok(self, deadline: float) -> None:
         # KWOK writes node and pod status, leases and events for every fake
@@ -578,7 +588,7 @@ class ControlPlane:
             f"--server-address=127.0.0.1:{self._kwok_port}",
         )
         url = f"http://127.0.0.1:{self._kwok_port}/healthz"
-        self._wait(deadline, process, "kwok /healthz", lambda: _get_ok(url))
+        self._wait(deadline=deadline, process=process, what="kwok /healthz", ready=lambda: _get_ok(url))
 
     def _register_nodes(self, deadline: float) -> None:
         nodes = {"apiVersion": "v1", "kind": "List", "items": [_fake_node(name) for name in self.node_names]}
@@ -591,18 +601,18 @@ class ControlPlane:
         # The node lifecycle controller lifts its not-ready taint a moment
         # after Ready; until then nothing schedules.
         self._wait(
-            deadline,
-            self._process("kube-controller-manager"),
-            "untainted nodes",
-            self._nodes_untainted,
+            deadline=deadline,
+            process=self._process("kube-controller-manager"),
+            what="untainted nodes",
+            ready=self._nodes_untainted,
         )
         # The ServiceAccount admission plugin rejects pods until the
         # controller-manager has created the namespace's default account.
         self._wait(
-            deadline,
-            self._process("kube-controller-manager"),
-            "the default ServiceAccount",
-            lambda: self.kubectl("get", "serviceaccount", "default", "--namespace=default").returncode == 0,
+            deadline=deadline,
+            process=self._process("kube-controller-manager"),
+            what="the default ServiceAccount",
+            ready=lambda: self.kubectl("get", "serviceaccount", "default", "--namespace=default").returncode == 0,
         )
 
     # -- helpers ------------------------------------------------------------
@@ -628,7 +638,7 @@ class ControlPlane:
         process.start()
         return process
 
-    def _wait(self, deadline: float, process: _Process, what: str, ready: Callable[[], bool]) -> None:
+    def _wait(self, *, deadline: float, process: _Process, what: str, ready: Callable[[], bool]) -> None:
         while True:
             code = process.exited()
             if code is not None:
@@ -643,9 +653,6 @@ class ControlPlane:
                     f"{what} not ready after {self.ready_timeout:.0f}s; {process.log_file}:\n{process.log_tail()}"
                 )
             time.sleep(0.2)
-
-    def _component_kubeconfig(self, user: str) -> Path:
-        return self.add_user(user).kubeconfig
 
     def _write_kubeconfig(self, *, stem: str, user: Mapping[str, str]) -> Path:
         config = {
