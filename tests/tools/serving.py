@@ -70,6 +70,11 @@ def mcp_service() -> Service:
     return Service(lambda: mcp_tools.build().streamable_http_app(), lifespan="on")
 
 
+def mcp_sse_service() -> Service:
+    """The test MCP server over the older HTTP+SSE transport, at ``<url>/sse``."""
+    return Service(lambda: mcp_tools.build().sse_app(), lifespan="on")
+
+
 @dataclass
 class HttpState:
     """What the HTTP tool service saw, and how it should misbehave next."""

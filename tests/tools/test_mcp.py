@@ -11,14 +11,18 @@ from omnia.tools import mcp
 from omnia.tools.base import CallFailed, DiscoveryError
 
 from .conftest import mcp_source
-from .serving import free_port
+from .serving import free_port, mcp_sse_service
 
 
-@pytest.fixture(params=["streamable-http", "stdio"])
+@pytest.fixture(params=["streamable-http", "sse", "stdio"])
 def server_source(request):
     """The test server's source entry, over each transport."""
     if request.param == "stdio":
         return mcp_source("calc")
+    if request.param == "sse":
+        service = mcp_sse_service().start()
+        request.addfinalizer(service.stop)
+        return mcp_source("calc", url=service.url + "/sse", transport="sse")
     service = request.getfixturevalue("mcp_server")
     return mcp_source("calc", url=service.url + "/mcp")
 
