@@ -1,0 +1,361 @@
+"""The Helm chart, rendered by a real helm: lint, values, RBAC, security and consistency with the code.
+
+What the chart must agree with lives elsewhere in the repo — the generated
+CRDs, the operator's RBAC in deploy/rbac/, the operator's command line and
+default image, the labels of the Services it creates — so these tests compare
+against those sources rather than against copies of them.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import tomllib
+from typing import Any
+
+import pytest
+import yaml
+
+import omnia
+from omnia.api.v1alpha1 import parse_manifest
+from omnia.operator import builders
+from tests.packaging import charts
+from tests.packaging.charts import CHART, REPO, find, one, rule_set
+
+CLUSTER_ROLE = REPO / "deploy" / "rbac" / "cluster_role.yaml"
+SUPPORT_AGENT = REPO / "examples" / "support-agent" / "agentruntime.yaml"
+NAMESPACED = {"watchNamespaces": ["team-a", "team-b"]}
+
+# Every option that changes what is rendered, at once.
+EVERYTHING = {
+    "image": {"repository": "registry.example.com/omnia", "tag": "0.1.0-rc1", "pullPolicy": "Always"},
+    "imagePullSecrets": [{"name": "registry"}],
+    "watchNamespaces": ["team-a"],
+    "operator": {
+        "workers": 8,
+        "logLevel": "debug",
+        "agentImage": "registry.example.com/omnia-agent:0.1.0",
+        "prometheusURL": "http://prometheus.monitoring.svc:9090",
+        "port": 9000,
+        "env": [{"name": "HTTPS_PROXY", "value": "http://proxy:3128"}],
+    },
+    "podAnnotations": {"example.com/team": "platform"},
+    "podLabels": {"example.com/tier": "control"},
+    "priorityClassName": "system-cluster-critical",
+    "nodeSelector": {"kubernetes.io/os": "linux"},
+    "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "platform", "effect": "NoSchedule"}],
+    "serviceAccount": {"name": "omnia", "annotations": {"example.com/role": "operator"}},
+    "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}, "interval": "15s"},
+}
+
+
+def container(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    deployment = one(objects, "Deployment")
+    (operator,) = deployment["spec"]["template"]["spec"]["containers"]
+    return operator
+
+
+def env(objects: list[dict[str, Any]]) -> dict[str, str]:
+    return {item["name"]: item.get("value") for item in container(objects)["env"]}
+
+
+# --- lint and versions ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        pytest.param({}, id="defaults"),
+        pytest.param(NAMESPACED, id="listed-namespaces"),
+        pytest.param(EVERYTHING, id="every-option"),
+        pytest.param({"rbac": {"create": False}, "serviceAccount": {"create": False, "name": "existing"},
+                      "userRoles": {"create": False}, "service": {"enabled": False}}, id="bring-your-own"),
+    ],
+)
+def test_chart_lints_clean_in_strict_mode(helm: charts.Helm, values: dict[str, Any]) -> None:
+    result = helm.lint(values)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_chart_and_app_version_are_the_package_version() -> None:
+    """One version for the package, the image tag and the chart: they are released together."""
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert chart["appVersion"] == chart["version"] == project["version"] == omnia.__version__
+
+
+def test_default_image_is_the_one_the_operator_gives_agent_pods(helm: charts.Helm) -> None:
+    """Operator and agents run the same image (three entry points), tagged with the appVersion."""
+    objects = helm.template()
+    assert container(objects)["image"] == builders.DEFAULT_IMAGE
+    assert env(objects)["OMNIA_IMAGE"] == builders.DEFAULT_IMAGE
+
+
+def test_image_and_agent_image_can_be_set_apart(helm: charts.Helm) -> None:
+    objects = helm.template(EVERYTHING)
+    assert container(objects)["image"] == "registry.example.com/omnia:0.1.0-rc1"
+    assert container(objects)["imagePullPolicy"] == "Always"
+    assert env(objects)["OMNIA_IMAGE"] == "registry.example.com/omnia-agent:0.1.0"
+    assert env(objects)["HTTPS_PROXY"] == "http://proxy:3128"
+
+
+def test_chart_crds_are_the_generated_ones() -> None:
+    """helm installs crds/ verbatim, so it must hold exactly what scripts/gen-crds generated."""
+    generated = {path.name: path.read_text() for path in (REPO / "deploy" / "crds").glob("*.yaml")}
+    in_chart = {path.name: path.read_text() for path in (CHART / "crds").glob("*.yaml")}
+    assert in_chart == generated, "run scripts/sync-chart-crds"
+    check = subprocess.run([str(REPO / "scripts" / "sync-chart-crds"), "--check"], capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+
+
+# --- the operator's RBAC ----------------------------------------------------------
+
+
+def reference_rules() -> set[tuple[str, str, str, tuple[str, ...]]]:
+    assert CLUSTER_ROLE.is_file(), f"{CLUSTER_ROLE.relative_to(REPO)} is the source of the operator's rules"
+    return rule_set(yaml.safe_load(CLUSTER_ROLE.read_text())["rules"])
+
+
+def test_cluster_wide_operator_gets_exactly_the_rules_of_deploy_rbac(helm: charts.Helm) -> None:
+    objects = helm.template()
+    role = one(objects, "ClusterRole", "omnia-operator")
+    assert rule_set(role["rules"]) == reference_rules()
+    binding = one(objects, "ClusterRoleBinding", "omnia-operator")
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                                  "name": "omnia-operator"}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "omnia-operator",
+                                    "namespace": "omnia-system"}]
+    assert not find(objects, "Role") and not find(objects, "RoleBinding")
+
+
+def test_namespaced_operator_gets_the_same_rules_only_in_its_namespaces(helm: charts.Helm) -> None:
+    """Listing namespaces takes every cluster-wide right away: a Role and RoleBinding in each instead."""
+    objects = helm.template(NAMESPACED)
+    roles = find(objects, "Role")
+    assert sorted(role["metadata"]["namespace"] for role in roles) == ["team-a", "team-b"]
+    for role in roles:
+        assert rule_set(role["rules"]) == reference_rules()
+    bindings = find(objects, "RoleBinding")
+    assert sorted(binding["metadata"]["namespace"] for binding in bindings) == ["team-a", "team-b"]
+    for binding in bindings:
+        assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                      "name": "omnia-operator"}
+        assert binding["subjects"][0]["namespace"] == "omnia-system"
+    assert [role["metadata"]["name"] for role in find(objects, "ClusterRole")] == ["omnia-viewer", "omnia-editor"]
+    assert not find(objects, "ClusterRoleBinding")
+
+
+def test_release_omnia_has_the_names_of_deploy_rbac(helm: charts.Helm) -> None:
+    """So that docs and plain manifests name the same ServiceAccount and roles as the chart."""
+    reference = {
+        (doc["kind"], doc["metadata"]["name"])
+        for path in (REPO / "deploy" / "rbac").glob("*.yaml")
+        for doc in yaml.safe_load_all(path.read_text()) if doc and doc["kind"] != "RoleBinding"
+    }
+    rendered = {(obj["kind"], obj["metadata"]["name"]) for obj in helm.template()}
+    assert reference <= rendered
+
+
+def test_without_rbac_the_chart_creates_no_operator_rights(helm: charts.Helm) -> None:
+    objects = helm.template({"rbac": {"create": False}})
+    assert [role["metadata"]["name"] for role in find(objects, "ClusterRole")] == ["omnia-viewer", "omnia-editor"]
+    assert not find(objects, "ClusterRoleBinding") and not find(objects, "Role")
+
+
+def test_existing_service_account_must_be_named(helm: charts.Helm) -> None:
+    result = helm.template_text({"serviceAccount": {"create": False}}, check=False)
+    assert result.returncode != 0
+    assert "serviceAccount.name is required" in result.stderr
+
+
+# --- user-facing roles ------------------------------------------------------------
+
+
+def test_user_roles_aggregate_into_the_built_in_roles(helm: charts.Helm) -> None:
+    objects = helm.template()
+    viewer = one(objects, "ClusterRole", "omnia-viewer")
+    editor = one(objects, "ClusterRole", "omnia-editor")
+    assert viewer["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
+    assert editor["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-edit"] == "true"
+    assert editor["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-admin"] == "true"
+    kinds = ["agentruntimes", "promptpacks", "providers", "toolregistries"]
+    viewer_grants = rule_set(viewer["rules"])
+    editor_grants = rule_set(editor["rules"])
+    for kind in kinds:
+        for verb in ("get", "list", "watch"):
+            assert ("omnia.altairalabs.ai", kind, verb, ()) in viewer_grants
+        for verb in ("create", "update", "patch", "delete"):
+            assert ("omnia.altairalabs.ai", kind, verb, ()) in editor_grants
+    assert {verb for _, _, verb, _ in viewer_grants} == {"get", "list", "watch"}
+    # Status is the operator's to write; users only read it.
+    assert not {grant for grant in editor_grants if grant[1].endswith("/status") and grant[2] not in
+                ("get", "list", "watch")}
+
+
+def test_user_roles_can_be_left_to_another_release(helm: charts.Helm) -> None:
+    objects = helm.template({"userRoles": {"create": False}})
+    assert {role["metadata"]["name"] for role in find(objects, "ClusterRole")} == {"omnia-operator"}
+
+
+# --- the operator's Deployment ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        pytest.param({}, ["--all-namespaces"], id="all-namespaces"),
+        pytest.param(NAMESPACED, ["--namespace=team-a", "--namespace=team-b"], id="listed"),
+    ],
+)
+def test_operator_serves_the_watched_namespaces(
+    helm: charts.Helm, values: dict[str, Any], expected: list[str]
+) -> None:
+    args = container(helm.template(values))["args"]
+    assert args[0] == "operator"
+    assert [arg for arg in args if arg.startswith(("--namespace", "--all-namespaces"))] == expected
+
+
+def test_operator_options_reach_its_command_line(helm: charts.Helm) -> None:
+    operator = container(helm.template(EVERYTHING))
+    assert operator["args"] == [
+        "operator", "--namespace=team-a", "--liveness=0.0.0.0:9000", "--workers=8",
+        "--prometheus-url=http://prometheus.monitoring.svc:9090",
+    ]
+    assert operator["ports"] == [{"name": "http", "containerPort": 9000, "protocol": "TCP"}]
+    assert env(helm.template(EVERYTHING))["OMNIA_LOG_LEVEL"] == "debug"
+
+
+def test_operator_pod_meets_the_restricted_pod_security_standard(helm: charts.Helm) -> None:
+    objects = helm.template()
+    pod = one(objects, "Deployment")["spec"]["template"]["spec"]
+    operator = container(objects)
+    security = operator["securityContext"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 10001
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    # The read-only root needs one writable place, where the image puts HOME and TMPDIR.
+    assert {"name": "tmp", "mountPath": "/tmp"} in operator["volumeMounts"]
+    assert {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}} in pod["volumes"]
+
+
+def test_operator_has_requests_limits_and_probes(helm: charts.Helm) -> None:
+    """Requests and limits everywhere, so ResourceQuotas and LimitRanges can bound it."""
+    operator = container(helm.template())
+    assert set(operator["resources"]) == {"requests", "limits"}
+    assert set(operator["resources"]["requests"]) == set(operator["resources"]["limits"]) == {"cpu", "memory"}
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert operator[probe]["httpGet"] == {"path": "/healthz", "port": "http"}
+
+
+def test_one_operator_at_a_time(helm: charts.Helm) -> None:
+    """No leader election: one replica, replaced with Recreate so that two never overlap."""
+    deployment = one(helm.template(), "Deployment")
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert one(helm.template({"replicaCount": 0}), "Deployment")["spec"]["replicas"] == 0
+
+
+def test_more_than_one_replica_is_refused_with_the_reason(helm: charts.Helm) -> None:
+    result = helm.template_text({"replicaCount": 2}, check=False)
+    assert result.returncode != 0
+    assert "no leader election" in result.stderr
+
+
+def test_options_reach_the_pod(helm: charts.Helm) -> None:
+    objects = helm.template(EVERYTHING)
+    template = one(objects, "Deployment")["spec"]["template"]
+    pod = template["spec"]
+    assert template["metadata"]["annotations"] == {"example.com/team": "platform"}
+    assert template["metadata"]["labels"]["example.com/tier"] == "control"
+    assert pod["serviceAccountName"] == "omnia"
+    assert pod["imagePullSecrets"] == [{"name": "registry"}]
+    assert pod["priorityClassName"] == "system-cluster-critical"
+    assert pod["nodeSelector"] == {"kubernetes.io/os": "linux"}
+    assert pod["tolerations"][0]["key"] == "dedicated"
+    assert one(objects, "ServiceAccount", "omnia")["metadata"]["annotations"] == {"example.com/role": "operator"}
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        pytest.param({"replicas": 1}, id="unknown-key"),
+        pytest.param({"operator": {"logLevel": "verbose"}}, id="bad-log-level"),
+        pytest.param({"watchNamespaces": ["Team_A"]}, id="bad-namespace-name"),
+        pytest.param({"serviceMonitor": {"interval": "often"}}, id="bad-interval"),
+    ],
+)
+def test_values_schema_refuses_mistakes(helm: charts.Helm, values: dict[str, Any]) -> None:
+    result = helm.template_text(values, check=False)
+    assert result.returncode != 0
+    assert "schema" in result.stderr
+
+
+# --- Services and monitoring ----------------------------------------------------------
+
+
+def test_service_selects_the_operator_pod(helm: charts.Helm) -> None:
+    objects = helm.template()
+    service = one(objects, "Service")
+    pod_labels = one(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    assert service["spec"]["ports"] == [{"name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP"}]
+
+
+def test_service_monitor_is_off_by_default(helm: charts.Helm) -> None:
+    assert not find(helm.template(), "ServiceMonitor")
+
+
+@pytest.mark.parametrize(
+    ("values", "namespaces"),
+    [
+        pytest.param({}, {"any": True}, id="all-namespaces"),
+        pytest.param(NAMESPACED, {"matchNames": ["team-a", "team-b"]}, id="listed"),
+    ],
+)
+def test_service_monitor_scrapes_the_services_the_operator_creates(
+    helm: charts.Helm, values: dict[str, Any], namespaces: dict[str, Any]
+) -> None:
+    """Its selector and port must match what builders.build_service puts on every agent's Service."""
+    monitor = one(helm.template({**values, "serviceMonitor": {"enabled": True}}), "ServiceMonitor")
+    agent_service = builders.build_service(parse_manifest(yaml.safe_load(SUPPORT_AGENT.read_text())))
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["spec"]["namespaceSelector"] == namespaces
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= agent_service["metadata"]["labels"].items()
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["path"] == "/metrics"
+    assert endpoint["port"] in {port["name"] for port in agent_service["spec"]["ports"]}
+
+
+def test_service_monitor_carries_the_labels_prometheus_selects(helm: charts.Helm) -> None:
+    monitor = one(helm.template(EVERYTHING), "ServiceMonitor")
+    assert monitor["metadata"]["labels"]["release"] == "prometheus"
+    assert monitor["spec"]["endpoints"][0]["interval"] == "15s"
+
+
+# --- names and notes ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("release", "operator_name"),
+    [
+        pytest.param("omnia", "omnia-operator", id="release-omnia"),
+        pytest.param("agents", "agents-omnia-operator", id="other-release"),
+    ],
+)
+def test_names_follow_the_release(helm: charts.Helm, release: str, operator_name: str) -> None:
+    objects = helm.template(release=release)
+    assert one(objects, "Deployment")["metadata"]["name"] == operator_name
+    assert one(objects, "ServiceAccount")["metadata"]["name"] == operator_name
+
+
+def test_every_namespaced_object_is_in_the_release_namespace_or_a_watched_one(helm: charts.Helm) -> None:
+    objects = helm.template(NAMESPACED, namespace="platform")
+    for obj in objects:
+        namespace = obj["metadata"].get("namespace")
+        if obj["kind"] in ("Role", "RoleBinding"):
+            assert namespace in ("team-a", "team-b")
+        elif obj["kind"] not in ("ClusterRole", "ClusterRoleBinding"):
+            assert namespace == "platform", obj["kind"]
+
