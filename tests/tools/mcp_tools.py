@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import os
 
+from mcp import MCPError
 from mcp.server.mcpserver import MCPServer
-from mcp.types import ToolAnnotations
+from mcp.types import INVALID_PARAMS, ToolAnnotations
 
 
 def build() -> MCPServer:
@@ -37,6 +38,11 @@ def build() -> MCPServer:
     def explode() -> str:
         """Always fails."""
         raise ValueError("kaboom")
+
+    @server.tool()
+    def refuse() -> str:
+        """Refuses every call with a JSON-RPC error, as some servers do for bad parameters."""
+        raise MCPError(INVALID_PARAMS, "no such record")
 
     @server.tool()
     def big(size: int) -> str:

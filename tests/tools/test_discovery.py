@@ -73,7 +73,7 @@ async def test_every_kind_of_handler_is_discovered_for_real(http_server, mcp_ser
 async def test_stdio_servers_are_run_only_when_the_caller_allows_commands():
     discovery = await discover(spec(STDIO), secrets={}, config_maps={}, run_commands=True)
     (local,) = discovery.handlers
-    assert (local.status, local.reason, len(local.tools)) == ("True", "Discovered", 6)
+    assert (local.status, local.reason, len(local.tools)) == ("True", "Discovered", 7)
 
 
 @pytest.mark.parametrize(

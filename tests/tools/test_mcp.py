@@ -39,7 +39,7 @@ async def handler(server_source):
 async def test_the_servers_tools_are_listed_with_their_schemas(handler):
     found = await handler.discover()
     tools = {tool.name: tool for tool in found.tools}
-    assert set(tools) == {"add", "shout", "sleep", "explode", "big", "secret_env"}
+    assert set(tools) == {"add", "shout", "sleep", "explode", "refuse", "big", "secret_env"}
     add = tools["add"]
     assert add.description == "Add two integers."
     assert add.parameters["required"] == ["a", "b"]
@@ -52,6 +52,14 @@ async def test_calls_return_the_tools_text_and_its_errors(handler):
     assert (await handler.call(tools["add"], {"a": 2, "b": 3})).content == "5"
     failed = await handler.call(tools["explode"], {})
     assert failed.is_error and "explode" in failed.content
+
+
+async def test_a_call_the_server_refuses_is_an_answer_and_keeps_the_connection(handler):
+    tools = {tool.name: tool for tool in (await handler.discover()).tools}
+    connection = handler._connection
+    refused = await handler.call(tools["refuse"], {})
+    assert (refused.content, refused.is_error) == ("the MCP server refused the call: no such record", True)
+    assert handler._connection is connection and connection.alive
 
 
 async def test_calls_share_one_connection_and_run_concurrently(handler):

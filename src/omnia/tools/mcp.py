@@ -20,7 +20,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import httpx2
-from mcp import Client, StdioServerParameters, types
+from mcp import Client, MCPError, StdioServerParameters, types
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 
@@ -29,6 +29,8 @@ from omnia.config import ToolConfig
 from omnia.tools import credentials
 from omnia.tools.base import CallFailed, DiscoveryError, Found, tool_name
 
+# JSON-RPC errors by which a live server refuses a call it understood: answers, not failures.
+REFUSALS = frozenset({types.INVALID_PARAMS, types.METHOD_NOT_FOUND})
 CONNECT_TIMEOUT_SECONDS = 15.0
 CLOSE_TIMEOUT_SECONDS = 5.0
 MAX_LIST_PAGES = 100
@@ -119,6 +121,11 @@ class Handler:
         connection = await self._connected()
         try:
             result = await connection.client.call_tool(tool.handler["tool"], arguments)
+        except MCPError as exc:
+            if exc.code in REFUSALS:
+                return ToolOutcome(f"the MCP server refused the call: {exc.message}", is_error=True)
+            await self._drop(connection)
+            raise CallFailed(f"{self.endpoint(tool)}: {describe(exc)}", reached=True) from None
         except Exception as exc:
             await self._drop(connection)
             raise CallFailed(f"{self.endpoint(tool)}: {describe(exc)}", reached=True) from None
