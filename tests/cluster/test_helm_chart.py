@@ -43,7 +43,9 @@ def helm(control_plane_binaries: Binaries, tmp_path_factory: pytest.TempPathFact
     binary = control_plane_binaries.path("helm")
     if not os.access(binary, os.X_OK):
         missing_tool(f"helm is not built ({binary}); run scripts/build-control-plane helm")
-    return charts.Helm(binary=binary, home=tmp_path_factory.mktemp("helm"), kube_version=controlplane.KUBERNETES_VERSION)
+    return charts.Helm(
+        binary=binary, home=tmp_path_factory.mktemp("helm"), kube_version=controlplane.KUBERNETES_VERSION
+    )
 
 
 @pytest.fixture(scope="module")
