@@ -23,8 +23,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tests.operator import harness  # noqa: E402
-from tests.packaging import charts  # noqa: E402
-from tests.packaging.conftest import missing_tool  # noqa: E402
+from tests.packaging import charts, tools  # noqa: E402
 
 if TYPE_CHECKING:
     from controlplane import Binaries, ControlPlane
@@ -40,11 +39,10 @@ CLUSTER_SCOPED = {"ClusterRole", "ClusterRoleBinding"}
 def helm(control_plane_binaries: Binaries, tmp_path_factory: pytest.TempPathFactory) -> charts.Helm:
     import controlplane
 
-    binary = control_plane_binaries.path("helm")
-    if not os.access(binary, os.X_OK):
-        missing_tool(f"helm is not built ({binary}); run scripts/build-control-plane helm")
     return charts.Helm(
-        binary=binary, home=tmp_path_factory.mktemp("helm"), kube_version=controlplane.KUBERNETES_VERSION
+        binary=tools.helm(control_plane_binaries),
+        home=tmp_path_factory.mktemp("helm"),
+        kube_version=controlplane.KUBERNETES_VERSION,
     )
 
 

