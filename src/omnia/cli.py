@@ -100,11 +100,12 @@ def runtime(
     listen: Annotated[str, typer.Option(help="gRPC address, e.g. 127.0.0.1:9090 or unix:///path.")] = "127.0.0.1:9090",
 ) -> None:
     """Serve the agent runtime over gRPC (container 2 of an agent pod)."""
-    from omnia import logs
+    from omnia import logs, telemetry
     from omnia.runtime import server
 
     agent_config = _load_config(config)
     logs.configure(level=os.environ.get("OMNIA_LOG_LEVEL", "info"), component="runtime")
+    telemetry.configure(service_name="omnia-runtime", env=os.environ)
     asyncio.run(server.serve(agent_config, address=listen))
 
 

@@ -1,8 +1,10 @@
 """Structured JSON logs for the long-running processes.
 
 Standard-library loggers are kept (grpc, uvicorn and kopf use them) and
-rendered by structlog as one JSON object per line; ``extra={...}`` fields such
-as ``session_id`` become top-level keys, so logs join with traces and metrics.
+rendered by structlog as one JSON object per line; ``extra={...}`` fields,
+the context bound with ``structlog.contextvars`` (the runtime binds
+``session_id`` for a turn) and the current span's ``trace_id``/``span_id``
+become top-level keys, so logs join with traces and metrics.
 """
 
 from __future__ import annotations
@@ -12,11 +14,15 @@ import sys
 
 import structlog
 
+from omnia import telemetry
+
 
 def configure(*, level: str = "info", component: str) -> None:
     renderer = structlog.processors.JSONRenderer()
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[
+            structlog.contextvars.merge_contextvars,
+            telemetry.add_trace_ids,
             structlog.stdlib.add_log_level,
             structlog.stdlib.add_logger_name,
             structlog.stdlib.ExtraAdder(),

@@ -21,6 +21,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from opentelemetry import trace
+from opentelemetry.context import Context
+
+from omnia import telemetry
 from omnia.agent.prompts import PromptError, PromptRenderer, choose_version, find_version
 from omnia.config import AgentConfig, PromptConfig, ToolConfig
 from omnia.providers.base import (
@@ -215,6 +219,7 @@ class Agent:
         executor: ToolExecutor | None = None,
         tools: ToolCatalog | None = None,
         new_id: Callable[[], str] = _new_id,
+        tracer: trace.Tracer | None = None,
     ) -> None:
         self.config = config
         self.provider = provider
@@ -222,6 +227,8 @@ class Agent:
         self.executor = executor or NoServerTools()
         self.tools = tools or ConfiguredTools(config.tools)
         self._new_id = new_id
+        self._tracer = tracer or trace.get_tracer(telemetry.TRACER_NAME)
+        self._provider_name = telemetry.provider_name(provider.type)
         self._tool_table = _ToolTable.of(())
         self._renderers: dict[str, PromptRenderer] = {}
 
@@ -278,14 +285,56 @@ class Agent:
         channel: ClientChannel,
         emit: Emit,
         cancelled: asyncio.Event | None = None,
+        trace_context: Context | None = None,
     ) -> None:
         """Run one turn to its end: ``TurnDone`` or ``TurnFailed`` is always emitted last.
 
         Setting ``cancelled`` stops generation and tool calls at their next
         await point; the partial turn is committed with reason ``cancelled``.
         If the task running this coroutine is itself cancelled, nothing is
-        committed and nothing more is emitted.
+        committed and nothing more is emitted. The turn is traced as an
+        ``invoke_agent`` span, a child of ``trace_context`` when given.
         """
+        attributes = {
+            "gen_ai.operation.name": "invoke_agent",
+            "gen_ai.agent.name": self.config.name,
+            "gen_ai.conversation.id": session_id,
+            "gen_ai.provider.name": self._provider_name,
+            "gen_ai.request.model": self.provider.model,
+        }
+        with self._tracer.start_as_current_span(
+            f"invoke_agent {self.config.name}", context=trace_context, attributes=attributes
+        ) as span:
+            ended: list[TurnEvent] = []
+
+            async def traced_emit(event: TurnEvent) -> None:
+                if isinstance(event, TurnDone | TurnFailed):
+                    ended.append(event)
+                await emit(event)
+
+            await self._run_turn(session_id, user, channel=channel, emit=traced_emit, cancelled=cancelled)
+            for event in ended:
+                if isinstance(event, TurnDone):
+                    span.set_attributes(
+                        {
+                            "gen_ai.usage.input_tokens": event.usage.input_tokens,
+                            "gen_ai.usage.output_tokens": event.usage.output_tokens,
+                            "gen_ai.response.finish_reasons": (event.finish_reason,),
+                        }
+                    )
+                else:
+                    span.set_attribute("error.type", event.code)
+                    span.set_status(trace.StatusCode.ERROR, event.message)
+
+    async def _run_turn(
+        self,
+        session_id: str,
+        user: UserInput,
+        *,
+        channel: ClientChannel,
+        emit: Emit,
+        cancelled: asyncio.Event | None,
+    ) -> None:
         try:
             session = await self.store.get(session_id)
         except SessionNotFound:
@@ -379,16 +428,24 @@ class Agent:
             calls: list[ToolCall] = []
             reason = "stop"
             turn.open_reply(text)
-            async for event in self.provider.stream(request):
-                if isinstance(event, TextDelta):
-                    if event.text:
-                        text.append(event.text)
-                        await emit(Chunk(event.text, turn.message_id))
-                elif isinstance(event, ToolCallRequest):
-                    calls.append(event.call)
-                elif isinstance(event, Finish):
-                    reason = event.reason
-                    turn.usage = turn.usage + event.usage
+            with self._chat_span(request) as span:
+                async for event in self.provider.stream(request):
+                    if isinstance(event, TextDelta):
+                        if event.text:
+                            text.append(event.text)
+                            await emit(Chunk(event.text, turn.message_id))
+                    elif isinstance(event, ToolCallRequest):
+                        calls.append(event.call)
+                    elif isinstance(event, Finish):
+                        reason = event.reason
+                        turn.usage = turn.usage + event.usage
+                        span.set_attributes(
+                            {
+                                "gen_ai.usage.input_tokens": event.usage.input_tokens,
+                                "gen_ai.usage.output_tokens": event.usage.output_tokens,
+                                "gen_ai.response.finish_reasons": (event.reason,),
+                            }
+                        )
             turn.close_reply(calls)
             if not calls:
                 turn.finish(reason)
@@ -409,19 +466,43 @@ class Agent:
                 turn.records.append(record)
                 messages.append(Message.from_dict(record))
 
+    def _chat_span(self, request: ChatRequest):
+        attributes = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": self._provider_name,
+            "gen_ai.request.model": self.provider.model,
+        }
+        if request.max_tokens is not None:
+            attributes["gen_ai.request.max_tokens"] = request.max_tokens
+        if request.temperature is not None:
+            attributes["gen_ai.request.temperature"] = request.temperature
+        return self._tracer.start_as_current_span(
+            f"chat {self.provider.model}", kind=trace.SpanKind.CLIENT, attributes=attributes
+        )
+
     async def _call_tool(
         self, call: ToolCall, tools: _ToolTable, channel: ClientChannel, emit: Emit
     ) -> ToolOutcome:
         tool = tools.by_name.get(call.name)
         client_side = tool is not None and tool.type == "client"
         approval = tool is not None and tool.require_approval
-        await emit(ToolCallStarted(call, client_side=client_side, require_approval=approval))
-        if tool is None:
-            outcome = ToolOutcome(f"unknown tool {call.name!r}", is_error=True)
-        else:
-            outcome = await self._run_tool(tool, call, channel)
-        outcome = _bounded(outcome)
-        await emit(ToolFinished(call.id, call.name, outcome.content, outcome.is_error))
+        attributes = {
+            "gen_ai.operation.name": "execute_tool",
+            "gen_ai.tool.name": call.name,
+            "gen_ai.tool.call.id": call.id,
+            "gen_ai.tool.type": "function" if client_side or tool is None else "extension",
+        }
+        with self._tracer.start_as_current_span(f"execute_tool {call.name}", attributes=attributes) as span:
+            await emit(ToolCallStarted(call, client_side=client_side, require_approval=approval))
+            if tool is None:
+                outcome = ToolOutcome(f"unknown tool {call.name!r}", is_error=True)
+            else:
+                outcome = await self._run_tool(tool, call, channel)
+            outcome = _bounded(outcome)
+            if outcome.is_error:
+                span.set_attribute("error.type", "tool_error")
+                span.set_status(trace.StatusCode.ERROR, outcome.content[:200])
+            await emit(ToolFinished(call.id, call.name, outcome.content, outcome.is_error))
         return outcome
 
     async def _run_tool(self, tool: ToolConfig, call: ToolCall, channel: ClientChannel) -> ToolOutcome:

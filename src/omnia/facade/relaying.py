@@ -226,14 +226,16 @@ class _Connection:
             await self.close(CloseCode.POLICY_VIOLATION)
             return False
         traceparent = headers.get("traceparent", "")
+        if not _TRACEPARENT.fullmatch(traceparent):
+            traceparent = ""
         open_event = pb.ClientEvent(
             open=pb.Open(
                 session_id=session_id,
                 metadata=_session_metadata(principal, headers),
-                traceparent=traceparent if _TRACEPARENT.fullmatch(traceparent) else "",
+                traceparent=traceparent,
             )
         )
-        self.call = call = self.relay.runtime.converse()
+        self.call = call = self.relay.runtime.converse(traceparent=traceparent or None)
         try:
             async with asyncio.timeout(self.relay.runtime.open_timeout):
                 await call.write(open_event)

@@ -68,14 +68,16 @@ class RuntimeClient:
         """
         return cls(grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS), **timeouts)
 
-    def converse(self) -> grpc.aio.StreamStreamCall:
+    def converse(self, *, traceparent: str | None = None) -> grpc.aio.StreamStreamCall:
         """Start a Converse stream; write and read it directly, with no iterator task.
 
         The stream has no deadline (conversations last as long as their
         WebSocket); the caller bounds the opening handshake with
-        ``open_timeout``.
+        ``open_timeout``. ``traceparent`` (W3C trace context) travels as gRPC
+        metadata, so the runtime's spans join the client's trace.
         """
-        return self._stub.Converse(wait_for_ready=True)
+        metadata = (("traceparent", traceparent),) if traceparent else None
+        return self._stub.Converse(wait_for_ready=True, metadata=metadata)
 
     async def health(self) -> runtime_pb2.HealthResponse:
         """The runtime's own view of its health; raises ``RuntimeUnavailable``.

@@ -12,6 +12,10 @@ import asyncio
 import json
 import logging
 
+import structlog
+from opentelemetry.context import Context
+
+from omnia import telemetry
 from omnia._proto.omnia.runtime.v1 import runtime_pb2 as pb
 from omnia.agent import (
     Agent,
@@ -116,8 +120,9 @@ class Conversation:
     for it up to ``grace`` seconds before cancelling it outright.
     """
 
-    def __init__(self, agent: Agent) -> None:
+    def __init__(self, agent: Agent, *, trace_context: Context | None = None) -> None:
         self._agent = agent
+        self._trace_context = trace_context
         self._outbox: asyncio.Queue[pb.ServerEvent | None] = asyncio.Queue()
         self._session_id: str | None = None
         self._channel = _Channel()
@@ -173,6 +178,8 @@ class Conversation:
         self._outbox.put_nowait(_CLOSE)
 
     async def _open(self, request: pb.Open) -> None:
+        if self._trace_context is None:
+            self._trace_context = telemetry.context_from_traceparent(request.traceparent)
         try:
             session, resumed = await self._agent.open_session(
                 session_id=request.session_id or None, metadata=dict(request.metadata)
@@ -216,9 +223,15 @@ class Conversation:
 
     async def _run_turn(self, user: UserInput, cancelled: asyncio.Event) -> None:
         assert self._session_id is not None
+        structlog.contextvars.bind_contextvars(session_id=self._session_id)
         try:
             await self._agent.run_turn(
-                self._session_id, user, channel=self._channel, emit=self._emit, cancelled=cancelled
+                self._session_id,
+                user,
+                channel=self._channel,
+                emit=self._emit,
+                cancelled=cancelled,
+                trace_context=self._trace_context,
             )
         except asyncio.CancelledError:
             raise

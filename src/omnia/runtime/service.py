@@ -8,6 +8,7 @@ import logging
 
 import grpc
 
+from omnia import telemetry
 from omnia._proto.omnia.runtime.v1 import runtime_pb2 as pb
 from omnia._proto.omnia.runtime.v1 import runtime_pb2_grpc as pb_grpc
 from omnia.agent import Agent
@@ -28,7 +29,10 @@ class AgentRuntimeService(pb_grpc.AgentRuntimeServicer):
         self.serving = True
 
     async def Converse(self, request_iterator, context: grpc.aio.ServicerContext):
-        conversation = Conversation(self.agent)
+        metadata = dict(context.invocation_metadata() or ())
+        conversation = Conversation(
+            self.agent, trace_context=telemetry.context_from_traceparent(metadata.get("traceparent"))
+        )
         self._conversations.add(conversation)
         reader = asyncio.create_task(self._pump(request_iterator, conversation))
         try:
