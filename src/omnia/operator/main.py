@@ -11,11 +11,16 @@ it starts, and ``--namespace`` takes exact names.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import kopf
 
 from omnia.operator import builders, handlers, labels
+
+
+QUIET_LOGGERS = ("kopf.objects", "kopf.activities", "httpx", "aiohttp.access")
+"""Loggers that report every handler call and request at INFO: the operator logs its own outcomes."""
 
 
 def settings_for_omnia() -> kopf.OperatorSettings:
@@ -47,6 +52,8 @@ def run(
     ``host:port`` of the liveness endpoint (``GET /healthz``, JSON with the
     reconcile counters), None for none.
     """
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
     registry = kopf.OperatorRegistry()
     operator = handlers.Operator(defaults=defaults, workers=workers, resync_seconds=resync_seconds)
     handlers.register(registry, operator=operator)

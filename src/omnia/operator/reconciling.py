@@ -189,8 +189,11 @@ def _resolve_prompt_pack(agent: AgentRuntime, namespace: str, cache: Cache) -> t
         )
     except promptpacks.SnapshotMissing as exc:
         ready = next((c for c in pack_status.conditions if c.type == READY), None)
-        detail = ready.message if ready is not None and ready.status == "False" else str(exc)
-        return Check.failed(status.PROMPT_PACK_READY, "PromptPackNotReady", f"PromptPack {name!r}: {detail}"), None
+        if ready is not None and ready.status == "False":
+            return Check.failed(status.PROMPT_PACK_READY, "PromptPackNotReady", f"PromptPack {name!r}: {ready.message}"), None
+        # Not published yet: the pack's own reconcile is on it, and its
+        # snapshot's event will reconcile this agent again.
+        return Check.failed(status.PROMPT_PACK_READY, status.PROMPT_PACK_PENDING, f"PromptPack {name!r}: {exc}"), None
     served = rollout.stable.version + (
         f", canary {rollout.canary.version} at {rollout.canary_weight}%" if rollout.canary else ""
     )
@@ -384,6 +387,7 @@ async def _apply(obj: Mapping[str, Any], ctx: Context, *, force: bool = False) -
         return None
     result = await ctx.api.apply(obj)
     ctx.applied[key] = digest
+    log.info("applied %s %s/%s", obj["kind"], metadata["namespace"], metadata["name"])
     return result
 
 
@@ -402,6 +406,7 @@ async def _prune(agent: AgentRuntime, kind: builders.ObjectKind, ctx: Context) -
         if any(owner.get("uid") == agent.metadata.uid for owner in owners):
             await ctx.api.delete(kind.api_version, kind.kind, namespace=namespace, name=name,
                                  uid=live["metadata"]["uid"])
+            log.info("deleted %s %s/%s: the spec no longer asks for it", kind.kind, namespace, name)
     ctx.applied[key] = "absent"
 
 
@@ -488,6 +493,8 @@ async def _publish_snapshot(pack, prompt: PromptConfig, ref: VersionRef, ctx: Co
     snapshot = builders.build_prompt_snapshot(pack, prompt=prompt, content_hash=ref.content_hash)
     try:
         await ctx.api.create(snapshot)
+        log.info("published %s/%s version %s as %s", pack.metadata.namespace, pack.metadata.name,
+                 ref.version, snapshot["metadata"]["name"])
     except Conflict:
         pass  # created by an earlier reconcile that did not live to write the status
 
@@ -605,6 +612,8 @@ async def _write_status(
         await ctx.api.patch_status(API_VERSION, parsed.kind, namespace=parsed.namespace, name=parsed.name,
                                    status=_status_patch(current))
     ctx.written[ref] = (ctx.monotonic(), _fingerprint(current, annotations))
+    if getattr(previous, "phase", None) != getattr(current, "phase", None):
+        log.info("%s: phase %s → %s", ref, getattr(previous, "phase", None), getattr(current, "phase", None))
     for type_, reason, message in status.events(
         previous.conditions, current.conditions, quiet=status.QUIET_CONDITIONS.get(parsed.kind, ())
     ):

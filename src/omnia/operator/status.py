@@ -41,6 +41,10 @@ AGENT_CONDITIONS = (PROVIDER_READY, PROMPT_PACK_READY, TOOLS_READY, AVAILABLE, P
 INVALID_SPEC = "InvalidSpec"
 ROLLOUT_COMPLETE = "RolloutComplete"
 ROLLING_OUT = "RollingOut"
+PROMPT_PACK_PENDING = "PromptPackPending"
+
+WAITING_REASONS = frozenset({PROMPT_PACK_PENDING})
+"""Reasons of a False condition that only mean "a moment": no Warning for them."""
 
 
 @dataclass(frozen=True)
@@ -106,8 +110,8 @@ def events(
 ) -> list[tuple[str, str, str]]:
     """The Events (type, reason, message) that condition changes deserve.
 
-    A condition turning False is a Warning; one recovering from False a
-    Normal Event; a rollout starting and completing are Normal Events. Good
+    A condition turning False is a Warning (Available only when it was
+    True); one recovering from False a Normal Event; a rollout starting and completing are Normal Events. Good
     news on creation is not news, and ``quiet`` conditions (those that
     summarise others, such as an agent's Ready) make Events only for reasons
     no other condition carries.
@@ -127,7 +131,10 @@ def events(
             elif old is not None and condition.reason in (ROLLING_OUT, ROLLOUT_COMPLETE):
                 found.append(("Normal", condition.reason, condition.message))
         elif condition.status == "False":
-            if old is not None or condition.type != AVAILABLE:
+            if condition.reason in WAITING_REASONS:
+                continue
+            # Pods not available yet is news only when they were.
+            if condition.type != AVAILABLE or (old is not None and old.status == "True"):
                 found.append(("Warning", condition.reason, condition.message))
         elif old is not None and old.status == "False":
             found.append(("Normal", condition.reason, condition.message))

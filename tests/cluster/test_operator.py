@@ -1,0 +1,529 @@
+"""The operator on a real control plane: from kubectl apply to Available pods, and back.
+
+Each test runs its own operator process (``python -m omnia operator``) under
+the ServiceAccount and ClusterRole of deploy/rbac/, serving a namespace of
+its own; KWOK makes the pods Running and Ready, and kube-controller-manager
+collects the garbage, so what is checked is what a cluster would do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from omnia.agent import Agent  # noqa: E402
+from omnia.config import AgentConfig  # noqa: E402
+from omnia.providers import create_provider  # noqa: E402
+from omnia.sessions import MemoryStore  # noqa: E402
+from tests.operator import harness  # noqa: E402
+from tests.operator.harness import condition, get, wait_for  # noqa: E402
+
+pytestmark = pytest.mark.cluster
+
+EXAMPLE = harness.REPO / "examples" / "support-agent"
+API_KEY = "sk-test-not-a-real-key-0123456789"
+OWNED = ("serviceaccount", "configmap", "service", "deployment", "horizontalpodautoscaler", "poddisruptionbudget")
+
+
+@pytest.fixture(scope="module")
+def crds(control_plane):
+    harness.install_crds(control_plane)
+
+
+@pytest.fixture
+def operator(control_plane, crds, namespace, tmp_path):
+    """An operator serving ``namespace``, started; stopped afterwards (its log is printed on failure)."""
+    kubeconfig = harness.operator_kubeconfig(control_plane, home=namespace, namespaces=[namespace])
+    process = harness.OperatorProcess(kubeconfig=kubeconfig, namespaces=[namespace], log_file=tmp_path / "operator.log")
+    process.start()
+    yield process
+    process.stop()
+    print(f"--- operator log ({process.log_file}) ---\n{process.log_tail(150)}")
+
+
+def example(name: str, namespace: str | None = None) -> dict:
+    manifest = yaml.safe_load((EXAMPLE / name).read_text())
+    if namespace:
+        manifest["metadata"]["namespace"] = namespace
+    return manifest
+
+
+def secret(name: str, **data: str) -> dict:
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": data}
+
+
+def deploy_support_agent(plane, namespace: str) -> None:
+    harness.apply(plane, [secret("anthropic-api-key", **{"api-key": API_KEY})], namespace=namespace)
+    plane.kubectl("apply", f"--namespace={namespace}", "-f", str(EXAMPLE / "promptpack.yaml"),
+                  "-f", str(EXAMPLE / "provider.yaml"), "-f", str(EXAMPLE / "agentruntime.yaml"), check=True)
+
+
+def mock_agent(name: str, *, pack: str = "prompts", provider: str = "mock", **spec) -> dict:
+    return {"apiVersion": "omnia.altairalabs.ai/v1alpha1", "kind": "AgentRuntime", "metadata": {"name": name},
+            "spec": {"promptPackRef": {"name": pack}, "providerRef": {"name": provider}, **spec}}
+
+
+def mock_provider(name: str = "mock", **spec) -> dict:
+    return {"apiVersion": "omnia.altairalabs.ai/v1alpha1", "kind": "Provider", "metadata": {"name": name},
+            "spec": {"type": "mock", **spec}}
+
+
+def prompt_pack(name: str = "prompts", *, version: str = "1.0.0", prompt: str = "You are helpful.", **spec) -> dict:
+    return {"apiVersion": "omnia.altairalabs.ai/v1alpha1", "kind": "PromptPack", "metadata": {"name": name},
+            "spec": {"version": version, "systemPrompt": prompt, **spec}}
+
+
+def ready(plane, namespace: str, name: str, kind: str = "agentruntime") -> dict | None:
+    """The object once its Ready condition is True for its current generation."""
+    obj = get(plane, f"{kind}/{name}", namespace)
+    if condition(obj, "Ready").get("status") == "True" and obj["status"].get("observedGeneration") == obj["metadata"]["generation"]:
+        return obj
+    return None
+
+
+def wait_ready(plane, namespace: str, name: str, kind: str = "agentruntime", timeout: float = 120) -> dict:
+    return wait_for(lambda: ready(plane, namespace, name, kind), timeout=timeout, what=f"{kind}/{name} Ready",
+                    explain=lambda: (get(plane, f"{kind}/{name}", namespace) or {}).get("status"))
+
+
+def events(plane, namespace: str, name: str) -> list[dict]:
+    items = harness.kubectl_json(plane, "get", "events", f"--namespace={namespace}")["items"]
+    return [e for e in items if e["involvedObject"]["name"] == name]
+
+
+def agent_config(plane, namespace: str, name: str) -> AgentConfig:
+    config_map = get(plane, f"configmap/{name}-config", namespace)
+    return AgentConfig.from_json(config_map["data"]["agent.json"])
+
+
+def patch(plane, resource: str, namespace: str, body: dict) -> None:
+    plane.kubectl("patch", resource, f"--namespace={namespace}", "--type=merge", "-p", json.dumps(body), check=True)
+
+
+def assert_subset(expected, actual, path: str = "") -> None:
+    """Everything in ``expected`` is in ``actual`` (the API server adds defaults, never removes)."""
+    if isinstance(expected, dict):
+        assert isinstance(actual, dict), f"{path}: {actual!r} is not a mapping"
+        for key, value in expected.items():
+            assert key in actual, f"{path}.{key} missing"
+            assert_subset(value, actual[key], f"{path}.{key}")
+    elif isinstance(expected, list):
+        assert isinstance(actual, list) and len(actual) == len(expected), f"{path}: {actual!r} != {expected!r}"
+        for index, (left, right) in enumerate(zip(expected, actual)):
+            assert_subset(left, right, f"{path}[{index}]")
+    else:
+        assert expected == actual, f"{path}: {actual!r} != {expected!r}"
+
+
+# --- from apply to pods ---------------------------------------------------------
+
+
+def test_support_agent_example_goes_from_apply_to_available_pods(control_plane, namespace, operator, tmp_path):
+    """The SPEC's AgentRuntime, unchanged, with its PromptPack, Provider and key Secret: two Available pods,
+    every owned object as ``omnia render`` prints it, owned by the agent, and no secret in any ConfigMap."""
+    deploy_support_agent(control_plane, namespace)
+
+    agent = wait_ready(control_plane, namespace, "support-agent")
+    status = agent["status"]
+    assert status["phase"] == "Running"
+    assert (status["replicas"], status["readyReplicas"], status["updatedReplicas"]) == (2, 2, 2)
+    assert status["activePromptVersions"] == ["1.0.0"]
+    assert status["endpoint"] == f"ws://support-agent.{namespace}.svc:8080/ws"
+    assert status["selector"] == "app.kubernetes.io/instance=support-agent,app.kubernetes.io/name=omnia-agent"
+    assert {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]} == {
+        "ProviderReady": ("True", "ProviderReady"),
+        "PromptPackReady": ("True", "PromptPackReady"),
+        "ToolsReady": ("True", "NoToolRegistry"),
+        "Available": ("True", "MinimumReplicasAvailable"),
+        "Progressing": ("False", "RolloutComplete"),
+        "Ready": ("True", "AgentReady"),
+    }
+    assert all(c["lastTransitionTime"] for c in status["conditions"])
+    pods = harness.kubectl_json(control_plane, "get", "pods", f"--namespace={namespace}",
+                                f"--selector={status['selector']}")["items"]
+    assert len(pods) == 2 and all(pod["status"]["phase"] == "Running" for pod in pods)
+
+    # What the operator created is what `omnia render` prints for the same manifests.
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    for name in ("promptpack.yaml", "provider.yaml", "agentruntime.yaml"):
+        (manifests / name).write_text(yaml.safe_dump(example(name, namespace)))
+    rendered = subprocess.run([sys.executable, "-m", "omnia", "render", str(manifests), "--image",
+                               operator.image], capture_output=True, text=True, check=True).stdout
+    objects = list(yaml.safe_load_all(rendered))
+    assert [(o["kind"], o["metadata"]["name"]) for o in objects][1:] == [
+        ("ServiceAccount", "support-agent"), ("ConfigMap", "support-agent-config"), ("Service", "support-agent"),
+        ("Deployment", "support-agent"), ("HorizontalPodAutoscaler", "support-agent"),
+        ("PodDisruptionBudget", "support-agent"),
+    ]
+    for obj in objects:
+        live = get(control_plane, f"{obj['kind'].lower()}/{obj['metadata']['name']}", namespace)
+        assert live is not None, obj["metadata"]["name"]
+        if obj["kind"] == "Deployment":
+            template = obj["spec"]["template"]["metadata"]["annotations"]
+            del template["omnia.altairalabs.ai/config-hash"]  # covers Secret versions, unknown offline
+        assert_subset(obj, live, obj["kind"])
+        if obj["metadata"]["name"].startswith("support-agent"):
+            owner = live["metadata"]["ownerReferences"]
+            assert [(o["kind"], o["name"], o["uid"], o["controller"]) for o in owner] == [
+                ("AgentRuntime", "support-agent", agent["metadata"]["uid"], True)]
+
+    deployment = get(control_plane, "deployment/support-agent", namespace)
+    template = deployment["spec"]["template"]
+    assert template["metadata"]["annotations"]["omnia.altairalabs.ai/config-hash"] == status["configHash"]
+    runtime = next(c for c in template["spec"]["containers"] if c["name"] == "runtime")
+    assert runtime["env"] == [{"name": "OMNIA_PROVIDER_API_KEY",
+                               "valueFrom": {"secretKeyRef": {"name": "anthropic-api-key", "key": "api-key"}}}]
+    config_maps = harness.kubectl_json(control_plane, "get", "configmaps", f"--namespace={namespace}")["items"]
+    assert API_KEY not in json.dumps(config_maps)
+    assert base64.b64encode(API_KEY.encode()).decode() not in json.dumps(config_maps)
+
+    pack = get(control_plane, "promptpack/support-prompts", namespace)
+    assert (pack["status"]["phase"], pack["status"]["stableVersion"]) == ("Ready", "1.0.0")
+    assert pack["status"]["consumers"] == ["support-agent"]
+    assert [entry["version"] for entry in pack["status"]["history"]] == ["1.0.0"]
+    provider = wait_ready(control_plane, namespace, "claude-provider", kind="provider")
+    assert condition(provider, "CredentialsFound")["status"] == "True"
+    assert not [(e["reason"], e["message"]) for e in events(control_plane, namespace, "support-agent")
+                if e["type"] == "Warning"]
+    # The liveness endpoint reports the reconciler's counters (kopf caches probes for 10s).
+    probe = wait_for(lambda: (p := operator.probe()["reconciler"]) and p["reconciles"] > 0 and p, timeout=20,
+                     what="reconciles in the liveness probe")
+    assert {"reconcile_p50_ms", "reconcile_p99_ms", "queued", "failures"} <= set(probe)
+
+
+def test_secret_edit_rolls_exactly_the_agents_that_use_it(control_plane, namespace, operator):
+    """Editing a provider's key Secret reconciles the agents whose Provider names it, through the Provider:
+    their config hash changes and their pods roll; an agent on another Provider is not touched."""
+    harness.apply(control_plane, [
+        secret("key-a", key="one"), secret("key-b", key="two"),
+        {**mock_provider("provider-a"), "spec": {"type": "openai", "credentials": {"secretRef": {"name": "key-a", "key": "key"}}}},
+        {**mock_provider("provider-b"), "spec": {"type": "openai", "credentials": {"secretRef": {"name": "key-b", "key": "key"}}}},
+        prompt_pack(), mock_agent("agent-a", provider="provider-a"), mock_agent("agent-b", provider="provider-b"),
+    ], namespace=namespace)
+    before = {name: wait_ready(control_plane, namespace, name) for name in ("agent-a", "agent-b")}
+    generation_b = get(control_plane, "deployment/agent-b", namespace)["metadata"]["generation"]
+
+    harness.apply(control_plane, [secret("key-a", key="rotated")], namespace=namespace)
+
+    after_a = wait_for(lambda: (a := ready(control_plane, namespace, "agent-a"))
+                       and a["status"]["configHash"] != before["agent-a"]["status"]["configHash"] and a,
+                       timeout=60, what="agent-a rolled")
+    deployment = get(control_plane, "deployment/agent-a", namespace)
+    assert deployment["spec"]["template"]["metadata"]["annotations"]["omnia.altairalabs.ai/config-hash"] == \
+        after_a["status"]["configHash"]
+    assert deployment["status"]["updatedReplicas"] == 1
+    assert get(control_plane, "agentruntime/agent-b", namespace)["status"]["configHash"] == \
+        before["agent-b"]["status"]["configHash"]
+    assert get(control_plane, "deployment/agent-b", namespace)["metadata"]["generation"] == generation_b
+
+
+# --- prompt packs -----------------------------------------------------------------
+
+
+def test_prompt_pack_edit_rolls_the_agents_and_status_shows_the_new_version(control_plane, namespace, operator):
+    """A new version of the example pack (a canary at 10%) reaches the agents' config, rolls their pods and
+    shows in their status; setting the version back rolls the canary back."""
+    deploy_support_agent(control_plane, namespace)
+    before = wait_ready(control_plane, namespace, "support-agent")
+    pack = example("promptpack.yaml")
+    pack["spec"]["version"] = "1.1.0"
+    pack["spec"]["variables"]["company"] = "Example Corp International"
+    harness.apply(control_plane, pack, namespace=namespace)
+
+    agent = wait_for(lambda: (a := ready(control_plane, namespace, "support-agent"))
+                     and a["status"]["activePromptVersions"] == ["1.0.0", "1.1.0"] and a,
+                     timeout=90, what="the canary in the agent's status")
+    assert agent["status"]["configHash"] != before["status"]["configHash"]
+    assert agent["status"]["updatedReplicas"] == 2
+    pack_status = get(control_plane, "promptpack/support-prompts", namespace)["status"]
+    assert (pack_status["phase"], pack_status["stableVersion"], pack_status["canaryVersion"],
+            pack_status["canaryWeight"]) == ("Canary", "1.0.0", "1.1.0", 10)
+    config = agent_config(control_plane, namespace, "support-agent")
+    assert (config.prompts.stable.version, config.prompts.canary.version, config.prompts.canary_weight) == \
+        ("1.0.0", "1.1.0", 10)
+    assert config.prompts.canary.variables["company"] == "Example Corp International"
+    snapshots = harness.kubectl_json(control_plane, "get", "configmaps", f"--namespace={namespace}",
+                                     "--selector=omnia.altairalabs.ai/prompt-pack=support-prompts")["items"]
+    assert sorted(s["metadata"]["annotations"]["omnia.altairalabs.ai/prompt-version"] for s in snapshots) == \
+        ["1.0.0", "1.1.0"]
+    assert all(s["immutable"] for s in snapshots)
+
+    harness.apply(control_plane, example("promptpack.yaml"), namespace=namespace)
+    wait_for(lambda: (a := ready(control_plane, namespace, "support-agent"))
+             and a["status"]["activePromptVersions"] == ["1.0.0"], timeout=90, what="the rollback")
+    pack_status = get(control_plane, "promptpack/support-prompts", namespace)["status"]
+    assert (pack_status["phase"], pack_status["stableVersion"]) == ("Ready", "1.0.0")
+    assert "canaryVersion" not in pack_status
+    reasons = [e["reason"] for e in events(control_plane, namespace, "support-prompts")]
+    assert "CanaryStarted" in reasons and "RolledBack" in reasons
+
+
+def test_canary_at_20_percent_gives_about_20_percent_of_new_sessions_then_is_promoted(
+    control_plane, namespace, operator
+):
+    """The runtime, configured from the operator's ConfigMap, sends ~20% of 1000 new sessions to the candidate;
+    after the last step the candidate is promoted and every new session gets it."""
+    steps = [{"weight": 20, "pause": "1h"}]
+    harness.apply(control_plane, [mock_provider(), prompt_pack(rollout={"strategy": "canary", "steps": steps}),
+                                  mock_agent("agent")], namespace=namespace)
+    wait_ready(control_plane, namespace, "agent")
+    harness.apply(control_plane, prompt_pack(version="2.0.0", prompt="You are terse.",
+                                             rollout={"strategy": "canary", "steps": steps}), namespace=namespace)
+    wait_for(lambda: (a := ready(control_plane, namespace, "agent"))
+             and a["status"]["activePromptVersions"] == ["1.0.0", "2.0.0"], timeout=90, what="the canary")
+
+    config = agent_config(control_plane, namespace, "agent")
+    assert config.prompts.canary_weight == 20
+    counts = asyncio.run(_new_sessions(config, 1000))
+    share = counts["2.0.0"] / 1000
+    assert 0.16 <= share <= 0.24, counts  # 20% ± 3 standard deviations of a binomial(1000, 0.2)
+
+    short = [{"weight": 20, "pause": "1s"}, {"weight": 50, "pause": "1s"}]
+    harness.apply(control_plane, prompt_pack(version="2.0.0", prompt="You are terse.",
+                                             rollout={"strategy": "canary", "steps": short}), namespace=namespace)
+    wait_for(lambda: (a := ready(control_plane, namespace, "agent"))
+             and a["status"]["activePromptVersions"] == ["2.0.0"], timeout=90, what="the promotion")
+    pack_status = get(control_plane, "promptpack/prompts", namespace)["status"]
+    assert (pack_status["phase"], pack_status["stableVersion"]) == ("Ready", "2.0.0")
+    assert [entry["version"] for entry in pack_status["history"]] == ["1.0.0", "2.0.0"]
+    config = agent_config(control_plane, namespace, "agent")
+    assert config.prompts.canary is None
+    assert [prompt.version for prompt in config.prompts.retained] == ["1.0.0"]
+    assert asyncio.run(_new_sessions(config, 50)) == Counter({"2.0.0": 50})
+    assert "Promoted" in [e["reason"] for e in events(control_plane, namespace, "prompts")]
+
+
+async def _new_sessions(config: AgentConfig, count: int) -> Counter:
+    agent = Agent(config=config, provider=create_provider(config.provider, env={}), store=MemoryStore())
+    versions = Counter()
+    for _ in range(count):
+        session, _ = await agent.open_session(session_id=None)
+        versions[session.prompt_version] += 1
+    return versions
+
+
+# --- errors -------------------------------------------------------------------------
+
+
+def test_missing_references_give_conditions_and_events_and_recover_when_created(control_plane, namespace, operator):
+    """An agent whose PromptPack and Provider do not exist gets False conditions with reasons and Warning
+    Events, no Deployment and no crash loop; creating them (the Provider's key last) starts it at once."""
+    harness.apply(control_plane, mock_agent("agent", provider="keyed"), namespace=namespace)
+
+    agent = wait_for(lambda: (a := get(control_plane, "agentruntime/agent", namespace))
+                     and condition(a, "PromptPackReady").get("reason") == "PromptPackNotFound" and a,
+                     timeout=60, what="PromptPackNotFound")
+    assert agent["status"]["phase"] == "Pending"
+    assert condition(agent, "ProviderReady")["reason"] == "ProviderNotFound"
+    assert "'keyed' not found" in condition(agent, "ProviderReady")["message"]
+    assert condition(agent, "Ready")["status"] == "False"
+    warnings = {e["reason"] for e in events(control_plane, namespace, "agent") if e["type"] == "Warning"}
+    assert {"PromptPackNotFound", "ProviderNotFound"} <= warnings
+    assert get(control_plane, "deployment/agent", namespace) is None
+
+    keyed = {**mock_provider("keyed"), "spec": {"type": "claude", "credentials": {"secretRef": {"name": "key", "key": "api-key"}}}}
+    harness.apply(control_plane, [prompt_pack(), keyed], namespace=namespace)
+    agent = wait_for(lambda: (a := get(control_plane, "agentruntime/agent", namespace))
+                     and condition(a, "ProviderReady").get("reason") == "CredentialsNotFound"
+                     and condition(a, "PromptPackReady").get("status") == "True" and a,
+                     timeout=60, what="CredentialsNotFound and the PromptPack found")
+    assert "Secret 'key' not found" in condition(agent, "ProviderReady")["message"]
+    provider = get(control_plane, "provider/keyed", namespace)
+    assert (condition(provider, "CredentialsFound")["status"], provider["status"]["phase"]) == ("False", "Pending")
+    assert operator.alive() and operator.healthy()
+
+    harness.apply(control_plane, secret("key", **{"api-key": API_KEY}), namespace=namespace)
+    wait_ready(control_plane, namespace, "agent", timeout=30)  # no backoff wait: the Secret's event starts it
+    assert "CredentialsNotFound" in {e["reason"] for e in events(control_plane, namespace, "agent")}
+
+
+def test_deleting_a_referenced_object_degrades_the_status_and_keeps_the_agent_running(control_plane, namespace, operator):
+    """The Provider goes away: ProviderReady False, phase Degraded, a Warning; the Deployment and its pods stay."""
+    harness.apply(control_plane, [mock_provider(), prompt_pack(), mock_agent("agent", replicas=2)], namespace=namespace)
+    before = wait_ready(control_plane, namespace, "agent")
+
+    control_plane.kubectl("delete", "provider/mock", f"--namespace={namespace}", check=True)
+    agent = wait_for(lambda: (a := get(control_plane, "agentruntime/agent", namespace))
+                     and a["status"]["phase"] == "Degraded" and a, timeout=60, what="Degraded")
+    assert condition(agent, "ProviderReady")["reason"] == "ProviderNotFound"
+    assert agent["status"]["configHash"] == before["status"]["configHash"]
+    deployment = get(control_plane, "deployment/agent", namespace)
+    assert deployment["status"]["availableReplicas"] == 2
+    assert deployment["metadata"]["generation"] == 1 or deployment["spec"]["template"]["metadata"]["annotations"][
+        "omnia.altairalabs.ai/config-hash"] == before["status"]["configHash"]
+    assert "ProviderNotFound" in {e["reason"] for e in events(control_plane, namespace, "agent") if e["type"] == "Warning"}
+
+    harness.apply(control_plane, mock_provider(), namespace=namespace)
+    wait_ready(control_plane, namespace, "agent", timeout=30)
+
+
+def test_deleting_the_agent_garbage_collects_everything_it_owns(control_plane, namespace, operator):
+    """Deletion is Kubernetes' garbage collector's job: every owned object has the agent as its controller."""
+    deploy_support_agent(control_plane, namespace)
+    wait_ready(control_plane, namespace, "support-agent")
+    names = {kind: f"support-agent-config" if kind == "configmap" else "support-agent" for kind in OWNED}
+    assert all(get(control_plane, f"{kind}/{name}", namespace) for kind, name in names.items())
+
+    control_plane.kubectl("delete", "agentruntime/support-agent", f"--namespace={namespace}", check=True)
+
+    wait_for(lambda: not any(get(control_plane, f"{kind}/{name}", namespace) for kind, name in names.items()),
+             timeout=90, what="the garbage collector")
+    wait_for(lambda: not harness.kubectl_json(control_plane, "get", "pods", f"--namespace={namespace}")["items"],
+             timeout=90, what="the pods to go")
+    pack = wait_for(lambda: (p := get(control_plane, "promptpack/support-prompts", namespace))
+                    and not p["status"].get("consumers") and p, timeout=30, what="the pack's consumers")
+    assert pack["status"]["stableVersion"] == "1.0.0"
+    assert operator.alive()
+
+
+# --- the optional objects -------------------------------------------------------------
+
+
+def test_optional_objects_follow_the_spec(control_plane, namespace, operator):
+    """PDB above one replica, NetworkPolicy when enabled, HPA when autoscaling: each created and deleted
+    with the spec; an autoscaled Deployment keeps the autoscaler's replicas."""
+    harness.apply(control_plane, [mock_provider(), prompt_pack(), mock_agent("agent", replicas=1)], namespace=namespace)
+    wait_ready(control_plane, namespace, "agent")
+    assert get(control_plane, "poddisruptionbudget/agent", namespace) is None
+    assert get(control_plane, "networkpolicy/agent", namespace) is None
+    assert get(control_plane, "horizontalpodautoscaler/agent", namespace) is None
+
+    patch(control_plane, "agentruntime/agent", namespace,
+          {"spec": {"replicas": 3, "networkPolicy": {"enabled": True}, "session": {"type": "redis"}}})
+    wait_for(lambda: (a := ready(control_plane, namespace, "agent")) and a["status"]["readyReplicas"] == 3,
+             timeout=90, what="3 replicas")
+    assert get(control_plane, "poddisruptionbudget/agent", namespace)["spec"]["minAvailable"] == 1
+    policy = get(control_plane, "networkpolicy/agent", namespace)["spec"]
+    assert policy["ingress"] == [{"ports": [{"port": 8080, "protocol": "TCP"}]}]
+    assert {(p["protocol"], p["port"]) for p in policy["egress"][0]["ports"]} == {
+        ("UDP", 53), ("TCP", 53), ("TCP", 443), ("TCP", 6379)}
+
+    patch(control_plane, "agentruntime/agent", namespace,
+          {"spec": {"networkPolicy": {"enabled": False},
+                    "autoscaling": {"enabled": True, "minReplicas": 2, "maxReplicas": 5}}})
+    wait_for(lambda: get(control_plane, "horizontalpodautoscaler/agent", namespace), timeout=60, what="the HPA")
+    wait_for(lambda: get(control_plane, "networkpolicy/agent", namespace) is None, timeout=60, what="no NetworkPolicy")
+    # The HPA (no metrics here) leaves the Deployment within its bounds: the
+    # replicas it had are kept, not reset to one by the operator's apply.
+    control_plane.kubectl("scale", "deployment/agent", "--replicas=4", f"--namespace={namespace}", check=True)
+    patch(control_plane, "agentruntime/agent", namespace, {"metadata": {"labels": {"touched": "yes"}}})
+    wait_for(lambda: (a := ready(control_plane, namespace, "agent")) and a["status"]["readyReplicas"] == 4,
+             timeout=90, what="4 replicas kept")
+    live = harness.kubectl_json(control_plane, "get", "deployment/agent", f"--namespace={namespace}",
+                                "--show-managed-fields")
+    managers = {m["manager"] for m in live["metadata"]["managedFields"]
+                if "f:replicas" in (m.get("fieldsV1") or {}).get("f:spec", {})}
+    assert "omnia-operator" not in managers
+
+    patch(control_plane, "agentruntime/agent", namespace, {"spec": {"autoscaling": {"enabled": False}, "replicas": 1}})
+    wait_for(lambda: get(control_plane, "horizontalpodautoscaler/agent", namespace) is None, timeout=60, what="no HPA")
+    wait_for(lambda: get(control_plane, "poddisruptionbudget/agent", namespace) is None, timeout=60, what="no PDB")
+    wait_for(lambda: (a := ready(control_plane, namespace, "agent")) and a["status"]["replicas"] == 1,
+             timeout=90, what="1 replica")
+
+
+@pytest.fixture(scope="module")
+def keda(control_plane):
+    """KEDA's ScaledObject CRD, from KEDA's Go module (scripts/fetch-keda-crd caches it outside the repo)."""
+    fetched = subprocess.run([str(harness.REPO / "scripts" / "fetch-keda-crd")], capture_output=True, text=True)
+    if fetched.returncode != 0:
+        pytest.fail(f"could not fetch KEDA's CRD: {fetched.stderr.strip()}")
+    path = fetched.stdout.strip()
+    control_plane.kubectl("apply", "--server-side", "--force-conflicts", "-f", path, check=True)
+    control_plane.kubectl("wait", "--for=condition=Established", "crd/scaledobjects.keda.sh", "--timeout=60s",
+                          check=True)
+
+
+def test_keda_engine_scales_to_zero_with_a_prometheus_trigger(control_plane, keda, namespace, operator):
+    """Engine keda: a ScaledObject (min 0, cpu/memory triggers, a prometheus trigger for the custom metric)
+    instead of an HPA; switching back to hpa deletes it."""
+    autoscaling = {"enabled": True, "engine": "keda", "minReplicas": 0, "maxReplicas": 4, "metrics": [
+        {"type": "cpu", "target": "80%"}, {"type": "custom", "name": "active_connections", "target": 100}]}
+    harness.apply(control_plane, [mock_provider(), prompt_pack(), mock_agent("agent", autoscaling=autoscaling)],
+                  namespace=namespace)
+    scaled = wait_for(lambda: get(control_plane, "scaledobject/agent", namespace), timeout=60, what="ScaledObject")
+    spec = scaled["spec"]
+    assert (spec["minReplicaCount"], spec["maxReplicaCount"]) == (0, 4)
+    assert spec["scaleTargetRef"]["name"] == "agent"
+    assert [t["type"] for t in spec["triggers"]] == ["cpu", "prometheus"]
+    assert spec["triggers"][1]["metadata"]["threshold"] == "100"
+    assert "active_connections" in spec["triggers"][1]["metadata"]["query"]
+    assert get(control_plane, "horizontalpodautoscaler/agent", namespace) is None
+    assert get(control_plane, "deployment/agent", namespace)["spec"]["replicas"] == 0
+
+    patch(control_plane, "agentruntime/agent", namespace,
+          {"spec": {"autoscaling": {"engine": "hpa", "minReplicas": 1}}})
+    wait_for(lambda: get(control_plane, "horizontalpodautoscaler/agent", namespace), timeout=60, what="HPA")
+    wait_for(lambda: get(control_plane, "scaledobject/agent", namespace) is None, timeout=60, what="no ScaledObject")
+
+
+# --- crash safety and permissions --------------------------------------------------------
+
+
+def test_operator_killed_mid_reconcile_converges_after_restart(control_plane, namespace, operator):
+    """SIGKILL while ten agents are being created and while a new prompt version rolls out: after a
+    restart every agent is Ready with exactly one set of objects, and the pack has one snapshot per version."""
+    agents = [mock_agent(f"agent-{index}") for index in range(10)]
+    harness.apply(control_plane, [mock_provider(), prompt_pack(), *agents], namespace=namespace)
+    wait_for(lambda: get(control_plane, "deployment/agent-0", namespace) or get(control_plane, "configmap/agent-0-config", namespace),
+             timeout=60, interval=0.05, what="the first object")
+    operator.kill()
+    created = harness.kubectl_json(control_plane, "get", "deployments", f"--namespace={namespace}")["items"]
+    assert len(created) < 10, "the kill came too late to interrupt anything"
+
+    operator.start()
+    for index in range(10):
+        wait_ready(control_plane, namespace, f"agent-{index}")
+
+    harness.apply(control_plane, prompt_pack(version="1.1.0", prompt="You are brief."), namespace=namespace)
+    wait_for(lambda: (get(control_plane, "promptpack/prompts", namespace) or {}).get("status", {}).get(
+        "stableVersion") == "1.1.0", timeout=60, interval=0.05, what="1.1.0 published")
+    operator.kill()
+    operator.start()
+    for index in range(10):
+        wait_for(lambda: (a := ready(control_plane, namespace, f"agent-{index}"))
+                 and a["status"]["activePromptVersions"] == ["1.1.0"], timeout=120, what=f"agent-{index} on 1.1.0",
+                 explain=lambda: (get(control_plane, f"agentruntime/agent-{index}", namespace)["status"],
+                                  get(control_plane, f"deployment/agent-{index}", namespace)["status"]))
+
+    deployments = harness.kubectl_json(control_plane, "get", "deployments", f"--namespace={namespace}")["items"]
+    assert sorted(d["metadata"]["name"] for d in deployments) == sorted(f"agent-{i}" for i in range(10))
+    for deployment in deployments:
+        name = deployment["metadata"]["name"]
+        agent = get(control_plane, f"agentruntime/{name}", namespace)
+        assert deployment["spec"]["template"]["metadata"]["annotations"]["omnia.altairalabs.ai/config-hash"] == \
+            agent["status"]["configHash"]
+        assert agent_config(control_plane, namespace, name).prompts.stable.version == "1.1.0"
+    pack = get(control_plane, "promptpack/prompts", namespace)["status"]
+    assert [entry["version"] for entry in pack["history"]] == ["1.0.0", "1.1.0"]
+    assert pack["consumers"] == sorted(f"agent-{i}" for i in range(10))
+    snapshots = harness.kubectl_json(control_plane, "get", "configmaps", f"--namespace={namespace}",
+                                     "--selector=omnia.altairalabs.ai/prompt-pack=prompts")["items"]
+    assert len(snapshots) == 2
+
+
+def test_operator_runs_with_no_more_than_its_cluster_role(control_plane, namespace, operator):
+    """The operator's own credentials (a ServiceAccount token bound to deploy/rbac's ClusterRole in this
+    namespace) may watch Secrets but not read one, may not delete Deployments, and see nothing elsewhere."""
+    def can(*args: str) -> str:
+        return control_plane.kubectl("auth", "can-i", *args, kubeconfig=operator.kubeconfig).stdout.strip()
+
+    assert can("list", "secrets", f"--namespace={namespace}") == "yes"
+    assert can("get", "secrets", f"--namespace={namespace}") == "no"
+    assert can("patch", "deployments", f"--namespace={namespace}") == "yes"
+    assert can("delete", "deployments", f"--namespace={namespace}") == "no"
+    assert can("update", "agentruntimes", f"--namespace={namespace}") == "no"
+    assert can("patch", "agentruntimes", "--subresource=status", f"--namespace={namespace}") == "yes"
+    assert can("list", "configmaps", "--namespace=default") == "no"
+    assert can("list", "secrets", "--all-namespaces") == "no"

@@ -1,0 +1,329 @@
+"""The manifests an AgentRuntime owns, built by pure functions from typed specs."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from omnia.config import AgentConfig, PromptConfig, PromptRollout
+from omnia.operator import builders, hashing, labels
+from omnia.rendering import render_agent_config, tool_configs
+from tests.operator import manifests
+from tests.operator.manifests import model
+
+DEFAULTS = builders.Defaults(image="registry.example/omnia:1")
+
+
+def config_for(agent, provider=None, registry=None) -> AgentConfig:
+    return render_agent_config(
+        agent, prompts=PromptRollout(stable=PromptConfig(version="1.0.0")), provider=provider,
+        tools=tool_configs(registry),
+    )
+
+
+FIRST = object()
+
+
+def objects_for(agent, provider=None, registry=None, *, replicas=FIRST):
+    """The objects as the first reconcile builds them (or with ``replicas`` as given)."""
+    config = config_for(agent, provider, registry)
+    secrets = builders.secret_env(agent, provider=provider, registry=registry)
+    return builders.build_agent_objects(
+        agent, config=config, config_hash="0123456789abcdef", secrets=secrets, registry=registry,
+        defaults=DEFAULTS,
+        replicas=builders.desired_replicas(agent, deployment_exists=False) if replicas is FIRST else replicas,
+    )
+
+
+def by_kind(objects) -> dict[str, dict]:
+    return {obj["kind"]: obj for obj in objects.objects}
+
+
+def test_spec_example_gets_exactly_the_hpa_of_the_spec():
+    """memory 70% is a Resource metric at 70% utilisation, active_connections 100 a Pods metric averaging 100."""
+    hpa = builders.build_hpa(model(manifests.example("agentruntime.yaml")))
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["spec"] == {
+        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "support-agent"},
+        "minReplicas": 2,
+        "maxReplicas": 20,
+        "metrics": [
+            {"type": "Resource", "resource": {"name": "memory", "target": {"type": "Utilization", "averageUtilization": 70}}},
+            {"type": "Pods", "pods": {"metric": {"name": "active_connections"},
+                                      "target": {"type": "AverageValue", "averageValue": "100"}}},
+        ],
+    }
+
+
+@pytest.mark.parametrize(
+    ("metric", "expected"),
+    [
+        pytest.param({"type": "cpu", "target": 80}, {"type": "Resource", "resource": {
+            "name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}}}, id="bare-number-is-percent"),
+        pytest.param({"type": "memory", "target": "512Mi"}, {"type": "Resource", "resource": {
+            "name": "memory", "target": {"type": "AverageValue", "averageValue": "512Mi"}}}, id="quantity-is-average"),
+        pytest.param({"type": "custom", "name": "queue_depth", "target": "1.5"}, {"type": "Pods", "pods": {
+            "metric": {"name": "queue_depth"}, "target": {"type": "AverageValue", "averageValue": "1.5"}}},
+            id="custom-quantity"),
+    ],
+)
+def test_hpa_metric_targets(metric, expected):
+    agent = model(manifests.agent(autoscaling={"enabled": True, "metrics": [metric]}))
+    assert builders.build_hpa(agent)["spec"]["metrics"] == [expected]
+
+
+def test_hpa_without_metrics_follows_memory_at_70_percent():
+    agent = model(manifests.agent(autoscaling={"enabled": True}))
+    assert builders.build_hpa(agent)["spec"]["metrics"] == [
+        {"type": "Resource", "resource": {"name": "memory", "target": {"type": "Utilization", "averageUtilization": 70}}}]
+
+
+def test_custom_metric_with_a_percentage_is_an_error_naming_the_field():
+    agent = model(manifests.agent(autoscaling={"enabled": True, "metrics": [
+        {"type": "memory", "target": "70%"}, {"type": "custom", "name": "active_connections", "target": "50%"}]}))
+    with pytest.raises(builders.BuildError, match=r"^spec\.autoscaling\.metrics\[1\]\.target: "):
+        builders.build_hpa(agent)
+
+
+def test_agent_pod_is_locked_down():
+    """Non-root, read-only root filesystem, no capabilities, RuntimeDefault seccomp, no API token, /tmp writable."""
+    deployment = by_kind(objects_for(model(manifests.agent())))["Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["volumes"] == [{"name": "config", "configMap": {"name": "agent-config"}},
+                              {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}]
+    for container in pod["containers"]:
+        security = container["securityContext"]
+        assert security["readOnlyRootFilesystem"] is True
+        assert security["allowPrivilegeEscalation"] is False
+        assert security["capabilities"] == {"drop": ["ALL"]}
+        assert {m["mountPath"] for m in container["volumeMounts"]} == {"/etc/omnia", "/tmp"}
+        assert set(container["resources"]) == {"requests", "limits"}
+        assert set(container["resources"]["requests"]) == {"cpu", "memory"} == set(container["resources"]["limits"])
+        assert container["image"] == "registry.example/omnia:1"
+
+
+def test_containers_run_the_facade_and_the_runtime_on_the_mounted_config():
+    deployment = by_kind(objects_for(model(manifests.agent(facade={"port": 9000}))))["Deployment"]
+    facade, runtime = deployment["spec"]["template"]["spec"]["containers"]
+    assert facade["args"] == ["facade", "--config", "/etc/omnia/agent.json", "--runtime", "127.0.0.1:9090",
+                              "--port", "9000"]
+    assert runtime["args"] == ["runtime", "--config", "/etc/omnia/agent.json", "--listen", "127.0.0.1:9090"]
+    assert facade["ports"] == [{"name": "ws", "containerPort": 9000, "protocol": "TCP"}]
+    assert facade["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "ws"}
+    assert facade["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "ws"}
+
+
+def test_service_exposes_the_facade_port_named_ws():
+    service = builders.build_service(model(manifests.agent(facade={"port": 9000})))
+    assert service["spec"]["ports"] == [{"name": "ws", "port": 9000, "targetPort": "ws", "protocol": "TCP"}]
+    assert service["spec"]["selector"] == labels.selector_labels("agent")
+
+
+def test_credentials_reach_the_pods_as_secret_key_refs_and_never_the_configmap():
+    """The provider key, the session store URL and client API keys: env from secretKeyRef, names in agent.json."""
+    agent = model(manifests.agent(
+        session={"type": "redis", "secretRef": {"name": "redis", "key": "url"}},
+        facade={"auth": {"type": "apiKey", "secretRef": {"name": "clients", "key": "keys"}}},
+    ))
+    provider = model(manifests.provider(type="claude", credentials={"secretRef": {"name": "anthropic", "key": "api-key"}}))
+    objects = by_kind(objects_for(agent, provider))
+    facade, runtime = objects["Deployment"]["spec"]["template"]["spec"]["containers"]
+    assert facade["env"] == [{"name": "OMNIA_API_KEYS", "valueFrom": {"secretKeyRef": {"name": "clients", "key": "keys"}}}]
+    assert runtime["env"] == [
+        {"name": "OMNIA_PROVIDER_API_KEY", "valueFrom": {"secretKeyRef": {"name": "anthropic", "key": "api-key"}}},
+        {"name": "OMNIA_SESSION_URL", "valueFrom": {"secretKeyRef": {"name": "redis", "key": "url"}}},
+    ]
+    config = AgentConfig.from_json(objects["ConfigMap"]["data"]["agent.json"])
+    assert config.provider.api_key_env == "OMNIA_PROVIDER_API_KEY"
+    assert config.session.url_env == "OMNIA_SESSION_URL"
+    assert config.facade.auth.api_keys_env == "OMNIA_API_KEYS"
+
+
+def test_tool_header_secrets_reach_the_runtime_under_the_tools_variable_names():
+    registry = model(manifests.registry("tools", {
+        "name": "orders", "type": "http",
+        "http": {"url": "https://orders.example/{{ id }}", "headers": [
+            {"name": "Authorization", "secretRef": {"name": "orders-api", "key": "token"}}]}}))
+    agent = model(manifests.agent(toolRegistryRef={"name": "tools"}))
+    runtime = by_kind(objects_for(agent, registry=registry))["Deployment"]["spec"]["template"]["spec"]["containers"][1]
+    assert runtime["env"] == [{"name": "OMNIA_TOOL_ORDERS_AUTHORIZATION",
+                               "valueFrom": {"secretKeyRef": {"name": "orders-api", "key": "token"}}}]
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        pytest.param(None, {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "2", "memory": "1Gi"}},
+                     id="defaults"),
+        pytest.param({"requests": {"memory": "512Mi"}},
+                     {"requests": {"cpu": "100m", "memory": "512Mi"}, "limits": {"cpu": "2", "memory": "1Gi"}},
+                     id="request-overrides-one-resource"),
+        pytest.param({"requests": {"memory": "2Gi"}},
+                     {"requests": {"cpu": "100m", "memory": "2Gi"}, "limits": {"cpu": "2", "memory": "2Gi"}},
+                     id="request-above-default-limit-raises-the-limit"),
+        pytest.param({"limits": {"cpu": "500m"}},
+                     {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "500m", "memory": "1Gi"}},
+                     id="limit-overrides"),
+    ],
+)
+def test_runtime_resources_are_the_defaults_overridden_per_resource(given, expected):
+    agent = model(manifests.agent(resources={"runtime": given} if given else None))
+    runtime = by_kind(objects_for(agent))["Deployment"]["spec"]["template"]["spec"]["containers"][1]
+    assert runtime["resources"] == expected
+
+
+def test_request_above_an_explicit_limit_is_an_error_naming_the_field():
+    agent = model(manifests.agent(resources={"facade": {"requests": {"cpu": "2"}, "limits": {"cpu": "1"}}}))
+    with pytest.raises(builders.BuildError, match=r"^spec\.resources\.facade\.requests\.cpu: 2 exceeds the limit 1"):
+        objects_for(agent)
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("500m", "0.5"), ("2", "2"), ("1Gi", str(2**30)), ("1.5Mi", str(int(1.5 * 2**20))), ("2e3", "2000"), ("3k", "3000")],
+)
+def test_quantities(text, value):
+    assert builders.quantity(text) == builders.quantity(value)
+
+
+@pytest.mark.parametrize(
+    ("spec", "exists", "expected"),
+    [
+        pytest.param({"replicas": 3}, True, 3, id="no-autoscaling-applies-replicas"),
+        pytest.param({"replicas": 3, "autoscaling": {"enabled": True, "minReplicas": 2}}, False, 2,
+                     id="autoscaled-starts-at-min"),
+        pytest.param({"replicas": 3, "autoscaling": {"enabled": True, "minReplicas": 2}}, True, None,
+                     id="autoscaled-then-left-to-the-autoscaler"),
+        pytest.param({"autoscaling": {"enabled": True, "engine": "keda", "minReplicas": 0, "metrics": [
+            {"type": "custom", "name": "active_connections", "target": 10}]}}, False, 0, id="keda-starts-at-zero"),
+    ],
+)
+def test_replicas_are_never_fought_over_with_the_autoscaler(spec, exists, expected):
+    agent = model(manifests.agent(**spec))
+    assert builders.desired_replicas(agent, deployment_exists=exists) == expected
+    deployment = by_kind(objects_for(agent, replicas=expected))["Deployment"]
+    assert deployment["spec"].get("replicas") == expected
+
+
+@pytest.mark.parametrize(
+    ("spec", "kinds"),
+    [
+        pytest.param({}, {"ServiceAccount", "ConfigMap", "Service", "Deployment"}, id="one-replica"),
+        pytest.param({"replicas": 2}, {"ServiceAccount", "ConfigMap", "Service", "Deployment", "PodDisruptionBudget"},
+                     id="pdb-above-one-replica"),
+        pytest.param({"autoscaling": {"enabled": True, "minReplicas": 1}},
+                     {"ServiceAccount", "ConfigMap", "Service", "Deployment", "HorizontalPodAutoscaler"},
+                     id="hpa-min-one-no-pdb"),
+        pytest.param({"networkPolicy": {"enabled": True}},
+                     {"ServiceAccount", "ConfigMap", "Service", "Deployment", "NetworkPolicy"}, id="network-policy"),
+        pytest.param({"autoscaling": {"enabled": True, "engine": "keda", "minReplicas": 2, "maxReplicas": 4}},
+                     {"ServiceAccount", "ConfigMap", "Service", "Deployment", "ScaledObject", "PodDisruptionBudget"},
+                     id="keda"),
+    ],
+)
+def test_optional_objects_follow_the_spec_and_the_rest_are_listed_absent(spec, kinds):
+    objects = objects_for(model(manifests.agent(**spec)))
+    assert {obj["kind"] for obj in objects.objects} == kinds
+    optional = {kind.kind for kind in builders.OPTIONAL_KINDS}
+    assert {kind.kind for kind in objects.absent} == optional - kinds
+
+
+def test_objects_are_owned_by_the_agent_and_labelled():
+    objects = objects_for(model(manifests.agent(replicas=2)))
+    for obj in objects.objects:
+        assert obj["metadata"]["namespace"] == "team-a"
+        assert obj["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "omnia-operator"
+        assert obj["metadata"]["ownerReferences"] == [{
+            "apiVersion": "omnia.altairalabs.ai/v1alpha1", "kind": "AgentRuntime", "name": "agent",
+            "uid": "uid-agent", "controller": True, "blockOwnerDeletion": True}]
+
+
+def test_without_a_uid_there_is_no_owner_reference():
+    """``omnia render`` works on manifests that were never stored."""
+    body = manifests.agent()
+    del body["metadata"]["uid"]
+    assert all("ownerReferences" not in obj["metadata"] for obj in objects_for(model(body)).objects)
+
+
+def test_pod_template_carries_the_config_hash():
+    deployment = by_kind(objects_for(model(manifests.agent())))["Deployment"]
+    assert deployment["spec"]["template"]["metadata"]["annotations"][labels.CONFIG_HASH] == "0123456789abcdef"
+
+
+def test_images_come_from_the_spec_or_the_operator_default():
+    agent = model(manifests.agent(images={"runtime": "example/runtime:2"}))
+    assert builders.pod_images(agent, default="omnia:1") == builders.PodImages(facade="omnia:1", runtime="example/runtime:2")
+
+
+def test_network_policy_admits_the_facade_port_and_the_egress_the_agent_needs():
+    """DNS, HTTPS, the session store and the ports of the provider's baseURL and the tool endpoints."""
+    agent = model(manifests.agent(facade={"port": 8081}, session={"type": "postgres"}, toolRegistryRef={"name": "tools"},
+                                  networkPolicy={"enabled": True}))
+    provider = model(manifests.provider(type="vllm", baseURL="http://vllm.models.svc:8000/v1"))
+    registry = model(manifests.registry("tools", {"name": "kb", "type": "mcp", "mcp": {"url": "http://kb:9000/mcp"}}))
+    policy = builders.build_network_policy(agent, config=config_for(agent, provider, registry), registry=registry)
+    assert policy["spec"]["podSelector"] == {"matchLabels": labels.selector_labels("agent")}
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    assert policy["spec"]["ingress"] == [{"ports": [{"protocol": "TCP", "port": 8081}]}]
+    assert policy["spec"]["egress"] == [{"ports": [
+        {"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}, {"protocol": "TCP", "port": 443},
+        {"protocol": "TCP", "port": 5432}, {"protocol": "TCP", "port": 8000}, {"protocol": "TCP", "port": 9000}]}]
+
+
+def test_keda_scaled_object_scales_to_zero_on_a_prometheus_trigger():
+    agent = model(manifests.agent(autoscaling={"enabled": True, "engine": "keda", "minReplicas": 0, "maxReplicas": 5,
+                                               "metrics": [{"type": "memory", "target": "70%"},
+                                                           {"type": "custom", "name": "active_connections", "target": 100}]}))
+    scaled = builders.build_scaled_object(agent, prometheus_url="http://prometheus:9090")
+    assert scaled["apiVersion"] == "keda.sh/v1alpha1"
+    assert scaled["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "agent"}
+    assert (scaled["spec"]["minReplicaCount"], scaled["spec"]["maxReplicaCount"]) == (0, 5)
+    memory, prometheus = scaled["spec"]["triggers"]
+    assert memory == {"type": "memory", "metricType": "Utilization", "metadata": {"value": "70"}}
+    assert prometheus["type"] == "prometheus" and prometheus["metricType"] == "AverageValue"
+    assert prometheus["metadata"] == {
+        "serverAddress": "http://prometheus:9090",
+        "query": 'sum(active_connections{namespace="team-a",pod=~"agent-[a-z0-9]+-[a-z0-9]+"})',
+        "threshold": "100",
+    }
+
+
+def test_scale_to_zero_without_a_custom_metric_is_an_error():
+    """cpu and memory need pods to measure: nothing could wake the agent."""
+    agent = model(manifests.agent(autoscaling={"enabled": True, "engine": "keda", "minReplicas": 0}))
+    with pytest.raises(builders.BuildError, match=r"^spec\.autoscaling\.minReplicas: scaling to zero needs"):
+        builders.build_scaled_object(agent, prometheus_url="http://prometheus:9090")
+
+
+def test_pdb_keeps_one_pod():
+    pdb = builders.build_pdb(model(manifests.agent(replicas=3)))
+    assert (pdb["apiVersion"], pdb["spec"]) == ("policy/v1", {"minAvailable": 1, "selector": {"matchLabels": labels.selector_labels("agent")}})
+
+
+def test_service_account_mounts_no_token():
+    assert builders.build_service_account(model(manifests.agent()))["automountServiceAccountToken"] is False
+
+
+def test_prompt_snapshot_is_an_immutable_configmap_owned_by_its_pack():
+    pack = model(manifests.pack(version="1.2.0"))
+    prompt = PromptConfig(version="1.2.0", system_prompt="You are helpful.")
+    snapshot = builders.build_prompt_snapshot(pack, prompt=prompt, content_hash=hashing.content_hash(prompt))
+    assert snapshot["immutable"] is True
+    assert snapshot["metadata"]["ownerReferences"][0]["kind"] == "PromptPack"
+    assert snapshot["metadata"]["labels"][labels.PROMPT_PACK] == "prompts"
+    assert snapshot["metadata"]["annotations"][labels.PROMPT_VERSION] == "1.2.0"
+    assert builders.read_snapshot(snapshot["data"]) == prompt
+
+
+@pytest.mark.parametrize("version", ["1.0.0", "2.0.0-RC.1+Build.5", "10.20.30-alpha"])
+def test_snapshot_names_are_valid_object_names_for_any_semver(version):
+    name = builders.snapshot_name("prompts", version, "0123456789abcdef")
+    assert re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", name) and len(name) <= 253
+
+
+def test_endpoint_is_the_in_cluster_websocket_url():
+    assert builders.endpoint(model(manifests.agent(facade={"port": 9000}))) == "ws://agent.team-a.svc:9000/ws"
