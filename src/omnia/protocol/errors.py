@@ -26,6 +26,10 @@ class ErrorCode(enum.StrEnum):
     INTERNAL = "INTERNAL"
     TURN_IN_PROGRESS = "TURN_IN_PROGRESS"
     CAPACITY_EXCEEDED = "CAPACITY_EXCEEDED"
+    # Raised by the runtime's session handling (see docs/protocol.md).
+    STORE_UNAVAILABLE = "STORE_UNAVAILABLE"
+    SESSION_CONFLICT = "SESSION_CONFLICT"
+    SESSION_FULL = "SESSION_FULL"
 
 
 RETRYABLE: frozenset[ErrorCode] = frozenset(
@@ -35,6 +39,8 @@ RETRYABLE: frozenset[ErrorCode] = frozenset(
         ErrorCode.DRAINING,
         ErrorCode.TURN_IN_PROGRESS,
         ErrorCode.CAPACITY_EXCEEDED,
+        ErrorCode.STORE_UNAVAILABLE,
+        ErrorCode.SESSION_CONFLICT,
     }
 )
 
