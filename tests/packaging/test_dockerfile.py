@@ -14,7 +14,7 @@ import re
 import subprocess
 import tomllib
 from dataclasses import dataclass
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 import pytest
 from typer.testing import CliRunner
@@ -104,7 +104,7 @@ def test_locked_dependencies_are_installed_with_their_hashes_and_as_wheels() -> 
     commands = [command.strip() for command in runs.split("&&") if "pip install" in command]
     by_lock = {
         lock: [command for command in commands if f"-r {lock}" in command]
-        for lock in ("requirements.lock", "requirements-model.lock")
+        for lock in ("requirements-image.lock", "requirements-model.lock")
     }
     for lock, installs in by_lock.items():
         assert len(installs) == 1, f"{lock} must be installed exactly once"
@@ -121,7 +121,7 @@ def test_locked_dependencies_are_installed_with_their_hashes_and_as_wheels() -> 
 def test_lock_files_are_copied_before_the_sources() -> None:
     """Editing code must not invalidate the dependency layer."""
     copies = [instruction.arguments for instruction in of(STAGES[0], "COPY")]
-    lock_copy = next(index for index, args in enumerate(copies) if "requirements.lock" in args)
+    lock_copy = next(index for index, args in enumerate(copies) if "requirements-image.lock" in args)
     source_copy = next(index for index, args in enumerate(copies) if args.startswith("src"))
     assert lock_copy < source_copy
 
@@ -217,3 +217,20 @@ def test_dockerignore_lets_in_everything_the_build_copies() -> None:
 )
 def test_dockerignore_keeps_out_what_the_image_does_not_need(path: str) -> None:
     assert ignored(path)
+
+
+def _pins(path: Path) -> dict[str, str]:
+    pins = {}
+    for line in path.read_text().splitlines():
+        if "==" in line and not line.startswith((" ", "#")):
+            name, version = line.split(" ")[0].split("==")
+            pins[name.lower()] = version
+    return pins
+
+
+def test_image_lock_pins_the_same_versions_as_the_development_lock() -> None:
+    """The image ships exactly what the tests ran with, minus the test tools."""
+    repo = DOCKERFILE.parent
+    image, full = _pins(repo / "requirements-image.lock"), _pins(repo / "requirements.lock")
+    assert image and {name: full.get(name) for name in image} == image
+    assert not {"pytest", "playwright", "grpcio-tools"} & image.keys()
