@@ -182,12 +182,16 @@ def rollout_checks(deployment: DeploymentSummary | None, *, config_hash: str | N
     progressing_condition = d.conditions.get("Progressing")
     if progressing_condition is not None and progressing_condition.reason == "ProgressDeadlineExceeded":
         return available, Check.failed(PROGRESSING, "ProgressDeadlineExceeded", progressing_condition.message)
+    # Pods that become unavailable after the rollout finished (the Deployment
+    # controller then says NewReplicaSetAvailable) are not a rollout: that is
+    # what Available reports.
+    settled = progressing_condition is not None and progressing_condition.reason == "NewReplicaSetAvailable"
     complete = (
         (config_hash is None or d.config_hash == config_hash)
         and d.observed_generation >= d.generation
         and d.updated_replicas == d.spec_replicas
         and d.replicas == d.updated_replicas
-        and d.available_replicas == d.updated_replicas
+        and (d.available_replicas == d.updated_replicas or settled)
     )
     if complete:
         return available, Check.failed(PROGRESSING, ROLLOUT_COMPLETE, f"{d.updated_replicas} pods run the current configuration")

@@ -1,0 +1,280 @@
+"""The reconcilers against in-memory caches and API: what they apply, write and report."""
+
+from __future__ import annotations
+
+import datetime
+
+import kopf
+import pytest
+
+from omnia.config import AgentConfig, PromptConfig
+from omnia.operator import builders, hashing, labels, reconciling
+from omnia.operator.references import Ref
+from omnia.operator.summaries import DeploymentCondition, DeploymentSummary
+from tests.operator import manifests
+from tests.operator.fakes import MemoryApi, MemoryCache, with_status
+
+NOW = datetime.datetime(2026, 1, 1, 12, 0, tzinfo=datetime.timezone.utc)
+NS = manifests.NAMESPACE
+
+
+def context(cache: MemoryCache, api: MemoryApi, *, now=NOW) -> reconciling.Context:
+    clock = {"t": 0.0}
+    return reconciling.Context(cache=cache, api=api, defaults=builders.Defaults(image="omnia:test"),
+                               clock=lambda: now, monotonic=lambda: clock["t"])
+
+
+def published(cache: MemoryCache, pack_body: dict, prompt: PromptConfig) -> dict:
+    """``pack_body`` as it is after its first reconcile: stable version, snapshot in the cache."""
+    content_hash = hashing.content_hash(prompt)
+    cache.snapshots[(NS, pack_body["metadata"]["name"], prompt.version, content_hash)] = prompt
+    body = with_status(pack_body, {"stableVersion": prompt.version, "history": [
+        {"version": prompt.version, "contentHash": content_hash, "createdAt": "2026-01-01T00:00:00Z"}]})
+    cache.put(body)
+    return body
+
+
+def ready_world(**agent_spec) -> tuple[MemoryCache, MemoryApi, dict]:
+    cache, api = MemoryCache(), MemoryApi()
+    agent = manifests.agent(**agent_spec)
+    cache.put(agent)
+    cache.put(manifests.provider())
+    published(cache, manifests.pack(), PromptConfig(version="1.0.0", system_prompt="You are helpful."))
+    return cache, api, agent
+
+
+AGENT = Ref("AgentRuntime", NS, "agent")
+PACK = Ref("PromptPack", NS, "prompts")
+
+
+async def test_an_agent_whose_references_resolve_gets_its_objects_and_a_status():
+    cache, api, _ = ready_world()
+    assert await reconciling.reconcile(AGENT, context(cache, api)) is None
+    assert [call[:3] for call in api.writes() if call[0] == "apply"] == [
+        ("apply", "ServiceAccount", "agent"), ("apply", "ConfigMap", "agent-config"),
+        ("apply", "Service", "agent"), ("apply", "Deployment", "agent")]
+    status = api.statuses[("AgentRuntime", NS, "agent")]
+    assert status["phase"] == "Progressing"
+    assert status["activePromptVersions"] == ["1.0.0"]
+    config = AgentConfig.from_json(api.store[("ConfigMap", NS, "agent-config")]["data"]["agent.json"])
+    assert config.prompts.stable.system_prompt == "You are helpful."
+    deployment = api.store[("Deployment", NS, "agent")]
+    assert deployment["spec"]["template"]["metadata"]["annotations"][labels.CONFIG_HASH] == status["configHash"]
+
+
+async def test_a_second_reconcile_of_an_unchanged_agent_writes_nothing():
+    """Level-based but cheap: the same manifests are not applied again, an equal status is not written."""
+    cache, api, agent = ready_world()
+    ctx = context(cache, api)
+    await reconciling.reconcile(AGENT, ctx)
+    cache.put(with_status(agent, api.statuses[("AgentRuntime", NS, "agent")]))
+    cache.deployments[(NS, "agent")] = DeploymentSummary.from_body(api.store[("Deployment", NS, "agent")])
+    api.calls.clear()
+    assert await reconciling.reconcile(AGENT, ctx) is None
+    assert api.writes() == []
+
+
+async def test_a_finished_rollout_makes_the_agent_ready():
+    cache, api, agent = ready_world()
+    ctx = context(cache, api)
+    await reconciling.reconcile(AGENT, ctx)
+    config_hash = api.statuses[("AgentRuntime", NS, "agent")]["configHash"]
+    cache.put(with_status(agent, api.statuses[("AgentRuntime", NS, "agent")]))
+    cache.deployments[(NS, "agent")] = DeploymentSummary(
+        generation=1, observed_generation=1, spec_replicas=1, replicas=1, ready_replicas=1, updated_replicas=1,
+        available_replicas=1, config_hash=config_hash, replicas_applied_by_operator=True,
+        conditions={"Available": DeploymentCondition("True", "MinimumReplicasAvailable", "")})
+    await reconciling.reconcile(AGENT, ctx)
+    status = api.statuses[("AgentRuntime", NS, "agent")]
+    assert status["phase"] == "Running"
+    assert {c["type"]: c["status"] for c in status["conditions"]}["Ready"] == "True"
+
+
+async def test_missing_references_are_reported_and_retried_without_touching_the_workload():
+    cache, api = MemoryCache(), MemoryApi()
+    cache.put(manifests.agent())
+    with pytest.raises(kopf.TemporaryError) as raised:
+        await reconciling.reconcile(AGENT, context(cache, api))
+    assert raised.value.delay is None  # the queue's backoff decides
+    assert [call[0] for call in api.writes()] == ["patch_status", "event", "event"]
+    status = api.statuses[("AgentRuntime", NS, "agent")]
+    conditions = {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]}
+    assert conditions["ProviderReady"] == ("False", "ProviderNotFound")
+    assert conditions["PromptPackReady"] == ("False", "PromptPackNotFound")
+    assert status["phase"] == "Pending"
+    assert {(e["type"], e["reason"]) for e in api.events} == {("Warning", "ProviderNotFound"), ("Warning", "PromptPackNotFound")}
+
+
+async def test_a_missing_provider_key_blocks_the_agent():
+    cache, api, _ = ready_world()
+    cache.put(manifests.provider(type="claude", credentials={"secretRef": {"name": "anthropic", "key": "api-key"}}))
+    cache.put_secret(NS, "anthropic", "other-key")
+    with pytest.raises(kopf.TemporaryError, match="has no key 'api-key'"):
+        await reconciling.reconcile(AGENT, context(cache, api))
+    assert not [call for call in api.writes() if call[0] == "apply"]
+
+
+async def test_a_secret_version_change_changes_the_config_hash():
+    cache, api, agent = ready_world()
+    cache.put(manifests.provider(type="claude", credentials={"secretRef": {"name": "anthropic", "key": "api-key"}}))
+    cache.put_secret(NS, "anthropic", "api-key", version="10")
+    ctx = context(cache, api)
+    await reconciling.reconcile(AGENT, ctx)
+    first = api.statuses[("AgentRuntime", NS, "agent")]["configHash"]
+    cache.put(with_status(agent, api.statuses[("AgentRuntime", NS, "agent")]))
+    cache.put_secret(NS, "anthropic", "api-key", version="11")
+    await reconciling.reconcile(AGENT, ctx)
+    assert api.statuses[("AgentRuntime", NS, "agent")]["configHash"] != first
+
+
+async def test_an_invalid_spec_fails_until_the_next_edit():
+    cache, api = MemoryCache(), MemoryApi()
+    cache.put(manifests.agent(replicas=-1))
+    with pytest.raises(kopf.PermanentError):
+        await reconciling.reconcile(AGENT, context(cache, api))
+    status = api.statuses[("AgentRuntime", NS, "agent")]
+    assert status["phase"] == "Failed"
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert (ready["reason"], "spec.replicas" in ready["message"]) == ("InvalidSpec", True)
+    assert [e["reason"] for e in api.events] == ["InvalidSpec"]
+
+
+async def test_an_autoscaled_deployment_hands_its_replicas_to_the_autoscaler_first():
+    """spec.replicas gets a second owner before the operator stops applying it, so it is not reset to 1."""
+    cache, api, _ = ready_world(autoscaling={"enabled": True, "minReplicas": 2, "maxReplicas": 5})
+    cache.deployments[(NS, "agent")] = DeploymentSummary(
+        generation=1, observed_generation=1, spec_replicas=3, replicas=3, ready_replicas=3, updated_replicas=3,
+        available_replicas=3, config_hash="x", replicas_applied_by_operator=True)
+    await reconciling.reconcile(AGENT, context(cache, api))
+    applies = [call for call in api.calls if call[0] == "apply"]
+    assert applies[0] == ("apply", "Deployment", "agent", labels.SCALE_FIELD_MANAGER)
+    assert "replicas" not in api.store[("Deployment", NS, "agent")]["spec"] or \
+        api.store[("Deployment", NS, "agent")]["spec"]["replicas"] == 3
+
+
+async def test_objects_the_spec_no_longer_asks_for_are_deleted_if_the_agent_owns_them():
+    cache, api, agent = ready_world()
+    api.store[("HorizontalPodAutoscaler", NS, "agent")] = {"metadata": {"uid": "hpa-1", "ownerReferences": [{"uid": "uid-agent"}]}}
+    api.store[("NetworkPolicy", NS, "agent")] = {"metadata": {"uid": "np-1", "ownerReferences": [{"uid": "someone-else"}]}}
+    await reconciling.reconcile(AGENT, context(cache, api))
+    assert ("HorizontalPodAutoscaler", NS, "agent") not in api.store
+    assert ("NetworkPolicy", NS, "agent") in api.store
+
+
+async def test_keda_not_installed_is_a_condition_not_a_crash():
+    autoscaling = {"enabled": True, "engine": "keda", "minReplicas": 1, "maxReplicas": 3}
+    cache, api, _ = ready_world(autoscaling=autoscaling)
+    api.missing_kinds.add("ScaledObject")
+    with pytest.raises(kopf.TemporaryError, match="ScaledObject"):
+        await reconciling.reconcile(AGENT, context(cache, api))
+    ready = next(c for c in api.statuses[("AgentRuntime", NS, "agent")]["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "KedaNotInstalled")
+
+
+async def test_a_deleted_agent_is_forgotten():
+    cache, api = MemoryCache(), MemoryApi()
+    assert await reconciling.reconcile(AGENT, context(cache, api)) is None
+    assert api.calls == []
+
+
+# --- prompt packs ---------------------------------------------------------------------
+
+
+async def test_a_new_pack_publishes_a_snapshot_then_its_status():
+    cache, api = MemoryCache(), MemoryApi()
+    pack = manifests.pack(version="1.0.0")
+    cache.put(pack)
+    cache.put(manifests.agent("consumer"))
+    await reconciling.reconcile(PACK, context(cache, api))
+    assert [call[0] for call in api.writes()] == ["create", "patch_annotations", "patch_status", "event"]
+    (snapshot,) = [obj for (kind, _, _), obj in api.store.items() if kind == "ConfigMap"]
+    assert snapshot["immutable"] is True
+    status = api.statuses[("PromptPack", NS, "prompts")]
+    assert (status["phase"], status["stableVersion"], status["consumers"]) == ("Ready", "1.0.0", ["consumer"])
+    assert [entry["version"] for entry in status["history"]] == ["1.0.0"]
+    assert [e["reason"] for e in api.events] == ["Released"]
+
+
+async def test_a_pack_reconcile_waits_for_the_cache_to_show_its_own_write():
+    """Deciding again from the pre-write state would publish twice; the reconcile is postponed instead."""
+    cache, api = MemoryCache(), MemoryApi()
+    pack = manifests.pack()
+    cache.put(pack)
+    ctx = context(cache, api)
+    await reconciling.reconcile(PACK, ctx)
+    api.calls.clear()
+    assert await reconciling.reconcile(PACK, ctx) == 0.2
+    assert api.calls == []
+    cache.put(with_status(pack, api.statuses[("PromptPack", NS, "prompts")],
+                          api.annotations[("PromptPack", NS, "prompts")]))
+    assert await reconciling.reconcile(PACK, ctx) is None
+    assert api.writes() == []
+
+
+async def test_a_canary_step_requeues_the_pack_at_the_end_of_its_pause():
+    cache, api = MemoryCache(), MemoryApi()
+    rollout = {"strategy": "canary", "steps": [{"weight": 20, "pause": "5m"}]}
+    body = published(cache, manifests.pack(rollout=rollout), PromptConfig(version="1.0.0", system_prompt="You are helpful."))
+    body = {**body, "spec": {**body["spec"], "version": "2.0.0", "systemPrompt": "You are terse."}}
+    cache.put(body)
+    requeue = await reconciling.reconcile(PACK, context(cache, api))
+    assert requeue == 300
+    status = api.statuses[("PromptPack", NS, "prompts")]
+    assert (status["phase"], status["canaryVersion"], status["canaryWeight"]) == ("Canary", "2.0.0", 20)
+
+
+async def test_a_pack_whose_source_configmap_is_missing_says_so_and_retries():
+    cache, api = MemoryCache(), MemoryApi()
+    cache.put({**manifests.pack(), "spec": {"version": "1.0.0", "source": {"configMapRef": {"name": "text", "key": "prompt"}}}})
+    with pytest.raises(kopf.TemporaryError):
+        await reconciling.reconcile(PACK, context(cache, api))
+    status = api.statuses[("PromptPack", NS, "prompts")]
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert (status["phase"], ready["reason"]) == ("Failed", "SourceNotFound")
+
+
+async def test_a_pack_sourced_from_a_configmap_publishes_its_content():
+    cache, api = MemoryCache(), MemoryApi()
+    api.store[("ConfigMap", NS, "text")] = {"data": {"prompt": "systemPrompt: Be kind.\nvariables: {name: x}\n"}}
+    cache.put({**manifests.pack(), "spec": {"version": "1.0.0", "source": {"configMapRef": {"name": "text", "key": "prompt"}}}})
+    await reconciling.reconcile(PACK, context(cache, api))
+    snapshot = next(obj for (kind, _, name), obj in api.store.items() if kind == "ConfigMap" and name != "text")
+    assert builders.read_snapshot(snapshot["data"]).system_prompt == "Be kind."
+
+
+async def test_a_template_that_cannot_render_is_not_published():
+    cache, api = MemoryCache(), MemoryApi()
+    cache.put(manifests.pack(prompt="Hello {{ name"))
+    await reconciling.reconcile(PACK, context(cache, api))
+    assert not [call for call in api.calls if call[0] == "create"]
+    ready = next(c for c in api.statuses[("PromptPack", NS, "prompts")]["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "InvalidTemplate"
+
+
+# --- providers and registries --------------------------------------------------------------
+
+
+async def test_provider_credentials_found_or_not():
+    cache, api = MemoryCache(), MemoryApi()
+    cache.put(manifests.provider(type="claude", credentials={"secretRef": {"name": "anthropic", "key": "api-key"}}))
+    ref = Ref("Provider", NS, "mock")
+    with pytest.raises(kopf.TemporaryError):
+        await reconciling.reconcile(ref, context(cache, api))
+    status = api.statuses[("Provider", NS, "mock")]
+    assert {c["type"]: c["reason"] for c in status["conditions"]} == {"CredentialsFound": "CredentialsNotFound",
+                                                                    "Ready": "CredentialsNotFound"}
+    assert [e["reason"] for e in api.events] == ["CredentialsNotFound"]
+
+    cache.put_secret(NS, "anthropic", "api-key")
+    cache.put(with_status(manifests.provider(type="claude", credentials={"secretRef": {"name": "anthropic", "key": "api-key"}}), status))
+    await reconciling.reconcile(ref, context(cache, api))
+    status = api.statuses[("Provider", NS, "mock")]
+    assert status["phase"] == "Ready"
+
+
+async def test_tool_registry_status_lists_static_tools():
+    cache, api = MemoryCache(), MemoryApi()
+    cache.put(manifests.registry("tools", {"name": "lookup", "type": "http", "http": {"url": "https://x.example"}}))
+    await reconciling.reconcile(Ref("ToolRegistry", NS, "tools"), context(cache, api))
+    status = api.statuses[("ToolRegistry", NS, "tools")]
+    assert (status["phase"], [t["name"] for t in status["discoveredTools"]]) == ("Ready", ["lookup"])
