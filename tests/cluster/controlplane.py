@@ -585,6 +585,11 @@ class ControlPlane:
             f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake",
             f"--cidr={POD_CIDR}",
             "--node-ip=127.0.0.1",
+            # Without node leases the only heartbeat is the node status stage
+            # (about once a minute), longer than kube-controller-manager's
+            # 50 s grace period: nodes would flap NotReady and their pods
+            # would be marked unready for good (KWOK readies Pending pods only).
+            "--node-lease-duration-seconds=40",
             f"--server-address=127.0.0.1:{self._kwok_port}",
         )
         url = f"http://127.0.0.1:{self._kwok_port}/healthz"
