@@ -198,15 +198,20 @@ Reconciles (one reconcile reads the caches, builds every object, applies what
 changed and writes the status if it changed; figures from the operator's
 liveness endpoint, over the last {min(10_000, edit['reconciles'])} reconciles):
 
-| phase | reconciles | reconcile p50 | reconcile p99 | queue wait p50 | queue wait p99 |
-|---|---:|---:|---:|---:|---:|
-| create {n} agents | {create['reconciles']} | {create['reconcile_p50_ms']:.1f} ms | {create['reconcile_p99_ms']:.1f} ms | {create['queue_wait_p50_ms']:.1f} ms | {create['queue_wait_p99_ms']:.1f} ms |
-| … then the PromptPack edit (cumulative) | {edit['reconciles']} | {edit['reconcile_p50_ms']:.1f} ms | {edit['reconcile_p99_ms']:.1f} ms | {edit['queue_wait_p50_ms']:.1f} ms | {edit['queue_wait_p99_ms']:.1f} ms |
+| phase | reconciles | failed (retried) | reconcile p50 | reconcile p99 | queue wait p50 | queue wait p99 |
+|---|---:|---:|---:|---:|---:|---:|
+| create {n} agents | {create['reconciles']} | {create['failures']} | {create['reconcile_p50_ms']:.1f} ms | {create['reconcile_p99_ms']:.1f} ms | {create['queue_wait_p50_ms']:.1f} ms | {create['queue_wait_p99_ms']:.1f} ms |
+| … then the PromptPack edit (cumulative) | {edit['reconciles']} | {edit['failures']} | {edit['reconcile_p50_ms']:.1f} ms | {edit['reconcile_p99_ms']:.1f} ms | {edit['queue_wait_p50_ms']:.1f} ms | {edit['queue_wait_p99_ms']:.1f} ms |
 
-Most reconciles are triggered by Deployment status changes and write only a
-status; the ones that apply a whole agent (first creation, the edit) are the
-slow tail. The time to Ready is bounded by the Deployment controller and KWOK
-starting and replacing {n} pods on the same two cores, not by the operator.
+Each agent is reconciled several times: on creation, on its own status write
+and on every status change of its Deployment while the pods start or roll. The
+median reconcile finds nothing to apply or write and makes no API call; the
+tail applies an agent's objects (one server-side apply each, in order) and
+writes its status. The failures are agents reconciled before the PromptPack's
+first snapshot existed, retried when it appeared. The queue wait p99 is the
+burst: {n} agents' events arriving at once for 4 workers. The time to Ready
+is bounded by the Deployment controller and KWOK starting (then replacing)
+{n} pods on the same cores, not by the operator.
 """
 
 

@@ -60,6 +60,7 @@ def test_backoff_doubles_up_to_a_cap_and_resets_on_success():
         pytest.param(kopf.TemporaryError("wait", delay=7), 1, 1, id="temporary-error-with-delay"),
         pytest.param(kopf.PermanentError("never"), 0, 1, id="permanent-error-waits-for-a-change"),
         pytest.param(RuntimeError("boom"), 1, 1, id="unexpected-error-backs-off"),
+        pytest.param(queueing.Postponed(1.0), 1, 0, id="postponed-is-not-a-failure"),
     ],
 )
 async def test_worker_outcomes(outcome, delayed, failures):
@@ -73,7 +74,7 @@ async def test_worker_outcomes(outcome, delayed, failures):
 
     queue.add("a")
     worker = asyncio.create_task(queueing.work(queue, reconcile, backoff=queueing.Backoff(), stats=stats))
-    while stats.reconciles == 0:
+    while stats.reconciles + stats.postponed == 0:
         await asyncio.sleep(0.01)
     worker.cancel()
     await asyncio.gather(worker, return_exceptions=True)

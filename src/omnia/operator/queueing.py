@@ -128,6 +128,7 @@ class Stats:
     window: int = 10_000
     reconciles: int = 0
     failures: int = 0
+    postponed: int = 0
     durations: collections.deque = field(default_factory=collections.deque)
     waits: collections.deque = field(default_factory=collections.deque)
 
@@ -143,6 +144,7 @@ class Stats:
         return {
             "reconciles": self.reconciles,
             "failures": self.failures,
+            "postponed": self.postponed,
             "reconcile_p50_ms": _percentile(self.durations, 50) * 1000,
             "reconcile_p99_ms": _percentile(self.durations, 99) * 1000,
             "queue_wait_p50_ms": _percentile(self.waits, 50) * 1000,
@@ -156,6 +158,18 @@ def _percentile(values: collections.deque, percent: float) -> float:
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, math.ceil(percent / 100 * len(ordered)) - 1))  # nearest rank
     return ordered[index]
+
+
+class Postponed(Exception):
+    """Raised by a reconcile that did not run because its inputs are not current yet.
+
+    Not a failure: no backoff, not counted as a reconcile; the key is looked
+    at again after ``delay`` seconds (or at its next event, whichever first).
+    """
+
+    def __init__(self, delay: float) -> None:
+        super().__init__(f"postponed by {delay}s")
+        self.delay = delay
 
 
 Reconcile = Callable[[K], Awaitable[float | None]]
@@ -181,6 +195,11 @@ async def work(
         failed = False
         try:
             requeue_after = await reconcile(key)
+        except Postponed as exc:
+            queue.add_after(key, exc.delay)
+            queue.done(key)
+            stats.postponed += 1
+            continue
         except kopf.TemporaryError as exc:
             failed = True
             delay = exc.delay if exc.delay is not None else backoff.next(key)

@@ -36,6 +36,7 @@ from omnia.operator import (
     hashing,
     labels,
     promptpacks,
+    queueing,
     references,
     status,
     toolregistries,
@@ -52,6 +53,9 @@ log = logging.getLogger(__name__)
 
 CATCH_UP_SECONDS = 5.0
 """How long a reconcile waits for the caches to show the operator's own last write."""
+
+CATCH_UP_POLL = 1.0
+"""When to look again meanwhile; the write's own watch event usually comes first and reconciles at once."""
 
 
 class Cache(Protocol):
@@ -244,7 +248,7 @@ async def reconcile_agent(ref: Ref, ctx: Context) -> float | None:
         forget_agent(ref, ctx)
         return None
     if not _caught_up(ref, parsed, ctx):
-        return 0.2
+        raise queueing.Postponed(CATCH_UP_POLL)
     now = ctx.now()
     deployment = ctx.cache.deployment(ref.namespace, ref.name)
     selector = labels.selector(ref.name)
@@ -426,7 +430,7 @@ async def reconcile_prompt_pack(ref: Ref, ctx: Context) -> float | None:
         ctx.written.pop(ref, None)
         return None
     if not _caught_up(ref, parsed, ctx):
-        return 0.2
+        raise queueing.Postponed(CATCH_UP_POLL)
     now = ctx.now()
     previous = parsed.status
     consumers = sorted(r.name for r in ctx.cache.referrers(ref) if r.kind == references.AGENT_RUNTIME)
@@ -508,7 +512,7 @@ async def reconcile_provider(ref: Ref, ctx: Context) -> float | None:
         ctx.written.pop(ref, None)
         return None
     if not _caught_up(ref, parsed, ctx):
-        return 0.2
+        raise queueing.Postponed(CATCH_UP_POLL)
     now = ctx.now()
     previous = parsed.status
     if parsed.resource is None:
@@ -544,7 +548,7 @@ async def reconcile_tool_registry(ref: Ref, ctx: Context) -> float | None:
         ctx.written.pop(ref, None)
         return None
     if not _caught_up(ref, parsed, ctx):
-        return 0.2
+        raise queueing.Postponed(CATCH_UP_POLL)
     now = ctx.now()
     previous = parsed.status
     if parsed.resource is None:
