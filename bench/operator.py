@@ -67,9 +67,14 @@ def machine() -> str:
         memory = f"{kib / 2**20:.1f} GiB"
     except (OSError, AttributeError):
         pass
+    system = platform.system()
+    try:
+        system = re.search(r'^PRETTY_NAME="?([^"\n]*)', Path("/etc/os-release").read_text(), re.M).group(1)
+    except (OSError, AttributeError):
+        pass
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return (f"`nproc` {os.cpu_count()}, {cpu}, {memory}, {platform.system()} {platform.release()}, "
-            f"Python {platform.python_version()}; load average {load:.1f} at the start")
+    return (f"`nproc` {os.cpu_count()} ({cpu}), {memory}, {system}, Python {platform.python_version()}; "
+            f"load average {load:.1f} at the start")
 
 
 def agents(count: int) -> list[dict]:
@@ -182,10 +187,10 @@ def report(figures: dict, machine_line: str) -> str:
     n = figures["agents"]
     return f"""{HEADING}
 
-Machine: {machine_line}. Control plane (etcd, kube-apiserver,
-kube-controller-manager, kube-scheduler, KWOK with {figures['nodes']} fake nodes), the operator (one process, 4
-reconcile workers, under its ServiceAccount) and the benchmark all on the same cores. Run on
-{datetime.date.today().isoformat()}.
+Machine: {machine_line}. Run on {datetime.date.today().isoformat()}.
+The control plane (etcd, kube-apiserver, kube-controller-manager,
+kube-scheduler, KWOK with {figures['nodes']} fake nodes), the operator (one process, 4 reconcile
+workers, under its ServiceAccount) and the benchmark share those cores.
 
 | what | time |
 |---|---:|

@@ -202,6 +202,9 @@ async def test_a_pack_reconcile_waits_for_the_cache_to_show_its_own_write():
     cache.put(pack)
     ctx = context(cache, api)
     await reconciling.reconcile(PACK, ctx)
+    (snapshot,) = [obj for (kind, _, _), obj in api.store.items() if kind == "ConfigMap"]
+    prompt = builders.read_snapshot(snapshot["data"])
+    cache.snapshots[(NS, "prompts", prompt.version, hashing.content_hash(prompt))] = prompt
     api.calls.clear()
     with pytest.raises(queueing.Postponed):
         await reconciling.reconcile(PACK, ctx)
@@ -279,3 +282,13 @@ async def test_tool_registry_status_lists_static_tools():
     await reconciling.reconcile(Ref("ToolRegistry", NS, "tools"), context(cache, api))
     status = api.statuses[("ToolRegistry", NS, "tools")]
     assert (status["phase"], [t["name"] for t in status["discoveredTools"]]) == ("Ready", ["lookup"])
+
+
+async def test_a_deleted_snapshot_of_the_served_version_is_published_again():
+    cache, api = MemoryCache(), MemoryApi()
+    prompt = PromptConfig(version="1.0.0", system_prompt="You are helpful.")
+    body = published(cache, manifests.pack(), prompt)
+    cache.snapshots.clear()
+    cache.put(body)
+    await reconciling.reconcile(PACK, context(cache, api))
+    assert [call[:2] for call in api.writes() if call[0] == "create"] == [("create", "ConfigMap")]

@@ -452,6 +452,10 @@ async def reconcile_prompt_pack(ref: Ref, ctx: Context) -> float | None:
         if decision.publish is not None:
             await _publish_snapshot(pack, prompt, decision.publish, ctx)
             history.append(PromptVersion(version=candidate.version, content_hash=candidate.content_hash, created_at=now))
+        elif candidate.version in (decision.state.stable, decision.state.canary) and \
+                promptpacks.latest_snapshots(history).get(candidate.version) == candidate.content_hash:
+            # A served snapshot deleted by hand comes back while its content is still the spec's.
+            await _publish_snapshot(pack, prompt, candidate, ctx)
         state = decision.state
         if decision.mismatch is not None:
             problem = Check.failed(READY, "ContentMismatch", decision.mismatch)
