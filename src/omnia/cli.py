@@ -163,18 +163,38 @@ def operator(
         str | None, typer.Option(help="Prometheus that KEDA's triggers query for custom metrics.")
     ] = None,
     workers: Annotated[int, typer.Option(min=1, help="Reconciles run at once.")] = 4,
+    leader_elect: Annotated[
+        bool, typer.Option("--leader-elect", help="Reconcile only while holding the leader Lease (several replicas).")
+    ] = False,
+    leader_election_namespace: Annotated[
+        str | None, typer.Option(envvar="POD_NAMESPACE", help="Namespace of the Lease; defaults to the pod's own.")
+    ] = None,
 ) -> None:
     """Run the operator: reconcile AgentRuntimes, PromptPacks, Providers and ToolRegistries."""
     from omnia import logs
-    from omnia.operator import builders, main
+    from omnia.operator import applying, builders, main
 
     if namespace and all_namespaces:
         raise _fail("--namespace and --all-namespaces exclude each other", EXIT_USAGE)
+    lease_namespace = None
+    if leader_elect:
+        pod_namespace = applying.SERVICE_ACCOUNT_DIR / "namespace"
+        lease_namespace = leader_election_namespace or (
+            pod_namespace.read_text().strip() if pod_namespace.exists() else None
+        )
+        if not lease_namespace:
+            raise _fail("--leader-elect needs --leader-election-namespace outside a pod", EXIT_USAGE)
     defaults = builders.Defaults()
     overrides = {"image": image, "prometheus_url": prometheus_url}
     defaults = builders.Defaults(**{**defaults.__dict__, **{k: v for k, v in overrides.items() if v}})
     logs.configure(level=os.environ.get("OMNIA_LOG_LEVEL", "info"), component="operator")
-    main.run(namespaces=namespace or (), liveness=liveness or None, defaults=defaults, workers=workers)
+    main.run(
+        namespaces=namespace or (),
+        liveness=liveness or None,
+        defaults=defaults,
+        workers=workers,
+        leader_election_namespace=lease_namespace,
+    )
 
 
 @app.command()

@@ -527,3 +527,38 @@ def test_operator_runs_with_no_more_than_its_cluster_role(control_plane, namespa
     assert can("patch", "agentruntimes", "--subresource=status", f"--namespace={namespace}") == "yes"
     assert can("list", "configmaps", "--namespace=default") == "no"
     assert can("list", "secrets", "--all-namespaces") == "no"
+
+
+def test_with_leader_election_one_replica_reconciles_and_another_takes_over(control_plane, crds, namespace, tmp_path):
+    """Two replicas with --leader-elect: one holds the Lease and reconciles; SIGKILL it and the other
+    takes the Lease when it expires and carries on. The Lease rights are deploy/rbac/leader_election.yaml's."""
+    kubeconfig = harness.operator_kubeconfig(control_plane, home=namespace, namespaces=[namespace])
+    rbac = list(yaml.safe_load_all((harness.REPO / "deploy" / "rbac" / "leader_election.yaml").read_text()))
+    for obj in rbac:
+        obj["metadata"]["namespace"] = namespace
+        for subject in obj.get("subjects", []):
+            subject["namespace"] = namespace
+    harness.apply(control_plane, rbac, namespace=namespace)
+    replicas = [
+        harness.OperatorProcess(kubeconfig=kubeconfig, namespaces=[namespace], log_file=tmp_path / f"operator-{i}.log",
+                                extra_args=["--leader-elect", f"--leader-election-namespace={namespace}"])
+        for i in range(2)
+    ]
+    try:
+        replicas[0].start()
+        wait_for(lambda: "reconciler" in replicas[0].probe(), timeout=30, what="the first replica leading")
+        replicas[1].start()
+        assert replicas[1].probe() == {"leader": False}
+        harness.apply(control_plane, [mock_provider(), prompt_pack(), mock_agent("first")], namespace=namespace)
+        wait_ready(control_plane, namespace, "first")
+
+        replicas[0].kill()
+        harness.apply(control_plane, mock_agent("second"), namespace=namespace)
+        wait_for(lambda: "reconciler" in replicas[1].probe(), timeout=40, what="the second replica leading")
+        wait_ready(control_plane, namespace, "second", timeout=60)
+        lease = get(control_plane, "lease/omnia-operator", namespace)
+        assert lease["spec"]["leaseTransitions"] == 1
+    finally:
+        for replica in replicas:
+            replica.stop()
+        print("\n".join(f"--- {r.log_file} ---\n{r.log_tail(40)}" for r in replicas))

@@ -42,6 +42,7 @@ PLURALS: Mapping[tuple[str, str], str] = {
     ("v1", "ServiceAccount"): "serviceaccounts",
     ("v1", "Event"): "events",
     ("apps/v1", "Deployment"): "deployments",
+    ("coordination.k8s.io/v1", "Lease"): "leases",
     ("autoscaling/v2", "HorizontalPodAutoscaler"): "horizontalpodautoscalers",
     ("keda.sh/v1alpha1", "ScaledObject"): "scaledobjects",
     ("policy/v1", "PodDisruptionBudget"): "poddisruptionbudgets",
@@ -152,6 +153,13 @@ class KubeClient:
     async def create(self, obj: Mapping[str, Any]) -> dict[str, Any]:
         path = resource_path(obj["apiVersion"], obj["kind"], namespace=obj["metadata"]["namespace"])
         response = await self._http.post(path, params={"fieldManager": labels.OPERATOR}, json=obj)
+        return _json(response)
+
+    async def replace(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        """PUT: an update that fails with :class:`Conflict` if the object changed since it was read."""
+        metadata = obj["metadata"]
+        path = resource_path(obj["apiVersion"], obj["kind"], namespace=metadata["namespace"], name=metadata["name"])
+        response = await self._http.put(path, params={"fieldManager": labels.OPERATOR}, json=obj)
         return _json(response)
 
     async def get(self, api_version: str, kind: str, *, namespace: str, name: str) -> dict[str, Any] | None:
