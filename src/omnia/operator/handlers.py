@@ -85,6 +85,9 @@ class IndexCache:
             found.update(self._indexes[index].get((REFERRER, ref), ()))
         return found
 
+    def prompt_packs(self) -> list[Ref]:
+        return [key for key in self._indexes["promptpacks"] if isinstance(key, Ref)]
+
     def reconciled(self) -> list[Ref]:
         """Every object the operator reconciles, for the periodic resync."""
         return [key for index in OMNIA_PLURALS.values() for key in self._indexes[index]
@@ -277,8 +280,8 @@ def _queue_custom_resource_events(
 
 def _packs_listing(cache: IndexCache, *, namespace: str, agent: str) -> list[Ref]:
     found = []
-    for ref in cache.reconciled():
-        if ref.kind == references.PROMPT_PACK and ref.namespace == namespace:
+    for ref in cache.prompt_packs():
+        if ref.namespace == namespace:
             parsed = cache.prompt_pack(namespace, ref.name)
             if parsed is not None and agent in parsed.status.consumers:
                 found.append(ref)
