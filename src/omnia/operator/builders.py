@@ -97,10 +97,6 @@ class ObjectKind:
     kind: str
 
 
-CONFIG_MAP = ObjectKind("v1", "ConfigMap")
-SERVICE_ACCOUNT = ObjectKind("v1", "ServiceAccount")
-SERVICE = ObjectKind("v1", "Service")
-DEPLOYMENT = ObjectKind("apps/v1", "Deployment")
 HPA = ObjectKind("autoscaling/v2", "HorizontalPodAutoscaler")
 SCALED_OBJECT = ObjectKind("keda.sh/v1alpha1", "ScaledObject")
 PDB = ObjectKind("policy/v1", "PodDisruptionBudget")

@@ -22,7 +22,7 @@ from __future__ import annotations
 import datetime
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -637,7 +637,3 @@ def _status_patch(current: Any) -> dict[str, Any]:
             patch[alias] = None
     return patch
 
-
-def keys_to_reconcile(refs: Iterable[Ref]) -> list[Ref]:
-    """The reconciled objects among ``refs`` (the others are only read)."""
-    return [ref for ref in refs if ref.kind in references.RECONCILED_KINDS]
