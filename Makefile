@@ -19,4 +19,4 @@ generate: install
 
 bench: install
 	.venv/bin/python bench/relay.py
-	@for b in bench/sessions.py bench/operator.py; do [ ! -f $$b ] || .venv/bin/python $$b; done
+	@for b in bench/sessions.py bench/reconciling.py; do [ ! -f $$b ] || .venv/bin/python $$b; done

@@ -1,7 +1,7 @@
 """Running the operator against the test control plane, as a real process.
 
 Shared by the cluster tests (tests/cluster/test_operator*.py) and
-bench/operator.py. The operator runs as ``python -m omnia operator`` under
+bench/reconciling.py. The operator runs as ``python -m omnia operator`` under
 its own ServiceAccount, bound to the ClusterRole in deploy/rbac/ — never as
 the admin — so every test also checks that the RBAC rules are enough.
 """

@@ -17,41 +17,34 @@ Prints the figures and writes them, with the machine, to the "Operator"
 section of bench/RESULTS.md. Every phase has a deadline, so a run is bounded
 (about 10 minutes at worst on two cores).
 
-Usage: python bench/operator.py [--agents N]
+Usage: python bench/reconciling.py [--agents N]
 """
 
 from __future__ import annotations
 
+import argparse
+import datetime
+import json
 import os
+import platform
+import re
 import sys
-
-# This file is named like the standard library's ``operator`` module, and
-# Python puts the script's folder first on sys.path: take it off before
-# anything imports ``operator``.
-if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
-    del sys.path[0]
-
-import argparse  # noqa: E402
-import datetime  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
-import re  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import tempfile
+import time
+from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests" / "cluster"))
 
-import controlplane  # noqa: E402
+import controlplane
 
-from tests.operator import harness  # noqa: E402
+from tests.operator import harness
 
 NAMESPACE = "bench"
 PHASE_DEADLINE = 300.0
 RESULTS = REPO / "bench" / "RESULTS.md"
-HEADING = "## Operator (`python bench/operator.py`)"
+HEADING = "## Operator (`python bench/reconciling.py`)"
 
 
 def machine() -> str:
