@@ -3,9 +3,11 @@
     python bench/relay.py [--quick]
 
 (a) relay: N concurrent WebSocket sessions, each sending turns through
-    facade → gRPC → runtime, where the ``mock`` model streams K chunks with
-    no delay: so every millisecond measured is the platform's own overhead.
-    Prints turns/s and per-turn latency (send → done) p50/p99 per N.
+    facade → gRPC → runtime, where the ``mock`` model streams K = 32 chunks,
+    either instantly (every millisecond measured is the platform's own
+    overhead; chunks produced faster than they are relayed are merged) or
+    1 ms apart (a fast model: each chunk travels as its own frame). Prints
+    turns/s, per-turn latency (send → done) p50/p99 and frames per turn.
 (b) idle: the facade's resident memory with 1,000 and 10,000 open, idle
     WebSocket connections (each also holds a runtime conversation).
 
@@ -38,6 +40,7 @@ from omnia.config import AgentConfig, FacadeConfig, MockScript, ProviderConfig, 
 
 CHUNKS = 32
 CHUNK_TEXT = "word "
+REPLY = CHUNK_TEXT * CHUNKS
 
 
 def _free_port() -> int:
@@ -49,8 +52,10 @@ def _free_port() -> int:
 class Pod:
     """Runtime and facade processes on loopback, as ``omnia run`` starts them."""
 
-    def __init__(self, workdir: Path) -> None:
-        script = MockScript(replies=[ScriptedReply(text=CHUNK_TEXT * CHUNKS, chunk_size=len(CHUNK_TEXT))])
+    def __init__(self, workdir: Path, *, chunk_delay_ms: int = 0) -> None:
+        script = MockScript(
+            replies=[ScriptedReply(text=REPLY, chunk_size=len(CHUNK_TEXT), chunk_delay_ms=chunk_delay_ms)]
+        )
         config = AgentConfig(
             name="bench",
             provider=ProviderConfig(type="mock", mock=script),
@@ -96,31 +101,33 @@ class Pod:
             process.wait()
 
 
-async def _session(url: str, turns: int, latencies: list[float]) -> None:
+async def _session(url: str, turns: int, latencies: list[float], frames: list[int]) -> None:
     async with connect(url, max_size=None, compression=None, proxy=None, open_timeout=60) as ws:
         json.loads(await ws.recv())
         for _ in range(turns):
             started = time.perf_counter()
             await ws.send('{"type":"message","content":"go"}')
-            chunks = 0
+            text = []
             while True:
                 frame = json.loads(await ws.recv())
                 if frame["type"] == "chunk":
-                    chunks += 1
+                    text.append(frame["content"])
                 elif frame["type"] == "done":
                     break
                 else:
                     raise RuntimeError(f"unexpected frame {frame}")
-            if chunks != CHUNKS:
-                raise RuntimeError(f"expected {CHUNKS} chunks, got {chunks}")
+            if "".join(text) != REPLY:
+                raise RuntimeError(f"the reply arrived damaged: {''.join(text)!r}")
             latencies.append(time.perf_counter() - started)
+            frames.append(len(text))
 
 
 async def relay(pod: Pod, *, sessions: int, turns: int) -> dict:
     latencies: list[float] = []
+    frames: list[int] = []
     started = time.perf_counter()
     await asyncio.wait_for(
-        asyncio.gather(*(_session(pod.ws_url, turns, latencies) for _ in range(sessions))), 600
+        asyncio.gather(*(_session(pod.ws_url, turns, latencies, frames) for _ in range(sessions))), 600
     )
     elapsed = time.perf_counter() - started
     ordered = sorted(latencies)
@@ -130,6 +137,7 @@ async def relay(pod: Pod, *, sessions: int, turns: int) -> dict:
         "turns_per_s": len(latencies) / elapsed,
         "p50_ms": 1000 * statistics.median(ordered),
         "p99_ms": 1000 * ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))],
+        "chunk_frames": statistics.mean(frames),
     }
 
 
@@ -180,20 +188,20 @@ def main() -> None:
     plan = [(1, 200), (100, 20), (1000, 5)] if not args.quick else [(1, 20), (10, 5)]
     idle_counts = [1000, 10000] if not args.quick else [100]
     print(f"machine: {machine()}")
-    print(f"relay: mock model, {CHUNKS} chunks per reply, no delay")
-    print(f"{'sessions':>9} {'turns':>7} {'turns/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
+    print(f"{'model':>14} {'sessions':>9} {'turns':>7} {'turns/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'frames/turn':>12}")
     with tempfile.TemporaryDirectory() as workdir:
-        pod = Pod(Path(workdir))
-        try:
-            for sessions, turns in plan:
-                result = asyncio.run(relay(pod, sessions=sessions, turns=turns))
-                print(
-                    f"{result['sessions']:>9} {result['turns']:>7} {result['turns_per_s']:>9.0f}"
-                    f" {result['p50_ms']:>8.1f} {result['p99_ms']:>8.1f}",
-                    flush=True,
-                )
-        finally:
-            pod.stop()
+        for label, delay in (("instant", 0), ("1 ms/chunk", 1)):
+            pod = Pod(Path(workdir), chunk_delay_ms=delay)
+            try:
+                for sessions, turns in plan:
+                    result = asyncio.run(relay(pod, sessions=sessions, turns=turns))
+                    print(
+                        f"{label:>14} {result['sessions']:>9} {result['turns']:>7} {result['turns_per_s']:>9.0f}"
+                        f" {result['p50_ms']:>8.1f} {result['p99_ms']:>8.1f} {result['chunk_frames']:>12.1f}",
+                        flush=True,
+                    )
+            finally:
+                pod.stop()
         pod = Pod(Path(workdir))
         try:
             rows = asyncio.run(idle(pod, counts=idle_counts))

@@ -128,3 +128,28 @@ async def test_closing_mid_turn_commits_the_partial_turn(agent):
     await conversation.aclose(grace=2)
     turns = (await agent.store.get(session_id)).turns
     assert len(turns) == 1 and turns[0].finish_reason == "cancelled"
+
+
+async def test_chunks_waiting_together_are_merged_in_order_before_what_follows(agent):
+    """A backlogged reader gets one larger chunk instead of many small ones;
+    text, order and the done that follows are unchanged."""
+    conversation = Conversation(agent)
+    await conversation.handle(_open())
+    await conversation.next_event()
+    await conversation.handle(_message("hello there, this is a longer message"))
+    while conversation._turn is not None and not conversation._turn.done():
+        await asyncio.sleep(0.01)
+    first = await conversation.next_event()
+    second = await conversation.next_event()
+    assert first.chunk.content == "hello there, this is a longer message"
+    assert second.HasField("done")
+
+
+async def test_a_reader_that_keeps_up_sees_the_chunks_as_produced(agent):
+    conversation = Conversation(agent)
+    await conversation.handle(_open())
+    await conversation.next_event()
+    await conversation.handle(_message("slow"))
+    events = await _until(conversation, {"done"})
+    chunks = [e.chunk.content for e in events if e.HasField("chunk")]
+    assert "".join(chunks) == "s" * 200 and len(chunks) > 20

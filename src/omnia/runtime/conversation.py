@@ -34,6 +34,8 @@ from omnia.agent import (
 log = logging.getLogger(__name__)
 
 _CLOSE = None
+_EMPTY = object()
+MAX_COALESCED_CHARS = 8192
 
 
 def error_event(code: str, message: str, *, retryable: bool = False) -> pb.ServerEvent:
@@ -124,6 +126,7 @@ class Conversation:
         self._agent = agent
         self._trace_context = trace_context
         self._outbox: asyncio.Queue[pb.ServerEvent | None] = asyncio.Queue()
+        self._lookahead: pb.ServerEvent | None | object = _EMPTY
         self._session_id: str | None = None
         self._channel = _Channel()
         self._turn: asyncio.Task | None = None
@@ -135,7 +138,38 @@ class Conversation:
         return self._session_id
 
     async def next_event(self) -> pb.ServerEvent | None:
-        return await self._outbox.get()
+        """The next event for the client; ``None`` once the conversation is over.
+
+        Text chunks of one message that are already waiting are merged into
+        one (up to ``MAX_COALESCED_CHARS``): a reader that keeps up sees every
+        chunk as the model produced it, while a backlogged one sends fewer,
+        larger messages instead of falling further behind.
+        """
+        if self._lookahead is not _EMPTY:
+            event, self._lookahead = self._lookahead, _EMPTY
+        else:
+            event = await self._outbox.get()
+        if event is None or not event.HasField("chunk"):
+            return event
+        parts = [event.chunk.content]
+        size = len(parts[0])
+        while size < MAX_COALESCED_CHARS:
+            try:
+                waiting = self._outbox.get_nowait()
+            except asyncio.QueueEmpty:
+                break
+            if (
+                waiting is None
+                or not waiting.HasField("chunk")
+                or waiting.chunk.message_id != event.chunk.message_id
+            ):
+                self._lookahead = waiting
+                break
+            parts.append(waiting.chunk.content)
+            size += len(waiting.chunk.content)
+        if len(parts) == 1:
+            return event
+        return pb.ServerEvent(chunk=pb.Chunk(content="".join(parts), message_id=event.chunk.message_id))
 
     async def handle(self, event: pb.ClientEvent) -> None:
         kind = event.WhichOneof("event")
