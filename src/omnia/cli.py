@@ -163,6 +163,9 @@ def operator(
         str | None, typer.Option(help="Prometheus that KEDA's triggers query for custom metrics.")
     ] = None,
     workers: Annotated[int, typer.Option(min=1, help="Reconciles run at once.")] = 4,
+    discovery_interval: Annotated[
+        float, typer.Option(min=1, help="Seconds between discoveries of a ToolRegistry's MCP and OpenAPI tools.")
+    ] = 300.0,
     leader_elect: Annotated[
         bool, typer.Option("--leader-elect", help="Reconcile only while holding the leader Lease (several replicas).")
     ] = False,
@@ -193,6 +196,7 @@ def operator(
         liveness=liveness or None,
         defaults=defaults,
         workers=workers,
+        discovery_interval=discovery_interval,
         leader_election_namespace=lease_namespace,
     )
 

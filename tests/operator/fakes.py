@@ -13,6 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
+
+from omnia import tools
 from omnia.config import PromptConfig
 from omnia.operator import labels, references
 from omnia.operator.applying import Conflict, NotFound
@@ -83,6 +86,8 @@ class MemoryApi:
     annotations: dict[tuple[str, str, str], dict] = field(default_factory=dict)
     events: list[dict] = field(default_factory=list)
     missing_kinds: set[str] = field(default_factory=set)
+    secrets: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
+    """(namespace, name) → decoded values, for ``secret_data``."""
 
     @staticmethod
     def _key(kind: str, namespace: str, name: str) -> tuple[str, str, str]:
@@ -120,6 +125,11 @@ class MemoryApi:
             raise NotFound(404, "NotFound", "no such kind")
         obj = self.store.get(self._key(kind, namespace, name))
         return copy.deepcopy(obj) if obj is not None else None
+
+    async def secret_data(self, *, namespace: str, name: str) -> dict[str, str] | None:
+        self.calls.append(("get", "Secret", name))
+        data = self.secrets.get((namespace, name))
+        return dict(data) if data is not None else None
 
     async def delete(self, api_version: str, kind: str, *, namespace: str, name: str, uid: str) -> None:
         self.calls.append(("delete", kind, name))
@@ -164,3 +174,13 @@ def with_status(body: dict, status: Mapping[str, Any] | None, annotations: Mappi
                 current[key] = value
         updated["metadata"]["annotations"] = current
     return updated
+
+
+def offline_discover(answer=lambda request: httpx.Response(200)):
+    """``omnia.tools.discover`` whose HTTP requests ``answer`` answers in-process (MCP still connects for real)."""
+
+    async def discover(spec, **kwargs):
+        async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as client:
+            return await tools.discover(spec, client=client, timeout=5.0, **kwargs)
+
+    return discover

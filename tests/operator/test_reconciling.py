@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 
+import httpx
 import kopf
 import pytest
 
@@ -12,16 +13,18 @@ from omnia.operator import builders, hashing, labels, queueing, reconciling
 from omnia.operator.references import Ref
 from omnia.operator.summaries import DeploymentCondition, DeploymentSummary
 from tests.operator import manifests
-from tests.operator.fakes import MemoryApi, MemoryCache, with_status
+from tests.operator.fakes import MemoryApi, MemoryCache, offline_discover, with_status
+from tests.tools.serving import mcp_service
 
 NOW = datetime.datetime(2026, 1, 1, 12, 0, tzinfo=datetime.timezone.utc)
 NS = manifests.NAMESPACE
 
 
-def context(cache: MemoryCache, api: MemoryApi, *, now=NOW) -> reconciling.Context:
+def context(cache: MemoryCache, api: MemoryApi, *, now=NOW, discover=None) -> reconciling.Context:
     clock = {"t": 0.0}
     return reconciling.Context(cache=cache, api=api, defaults=builders.Defaults(image="omnia:test"),
-                               clock=lambda: now, monotonic=lambda: clock["t"])
+                               clock=lambda: now, monotonic=lambda: clock["t"],
+                               discover=discover or offline_discover())
 
 
 def published(cache: MemoryCache, pack_body: dict, prompt: PromptConfig) -> dict:
@@ -292,3 +295,125 @@ async def test_a_deleted_snapshot_of_the_served_version_is_published_again():
     cache.put(body)
     await reconciling.reconcile(PACK, context(cache, api))
     assert [call[:2] for call in api.writes() if call[0] == "create"] == [("create", "ConfigMap")]
+
+
+# --- ToolRegistry discovery ---------------------------------------------------
+
+REGISTRY = Ref("ToolRegistry", NS, "tools")
+DOCUMENT = {
+    "openapi": "3.0.3", "info": {"title": "Orders", "version": "1"}, "servers": [{"url": "https://orders.example"}],
+    "paths": {"/orders/{id}": {"get": {"operationId": "getOrder", "summary": "One order.", "parameters": [
+        {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}],
+        "responses": {"200": {"description": "ok"}}}}},
+}
+OPENAPI = {"name": "orders", "type": "openapi", "openapi": {"specURL": "https://orders.example/openapi.json",
+           "headers": [{"name": "Authorization", "secretRef": {"name": "orders-api", "key": "token"}}]}}
+
+
+def counting(discover):
+    calls = []
+
+    async def wrapped(spec, **kwargs):
+        calls.append(kwargs)
+        return await discover(spec, **kwargs)
+
+    return wrapped, calls
+
+
+def openapi_answer(seen: list):
+    def answer(request):
+        seen.append(request.headers.get("authorization"))
+        return httpx.Response(200, json=DOCUMENT)
+
+    return answer
+
+
+def registry_world(*handlers) -> tuple[MemoryCache, MemoryApi]:
+    cache, api = MemoryCache(), MemoryApi()
+    cache.put(manifests.registry("tools", *handlers))
+    cache.put_secret(NS, "orders-api", "token")
+    api.secrets[(NS, "orders-api")] = {"token": "Bearer s3cret"}
+    return cache, api
+
+
+async def test_openapi_operations_are_discovered_with_the_secret_header_and_rediscovered_on_schedule():
+    """The document is read with the header from the Secret; the reconcile asks to run again at the interval."""
+    cache, api = registry_world(OPENAPI)
+    seen: list = []
+    discover, calls = counting(offline_discover(openapi_answer(seen)))
+    ctx = context(cache, api, discover=discover)
+    assert await reconciling.reconcile(REGISTRY, ctx) == reconciling.DISCOVERY_INTERVAL_SECONDS
+    status = api.statuses[("ToolRegistry", NS, "tools")]
+    assert [(t["name"], t["handler"]) for t in status["discoveredTools"]] == [("getOrder", "orders")]
+    assert (status["phase"], status["handlers"][0]["toolCount"], seen) == ("Ready", 1, ["Bearer s3cret"])
+    assert calls[0]["run_commands"] is False
+
+
+async def test_other_reconciles_reuse_the_discovery_until_an_input_changes():
+    """Events (status writes, agents) reconcile a registry often; the servers are asked only when due."""
+    cache, api = registry_world(OPENAPI)
+    clock = {"t": 0.0}
+    discover, calls = counting(offline_discover(openapi_answer([])))
+    ctx = context(cache, api, discover=discover)
+    ctx.monotonic = lambda: clock["t"]
+    await reconciling.reconcile(REGISTRY, ctx)
+    cache.put(with_status(manifests.registry("tools", OPENAPI), api.statuses[("ToolRegistry", NS, "tools")]))
+    clock["t"] = 100.0
+    assert await reconciling.reconcile(REGISTRY, ctx) == pytest.approx(reconciling.DISCOVERY_INTERVAL_SECONDS - 100)
+    assert len(calls) == 1
+    cache.put_secret(NS, "orders-api", "token", version="2")
+    await reconciling.reconcile(REGISTRY, ctx)
+    clock["t"] = 100.0 + reconciling.DISCOVERY_INTERVAL_SECONDS
+    await reconciling.reconcile(REGISTRY, ctx)
+    assert len(calls) == 3
+
+
+async def test_an_mcp_server_on_loopback_is_listed_and_its_outage_degrades_the_handler():
+    """Against the real test MCP server: its tools are published; stopped, the handler turns False with an Event."""
+    server = mcp_service().start()
+    try:
+        handler = {"name": "calc", "type": "mcp", "mcp": {"url": f"{server.url}/mcp", "tools": ["add", "shout"]}}
+        cache, api = registry_world(handler)
+        ctx = context(cache, api)
+        assert await reconciling.reconcile(REGISTRY, ctx) == reconciling.DISCOVERY_INTERVAL_SECONDS
+        status = api.statuses[("ToolRegistry", NS, "tools")]
+        assert [t["name"] for t in status["discoveredTools"]] == ["add", "shout"]
+        assert status["handlers"][0]["toolsHash"]
+    finally:
+        server.stop()
+    cache.put(with_status(manifests.registry("tools", handler), status))
+    ctx.discoveries.clear()
+    assert await reconciling.reconcile(REGISTRY, ctx) == reconciling.DISCOVERY_RETRY_SECONDS
+    down = api.statuses[("ToolRegistry", NS, "tools")]
+    condition = down["handlers"][0]["conditions"][0]
+    assert (down["phase"], condition["status"]) == ("Failed", "False")
+    assert [t["name"] for t in down["discoveredTools"]] == ["add", "shout"]
+    assert down["handlers"][0]["toolsHash"] == status["handlers"][0]["toolsHash"]
+    assert [(e["type"], e["reason"]) for e in api.events] == [("Warning", condition["reason"])]
+    assert "handler 'calc'" in api.events[0]["message"]
+
+
+async def test_stdio_servers_are_not_run_by_the_operator():
+    handler = {"name": "local", "type": "mcp", "mcp": {"transport": "stdio", "command": "kb-server"}}
+    cache, api = registry_world(handler)
+    await reconciling.reconcile(REGISTRY, context(cache, api))
+    status = api.statuses[("ToolRegistry", NS, "tools")]
+    assert (status["phase"], status["handlers"][0]["conditions"][0]["reason"]) == ("Ready", "DiscoveredByRuntime")
+
+
+async def test_a_change_in_the_discovered_tools_changes_the_agents_config_hash():
+    """The runtime lists discovered tools at start-up: new tools reach an agent only through new pods."""
+    cache, api, agent = ready_world(toolRegistryRef={"name": "tools"})
+    registry = manifests.registry("tools", OPENAPI)
+    cache.put_secret(NS, "orders-api", "token")
+
+    async def hash_with(tools_hash):
+        handlers = [{"name": "orders", "toolCount": 1, "toolsHash": tools_hash}] if tools_hash else []
+        cache.put(with_status(registry, {"observedGeneration": 1, "handlers": handlers}))
+        cache.put(with_status(agent, api.statuses.get(("AgentRuntime", NS, "agent"))))
+        await reconciling.reconcile(AGENT, context(cache, api))
+        return api.statuses[("AgentRuntime", NS, "agent")]["configHash"]
+
+    first = await hash_with("aaaa")
+    assert await hash_with("aaaa") == first
+    assert await hash_with("bbbb") != first

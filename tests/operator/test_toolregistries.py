@@ -7,7 +7,9 @@ import datetime
 import pytest
 
 from omnia.api.v1alpha1 import ToolRegistryStatus
+from omnia.config import ToolConfig
 from omnia.operator import toolregistries
+from omnia.tools import Discovery, HandlerResult
 from tests.operator import manifests
 from tests.operator.manifests import model
 
@@ -72,6 +74,93 @@ def test_a_secret_without_the_key_is_named():
     ],
 )
 def test_registry_status(handlers, phase, ready):
-    current = toolregistries.registry_status(ToolRegistryStatus(), verdicts=verdicts(*handlers), generation=2, now=NOW)
+    current = toolregistries.registry_status(ToolRegistryStatus(), verdicts=verdicts(*handlers), discovery=None,
+                                             generation=2, now=NOW)
     assert (current.phase, current.conditions[0].status, current.observed_generation) == (phase, ready, 2)
     assert [h.name for h in current.handlers] == [h["name"] for h in handlers]
+
+
+def mcp_tool(name: str, *, schema: dict | None = None) -> ToolConfig:
+    return ToolConfig(name=name, type="mcp", description=f"{name} things",
+                      parameters=schema or {"type": "object", "properties": {}}, handler={})
+
+
+def discovered(*results: HandlerResult) -> Discovery:
+    return Discovery(handlers=results)
+
+
+def status_after(previous: ToolRegistryStatus, discovery: Discovery, *, generation: int = 1) -> ToolRegistryStatus:
+    return toolregistries.registry_status(previous, verdicts=verdicts(HTTP, MCP), discovery=discovery,
+                                          generation=generation, now=NOW)
+
+
+LOOKUP = HandlerResult("lookup", "True", "Reachable", "the server answers", (mcp_tool("lookup"),))
+
+
+def test_discovered_mcp_tools_are_published_with_a_tools_hash():
+    """An MCP handler's tools join the static ones; only discovered handlers carry a toolsHash."""
+    current = status_after(ToolRegistryStatus(), discovered(
+        LOOKUP, HandlerResult("kb", "True", "Discovered", "2 tools", (mcp_tool("search"), mcp_tool("fetch")))))
+    assert [(t.name, t.handler) for t in current.discovered_tools] == [
+        ("lookup", "lookup"), ("search", "kb"), ("fetch", "kb")]
+    assert [(h.name, h.tool_count, h.tools_hash is not None) for h in current.handlers] == [
+        ("lookup", 1, False), ("kb", 2, True)]
+    assert (current.phase, current.conditions[0].reason) == ("Ready", "Discovered")
+
+
+def test_a_changed_input_schema_changes_the_tools_hash():
+    """The runtime would offer the model another schema: the agents must roll, so the digest differs."""
+    before = status_after(ToolRegistryStatus(), discovered(
+        LOOKUP, HandlerResult("kb", "True", "Discovered", "1 tool", (mcp_tool("search"),))))
+    after = status_after(before, discovered(LOOKUP, HandlerResult("kb", "True", "Discovered", "1 tool", (
+        mcp_tool("search", schema={"type": "object", "properties": {"q": {"type": "string"}}}),))))
+    assert toolregistries.tools_digest(before) != toolregistries.tools_digest(after)
+    assert [t.name for t in after.discovered_tools] == [t.name for t in before.discovered_tools]
+
+
+def test_an_unreachable_server_keeps_its_last_tools_while_the_spec_is_unchanged():
+    """An outage degrades the handler but must not roll the agents: same tools, same hash."""
+    before = status_after(ToolRegistryStatus(), discovered(
+        LOOKUP, HandlerResult("kb", "True", "Discovered", "1 tool", (mcp_tool("search"),))))
+    down = discovered(LOOKUP, HandlerResult("kb", "False", "Unreachable", "connection refused"))
+    after = status_after(before, down)
+    kb = after.handlers[1]
+    assert (kb.conditions[0].status, kb.conditions[0].reason, kb.tool_count) == ("False", "Unreachable", 1)
+    assert (after.phase, after.conditions[0].reason) == ("Degraded", "Unreachable")
+    assert toolregistries.tools_digest(after) == toolregistries.tools_digest(before)
+    edited = status_after(before, down, generation=2)
+    assert (edited.handlers[1].tool_count, toolregistries.tools_digest(edited)) == (0, None)
+
+
+def test_a_condition_keeps_its_transition_time_when_discovery_finds_the_same():
+    first = status_after(ToolRegistryStatus(), discovered(
+        LOOKUP, HandlerResult("kb", "True", "Discovered", "1 tool", (mcp_tool("search"),))))
+    later = toolregistries.registry_status(
+        first, verdicts=verdicts(HTTP, MCP), generation=1, now=NOW + datetime.timedelta(minutes=5),
+        discovery=discovered(LOOKUP, HandlerResult("kb", "True", "Discovered", "1 tool", (mcp_tool("search"),))))
+    assert later.handlers[1].conditions[0].last_transition_time == first.handlers[1].conditions[0].last_transition_time
+    assert later.conditions[0].last_transition_time == first.conditions[0].last_transition_time
+
+
+def test_stdio_servers_are_left_to_the_runtime():
+    """The operator does not run commands from manifests; the handler is not a failure either."""
+    current = status_after(ToolRegistryStatus(), discovered(
+        LOOKUP, HandlerResult("kb", "Unknown", "DiscoveredByRuntime", "runs in the runtime container")))
+    assert (current.phase, current.conditions[0].status) == ("Ready", "True")
+    assert "kb (DiscoveredByRuntime)" in current.conditions[0].message
+
+
+def test_a_static_problem_wins_over_discovery():
+    handler = {**HTTP, "http": {"url": "nope"}}
+    current = toolregistries.registry_status(
+        ToolRegistryStatus(), verdicts=verdicts(handler), generation=1, now=NOW,
+        discovery=discovered(HandlerResult("lookup", "True", "Reachable", "fine", (mcp_tool("lookup"),))))
+    assert (current.handlers[0].conditions[0].reason, current.discovered_tools) == ("InvalidURL", [])
+
+
+def test_handler_events_name_the_handler_and_come_only_on_change():
+    before = status_after(ToolRegistryStatus(), discovered(
+        LOOKUP, HandlerResult("kb", "True", "Discovered", "1 tool", (mcp_tool("search"),))))
+    down = status_after(before, discovered(LOOKUP, HandlerResult("kb", "False", "Unreachable", "refused")))
+    assert toolregistries.handler_events(before, down) == [("Warning", "Unreachable", "handler 'kb': refused")]
+    assert toolregistries.handler_events(down, down) == []

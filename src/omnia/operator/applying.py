@@ -95,6 +95,8 @@ class KubeApi(Protocol):
 
     async def delete(self, api_version: str, kind: str, *, namespace: str, name: str, uid: str) -> None: ...
 
+    async def secret_data(self, *, namespace: str, name: str) -> dict[str, str] | None: ...
+
     async def patch_status(
         self, api_version: str, kind: str, *, namespace: str, name: str, status: Mapping[str, Any]
     ) -> None: ...
@@ -167,6 +169,27 @@ class KubeClient:
         if response.status_code == 404:
             return None
         return _json(response)
+
+    async def secret_data(self, *, namespace: str, name: str) -> dict[str, str] | None:
+        """One Secret's values, decoded (UTF-8 text only), or None when it does not exist.
+
+        Read by a ``list`` narrowed to the one name, the verb the operator has
+        for Secrets anyway, rather than a ``get`` it would need only for this.
+        Only ToolRegistry discovery calls it; the values are never cached.
+        """
+        response = await self._http.get(
+            resource_path("v1", "Secret", namespace=namespace), params={"fieldSelector": f"metadata.name={name}"}
+        )
+        items = _json(response).get("items") or []
+        if not items:
+            return None
+        data = {}
+        for key, value in (items[0].get("data") or {}).items():
+            try:
+                data[key] = base64.b64decode(value).decode()
+            except (ValueError, UnicodeDecodeError):
+                continue
+        return data
 
     async def delete(self, api_version: str, kind: str, *, namespace: str, name: str, uid: str) -> None:
         """Delete the object if it is still the one with ``uid`` (never a namesake created since)."""

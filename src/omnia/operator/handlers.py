@@ -101,6 +101,7 @@ class Operator:
     defaults: builders.Defaults
     workers: int = 4
     resync_seconds: float = 600.0
+    discovery_interval: float = reconciling.DISCOVERY_INTERVAL_SECONDS
     connect: Callable[[kopf.OperatorSettings], applying.KubeClient] = field(
         default=lambda settings: applying.KubeClient.from_connection(applying.login(settings=settings))
     )
@@ -120,7 +121,8 @@ class Operator:
     async def start(self, indexes: Mapping[str, kopf.Index], settings: kopf.OperatorSettings) -> None:
         self.cache = IndexCache(indexes)
         self._client = self.connect(settings)
-        self.context = reconciling.Context(cache=self.cache, api=self._client, defaults=self.defaults)
+        self.context = reconciling.Context(cache=self.cache, api=self._client, defaults=self.defaults,
+                                           discovery_interval=self.discovery_interval)
         context = self.context
         for number in range(self.workers):
             self._tasks.append(asyncio.create_task(

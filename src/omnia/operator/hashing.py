@@ -27,22 +27,32 @@ def digest(value: Any) -> str:
 
 
 def config_hash(
-    config: AgentConfig, *, secret_versions: Mapping[str, str | None], images: Sequence[str]
+    config: AgentConfig,
+    *,
+    secret_versions: Mapping[str, str | None],
+    images: Sequence[str],
+    discovered_tools: str | None = None,
 ) -> str:
     """Hash of everything an agent pod depends on.
 
     The rendered config covers the PromptPack content, the Provider and the
-    tools; Secrets are covered by their resourceVersions (their values never
-    reach the operator's output), and the images by name. Any change gives a
-    new hash, the hash is on the pod template, so any change rolls the pods.
+    tools as the spec declares them; the tools an MCP server or OpenAPI
+    document offers are covered by ``discovered_tools``, the digest of the
+    registry's discovery (the runtime lists them itself at start-up, so new
+    pods are how a change reaches the agent). Secrets are covered by their
+    resourceVersions (their values never reach the operator's output), and
+    the images by name. Any change gives a new hash, the hash is on the pod
+    template, so any change rolls the pods.
     """
-    return digest(
-        {
-            "config": json.loads(config.to_json()),
-            "secrets": dict(sorted(secret_versions.items())),
-            "images": list(images),
-        }
-    )
+    covered: dict[str, Any] = {
+        "config": json.loads(config.to_json()),
+        "secrets": dict(sorted(secret_versions.items())),
+        "images": list(images),
+    }
+    if discovered_tools is not None:
+        # Only when there is a discovery, so that other agents keep their hash.
+        covered["discoveredTools"] = discovered_tools
+    return digest(covered)
 
 
 def content_hash(prompt: PromptConfig) -> str:

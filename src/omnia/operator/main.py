@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Sequence
 
 import kopf
 
-from omnia.operator import applying, builders, handlers, labels, leading
+from omnia.operator import applying, builders, handlers, labels, leading, reconciling
 
 QUIET_LOGGERS = ("kopf.objects", "kopf.activities", "httpx", "aiohttp.access")
 """Loggers that report every handler call and request at INFO: the operator logs its own outcomes."""
@@ -51,6 +51,7 @@ def run(
     defaults: builders.Defaults = builders.Defaults(),
     workers: int = 4,
     resync_seconds: float = 600.0,
+    discovery_interval: float = reconciling.DISCOVERY_INTERVAL_SECONDS,
     leader_election_namespace: str | None = None,
 ) -> None:
     """Run the operator until SIGTERM or SIGINT.
@@ -65,7 +66,7 @@ def run(
         logging.getLogger(name).setLevel(logging.WARNING)
     try:
         lost = asyncio.run(_operate(namespaces=namespaces, liveness=liveness, defaults=defaults, workers=workers,
-                                    resync_seconds=resync_seconds,
+                                    resync_seconds=resync_seconds, discovery_interval=discovery_interval,
                                     leader_election_namespace=leader_election_namespace))
     except (KeyboardInterrupt, asyncio.CancelledError):
         return
@@ -80,12 +81,14 @@ async def _operate(
     defaults: builders.Defaults,
     workers: int,
     resync_seconds: float,
+    discovery_interval: float,
     leader_election_namespace: str | None,
 ) -> bool:
     """Run kopf (after winning the Lease, if asked); returns whether leadership was lost."""
     settings = settings_for_omnia()
     registry = kopf.OperatorRegistry()
-    operator = handlers.Operator(defaults=defaults, workers=workers, resync_seconds=resync_seconds)
+    operator = handlers.Operator(defaults=defaults, workers=workers, resync_seconds=resync_seconds,
+                                 discovery_interval=discovery_interval)
     handlers.register(registry, operator=operator)
     stop = asyncio.Event()
     elector = keeper = None

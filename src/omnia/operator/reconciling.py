@@ -4,9 +4,10 @@ Each reconciler is level-based: it reads the current state of its object and
 of everything the object references from the caches, computes the whole
 desired state with the pure functions of ``builders``, ``promptpacks``,
 ``toolregistries`` and ``status``, and makes the cluster match. Nothing is
-carried from one reconcile to the next except two memories that only save
-work — what was last applied and what was last written — so the operator can
-be killed at any point and a restart converges to the same objects.
+carried from one reconcile to the next except memories that only save work —
+what was last applied, what was last written, and each ToolRegistry's last
+discovery — so the operator can be killed at any point and a restart
+converges to the same objects (after discovering the tools once more).
 
 Failures follow one rule: a missing reference or a bad Secret is reported
 in the status (condition with reason and message) and as an Event, what
@@ -22,7 +23,7 @@ from __future__ import annotations
 import datetime
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -46,8 +47,9 @@ from omnia.operator.promptpacks import VersionRef
 from omnia.operator.references import Ref
 from omnia.operator.status import READY, Check
 from omnia.operator.summaries import ConfigMapSummary, DeploymentSummary, Parsed, SecretSummary
+from omnia import tools
 from omnia.rendering import RenderError, prompt_config, render_agent_config, tool_configs
-from omnia.tools.credentials import CredentialError
+from omnia.tools.credentials import CredentialError, handler_secret_envs
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,24 @@ CATCH_UP_SECONDS = 5.0
 
 CATCH_UP_POLL = 1.0
 """When to look again meanwhile; the write's own watch event usually comes first and reconciles at once."""
+
+DISCOVERY_INTERVAL_SECONDS = 300.0
+"""How often a ToolRegistry's tools are discovered again when nothing it depends on changed."""
+
+DISCOVERY_RETRY_SECONDS = 60.0
+"""How soon a registry with a failed handler is discovered again (at most the interval)."""
+
+Discover = Callable[..., Awaitable[tools.Discovery]]
+"""``omnia.tools.discover``'s signature: (spec, *, secrets, config_maps, run_commands) → Discovery."""
+
+
+@dataclass(frozen=True)
+class Remembered:
+    """A registry's last discovery: for which inputs, and when."""
+
+    inputs: str
+    at: float
+    discovery: tools.Discovery
 
 
 class Cache(Protocol):
@@ -93,6 +113,10 @@ class Context:
     """(apiVersion, kind, namespace, name) → digest of the manifest last applied."""
     written: dict[Ref, tuple[float, dict[str, Any]]] = field(default_factory=dict)
     """Ref → (when, what) the operator last wrote to the object's status and annotations."""
+    discover: Discover = tools.discover
+    discovery_interval: float = DISCOVERY_INTERVAL_SECONDS
+    discoveries: dict[Ref, Remembered] = field(default_factory=dict)
+    """Ref → the ToolRegistry's last discovery, so that its other reconciles do not ask the servers again."""
 
     def now(self) -> datetime.datetime:
         return self.clock().replace(microsecond=0)
@@ -284,7 +308,9 @@ async def reconcile_agent(ref: Ref, ctx: Context) -> float | None:
         summary = ctx.cache.secret(ref.namespace, item.secret)
         versions[item.secret] = summary.resource_version if summary else None
     images = builders.pod_images(agent, default=ctx.defaults.image)
-    config_hash = hashing.config_hash(config, secret_versions=versions, images=[images.facade, images.runtime])
+    discovered = toolregistries.tools_digest(resolution.registry.status) if resolution.registry else None
+    config_hash = hashing.config_hash(config, secret_versions=versions, images=[images.facade, images.runtime],
+                                      discovered_tools=discovered)
     prompt_versions = [config.prompts.stable.version] + ([config.prompts.canary.version] if config.prompts.canary else [])
     try:
         desired = builders.build_agent_objects(
@@ -547,15 +573,22 @@ async def reconcile_provider(ref: Ref, ctx: Context) -> float | None:
 
 
 async def reconcile_tool_registry(ref: Ref, ctx: Context) -> float | None:
+    """Validate, discover (at most every ``discovery_interval`` unless an input changed), write status.
+
+    Discovery asks the tool servers, which may take up to its timeout; it
+    runs in this worker, so a slow server delays only this registry.
+    Returns when to discover again: the operator's queue is the timer.
+    """
     parsed = ctx.cache.tool_registry(ref.namespace, ref.name)
     if parsed is None:
         ctx.written.pop(ref, None)
+        ctx.discoveries.pop(ref, None)
         return None
     if not _caught_up(ref, parsed, ctx):
         raise queueing.Postponed(CATCH_UP_POLL)
-    now = ctx.now()
     previous = parsed.status
     if parsed.resource is None:
+        now = ctx.now()
         problem = Check.failed(READY, status.INVALID_SPEC, parsed.error or "invalid spec")
         current = previous.model_copy(update={
             "phase": "Failed",
@@ -564,12 +597,63 @@ async def reconcile_tool_registry(ref: Ref, ctx: Context) -> float | None:
         })
         await _write_status(parsed, previous, current, ctx)
         raise kopf.PermanentError(f"{ref}: {parsed.error}")
-    verdicts = _validate_registry(parsed.resource, ref.namespace, ctx.cache)
-    current = toolregistries.registry_status(previous, verdicts=verdicts, generation=parsed.generation, now=now)
-    await _write_status(parsed, previous, current, ctx)
+    registry: ToolRegistry = parsed.resource
+    verdicts = _validate_registry(registry, ref.namespace, ctx.cache)
+    discovery, discover_in = await _discovery(ref, registry, ctx)
+    now = ctx.now()
+    current = toolregistries.registry_status(previous, verdicts=verdicts, discovery=discovery,
+                                             generation=parsed.generation, now=now)
+    await _write_status(parsed, previous, current, ctx,
+                        handler_events=toolregistries.handler_events(previous, current))
     if toolregistries.first_problem(verdicts) is not None:
         raise kopf.TemporaryError(f"{ref}: invalid handlers", delay=None)
-    return None
+    return discover_in
+
+
+async def _discovery(ref: Ref, registry: ToolRegistry, ctx: Context) -> tuple[tools.Discovery, float]:
+    """The registry's discovery, fresh or remembered, and the seconds until the next one is due.
+
+    Discovered again when the spec or a Secret or ConfigMap it reads
+    changed, or when the last discovery is ``discovery_interval`` old
+    (``DISCOVERY_RETRY_SECONDS`` when a handler failed). stdio MCP servers
+    are never run here: they are commands of the agent's image.
+    """
+    secret_names = sorted({env.secret for handler in registry.spec.handlers for env in handler_secret_envs(handler)})
+    config_map_names = sorted({
+        handler.openapi.config_map_ref.name for handler in registry.spec.handlers
+        if handler.openapi is not None and handler.openapi.config_map_ref is not None
+    })
+
+    def version(summary: Any) -> str | None:
+        return None if summary is None else summary.resource_version
+
+    inputs = hashing.digest({
+        "spec": registry.spec.model_dump(mode="json", by_alias=True, exclude_none=True),
+        "secrets": {name: version(ctx.cache.secret(ref.namespace, name)) for name in secret_names},
+        "configMaps": {name: version(ctx.cache.config_map(ref.namespace, name)) for name in config_map_names},
+    })
+    remembered = ctx.discoveries.get(ref)
+    if remembered is not None and remembered.inputs == inputs:
+        due = _rediscover_after(remembered.discovery, ctx) - (ctx.monotonic() - remembered.at)
+        if due > 0:
+            return remembered.discovery, due
+    secrets = {}
+    for name in secret_names:
+        if ctx.cache.secret(ref.namespace, name) is not None:
+            data = await ctx.api.secret_data(namespace=ref.namespace, name=name)
+            if data is not None:
+                secrets[name] = data
+    config_maps = await _openapi_documents(registry, ctx)
+    discovery = await ctx.discover(registry.spec, secrets=secrets, config_maps=config_maps, run_commands=False)
+    ctx.discoveries[ref] = Remembered(inputs=inputs, at=ctx.monotonic(), discovery=discovery)
+    log.info("%s: discovered %d tools (%s)", ref, len(discovery.tools), discovery.phase)
+    return discovery, _rediscover_after(discovery, ctx)
+
+
+def _rediscover_after(discovery: tools.Discovery, ctx: Context) -> float:
+    if any(result.status == "False" for result in discovery.handlers):
+        return min(ctx.discovery_interval, DISCOVERY_RETRY_SECONDS)
+    return ctx.discovery_interval
 
 
 # --- status and events ------------------------------------------------------
@@ -605,8 +689,14 @@ async def _write_status(
     ctx: Context,
     *,
     annotations: Mapping[str, str] | None = None,
+    handler_events: Sequence[tuple[str, str, str]] = (),
 ) -> None:
-    """Write what changed: annotations first, then status; post Events for changed conditions."""
+    """Write what changed: annotations first, then status; post Events for changed conditions.
+
+    ``handler_events`` are Events of nested conditions (a ToolRegistry's
+    handlers); a top-level condition's Event with the same reason is left
+    out, as it only repeats one of them.
+    """
     ref = Ref(parsed.kind, parsed.namespace, parsed.name)
     annotations = dict(annotations or {})
     changed_annotations = {k: v for k, v in annotations.items() if parsed.annotations.get(k) != v}
@@ -622,9 +712,11 @@ async def _write_status(
     ctx.written[ref] = (ctx.monotonic(), _fingerprint(current, annotations))
     if getattr(previous, "phase", None) != getattr(current, "phase", None):
         log.info("%s: phase %s → %s", ref, getattr(previous, "phase", None), getattr(current, "phase", None))
-    for type_, reason, message in status.events(
+    repeated = {reason for _, reason, _ in handler_events}
+    top = [event for event in status.events(
         previous.conditions, current.conditions, quiet=status.QUIET_CONDITIONS.get(parsed.kind, ())
-    ):
+    ) if event[1] not in repeated]
+    for type_, reason, message in [*handler_events, *top]:
         await ctx.api.post_event(regarding=parsed.regarding(), type=type_, reason=reason, message=message)
 
 

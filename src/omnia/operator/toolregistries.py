@@ -1,20 +1,29 @@
-"""Static validation of a ToolRegistry, as pure code.
+"""A ToolRegistry's status, as pure code: static validation and live discovery merged.
 
-The CRD schema already checks shapes; this checks what it cannot: that URLs
-are absolute http(s) URLs, that JSON schemas are schemas, and that the
-Secrets and ConfigMaps the handlers read exist with the keys named. Live
-discovery (listing an MCP server's tools, reading an OpenAPI document) is
-not done here; those handlers are reported valid but not yet discovered.
+Static validation checks what the CRD schema cannot: that URLs are absolute
+http(s) URLs, that JSON schemas are schemas, and that the Secrets and
+ConfigMaps the handlers read exist with the keys named. The agent controller
+runs it too, so an agent never starts on a registry whose Secrets are
+missing: its pods could not start anyway.
 
-The agent controller runs the same validation, so an agent never starts on
-a registry whose Secrets are missing: its pods could not start anyway.
+Live discovery (``omnia.tools.discover``: listing an MCP server's tools,
+reading an OpenAPI document, probing an HTTP endpoint) is done by the
+reconciler; :func:`registry_status` merges its result with the static
+verdicts into the status. Two rules shape the merge:
+
+- a handler whose server does not answer keeps the tools it had while the
+  spec is unchanged (its condition says it is unreachable): an outage of a
+  tool server must not roll every agent using it;
+- each discovered handler carries ``toolsHash``, a digest of its tools with
+  their input schemas; the agents' config hash covers these digests (see
+  :func:`tools_digest`), so a server that changes its tools rolls the agents.
 """
 
 from __future__ import annotations
 
 import datetime
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -27,7 +36,10 @@ from omnia.api.v1alpha1 import (
     ToolRegistry,
     ToolRegistryStatus,
 )
+from omnia.config import ToolConfig
+from omnia.operator import hashing, status
 from omnia.operator.status import READY, Check, merge_conditions
+from omnia.tools import Discovery
 
 ResourceKeys = Callable[[str], frozenset[str] | None]
 """Name → keys of a Secret or ConfigMap in the registry's namespace, None if absent."""
@@ -36,6 +48,7 @@ ResourceKeys = Callable[[str], frozenset[str] | None]
 @dataclass(frozen=True)
 class HandlerVerdict:
     name: str
+    type: str
     check: Check
     tools: list[DiscoveredTool]
 
@@ -57,44 +70,91 @@ def first_problem(verdicts: list[HandlerVerdict]) -> Check | None:
     return None
 
 
+DISCOVERED_TYPES = ("mcp", "openapi")
+"""Handler types whose tools come from their server, not from the spec."""
+
+
 def registry_status(
     previous: ToolRegistryStatus,
     *,
     verdicts: list[HandlerVerdict],
+    discovery: Discovery | None,
     generation: int | None,
     now: datetime.datetime,
 ) -> ToolRegistryStatus:
+    """The status after validation and, when given, discovery (without it: static verdicts only)."""
+    spec_unchanged = previous.observed_generation is not None and previous.observed_generation == generation
     old_handlers = {h.name: h for h in previous.handlers}
-    handlers = []
+    found = {result.name: result for result in discovery.handlers} if discovery is not None else {}
+    handlers, tools, checks = [], [], []
     for verdict in verdicts:
         before = old_handlers.get(verdict.name)
+        check, handler_tools, tools_hash = verdict.check, verdict.tools, None
+        result = found.get(verdict.name)
+        if verdict.check.status != "False" and result is not None:
+            check = Check(READY, result.status, result.reason, result.message)
+            handler_tools = [DiscoveredTool(name=t.name, handler=verdict.name, description=t.description or None)
+                             for t in result.tools]
+            if verdict.type in DISCOVERED_TYPES and result.tools:
+                tools_hash = _tools_hash(result.tools)
+            if result.status == "False" and not result.tools and spec_unchanged and before is not None:
+                # Unreachable for now: the agents keep the tools they have.
+                handler_tools = [t for t in previous.discovered_tools if t.handler == verdict.name]
+                tools_hash = before.tools_hash
         handlers.append(
             HandlerStatus(
                 name=verdict.name,
-                tool_count=len(verdict.tools),
+                tool_count=len(handler_tools),
+                tools_hash=tools_hash,
                 conditions=merge_conditions(
-                    before.conditions if before else [], [verdict.check], now=now, generation=generation
+                    before.conditions if before else [], [check], now=now, generation=generation
                 ),
             )
         )
-    invalid = [v for v in verdicts if v.check.status == "False"]
-    pending = [v.name for v in verdicts if v.check.status == "Unknown"]
-    if invalid:
-        problem = first_problem(verdicts)
-        assert problem is not None
-        ready = Check.failed(READY, problem.reason, problem.message)
-        phase = "Failed" if len(invalid) == len(verdicts) else "Degraded"
+        tools += handler_tools
+        checks.append((verdict.name, check))
+    failed = [(name, check) for name, check in checks if check.status == "False"]
+    if failed:
+        name, check = failed[0]
+        ready = Check.failed(READY, check.reason, f"handler {name!r}: {check.message}")
+        phase = "Failed" if len(failed) == len(checks) else "Degraded"
     else:
-        note = f"; not yet discovered: {', '.join(pending)}" if pending else ""
-        ready = Check.passed(READY, "Validated", f"{len(verdicts)} handlers valid{note}")
+        unknown = [f"{name} ({check.reason})" for name, check in checks if check.status == "Unknown"]
+        note = f"; not discovered by the operator: {', '.join(unknown)}" if unknown else ""
+        reason = "Discovered" if discovery is not None else "Validated"
+        ready = Check.passed(READY, reason, f"{len(tools)} tools from {len(checks)} handlers{note}")
         phase = "Ready"
     return ToolRegistryStatus(
         phase=phase,
-        discovered_tools=[tool for verdict in verdicts for tool in verdict.tools],
+        discovered_tools=tools,
         handlers=handlers,
         conditions=merge_conditions(previous.conditions, [ready], now=now, generation=generation),
         observed_generation=generation,
     )
+
+
+def handler_events(previous: ToolRegistryStatus, current: ToolRegistryStatus) -> list[tuple[str, str, str]]:
+    """The Events (type, reason, message) the handlers' condition changes deserve, named after the handler."""
+    old = {h.name: h.conditions for h in previous.handlers}
+    return [
+        (type_, reason, f"handler {handler.name!r}: {message}")
+        for handler in current.handlers
+        for type_, reason, message in status.events(old.get(handler.name, []), handler.conditions)
+    ]
+
+
+def tools_digest(registry_status: ToolRegistryStatus) -> str | None:
+    """What an agent's config hash covers of its registry's discovery: the handlers' ``toolsHash``.
+
+    None when no handler has discovered tools, so that agents on registries
+    without MCP or OpenAPI handlers keep the hash they had.
+    """
+    hashes = {h.name: h.tools_hash for h in registry_status.handlers if h.tools_hash}
+    return hashing.digest(hashes) if hashes else None
+
+
+def _tools_hash(tools: Sequence[ToolConfig]) -> str:
+    return hashing.digest([[t.name, t.description, t.parameters] for t in tools])
 
 
 def _handler(handler: ToolHandler, *, secret_keys: ResourceKeys, config_map_keys: ResourceKeys) -> HandlerVerdict:
@@ -124,12 +184,13 @@ def _handler(handler: ToolHandler, *, secret_keys: ResourceKeys, config_map_keys
 
     if problems:
         reason, message = problems[0]
-        return HandlerVerdict(handler.name, Check.failed(READY, reason, message), [])
+        return HandlerVerdict(handler.name, handler.type, Check.failed(READY, reason, message), [])
     if handler.type in ("http", "client"):
         tool = DiscoveredTool(name=handler.name, handler=handler.name, description=block.description)
-        return HandlerVerdict(handler.name, Check.passed(READY, "Validated", "1 tool"), [tool])
+        return HandlerVerdict(handler.name, handler.type, Check.passed(READY, "Validated", "1 tool"), [tool])
     return HandlerVerdict(
         handler.name,
+        handler.type,
         Check(READY, "Unknown", "DiscoveryPending", f"the {handler.type} handler is valid; its tools are not discovered yet"),
         [],
     )

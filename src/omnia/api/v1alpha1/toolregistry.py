@@ -208,6 +208,11 @@ class HandlerStatus(StatusModel):
 
     name: str = Field(description="Name of the handler.")
     tool_count: int = Field(default=0, ge=0, description="Number of tools the handler provides.")
+    tools_hash: str | None = Field(
+        default=None,
+        description="Digest of the handler's tools (names, descriptions, input schemas) as last discovered; "
+        "a change rolls the AgentRuntimes using the registry. Kept while the server is unreachable.",
+    )
     conditions: Conditions = conditions_field("Conditions of the handler, e.g. Ready (reachable and valid).")
 
 
