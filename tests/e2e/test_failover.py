@@ -60,10 +60,15 @@ def replicas(tmp_path, redis_server) -> Iterator[tuple[AgentProcesses, AgentProc
 
 
 def _kill(replica: AgentProcesses) -> None:
-    """SIGKILL the facade and the runtime: the pod is gone, nothing drains."""
+    """SIGKILL the runtime and the facade: the pod is gone, nothing drains.
+
+    The runtime goes first: a runtime that outlived its facade even briefly
+    would see the hang-up and commit the cut turn as ``cancelled`` (which is
+    what a client hang-up does), and the test is about a lost pod.
+    """
+    replica.kill_runtime()
     replica.facade.kill()
     replica.facade.wait()
-    replica.kill_runtime()
 
 
 async def _frame(ws) -> dict:
