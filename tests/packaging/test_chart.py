@@ -22,6 +22,7 @@ from tests.packaging import charts
 from tests.packaging.charts import CHART, REPO, find, one, rule_set
 
 CLUSTER_ROLE = REPO / "deploy" / "rbac" / "cluster_role.yaml"
+LEADER_ELECTION = REPO / "deploy" / "rbac" / "leader_election.yaml"
 SUPPORT_AGENT = REPO / "examples" / "support-agent" / "agentruntime.yaml"
 NAMESPACED = {"watchNamespaces": ["team-a", "team-b"]}
 
@@ -67,6 +68,7 @@ def env(objects: list[dict[str, Any]]) -> dict[str, str]:
         pytest.param({}, id="defaults"),
         pytest.param(NAMESPACED, id="listed-namespaces"),
         pytest.param(EVERYTHING, id="every-option"),
+        pytest.param({"replicaCount": 3}, id="leader-elected"),
         pytest.param({"rbac": {"create": False}, "serviceAccount": {"create": False, "name": "existing"},
                       "userRoles": {"create": False}, "service": {"enabled": False}}, id="bring-your-own"),
     ],
@@ -145,14 +147,33 @@ def test_namespaced_operator_gets_the_same_rules_only_in_its_namespaces(helm: ch
 
 
 def test_release_omnia_has_the_names_of_deploy_rbac(helm: charts.Helm) -> None:
-    """So that docs and plain manifests name the same ServiceAccount and roles as the chart."""
+    """So that docs and plain manifests name the same ServiceAccount and roles as the chart.
+
+    deploy/rbac/ holds every right of every configuration; the Lease's only
+    comes with several replicas.
+    """
     reference = {
         (doc["kind"], doc["metadata"]["name"])
         for path in (REPO / "deploy" / "rbac").glob("*.yaml")
         for doc in yaml.safe_load_all(path.read_text()) if doc and doc["kind"] != "RoleBinding"
     }
-    rendered = {(obj["kind"], obj["metadata"]["name"]) for obj in helm.template()}
+    rendered = {(obj["kind"], obj["metadata"]["name"]) for obj in helm.template({"replicaCount": 2})}
     assert reference <= rendered
+
+
+@pytest.mark.parametrize("values", [pytest.param({}, id="cluster-wide"), pytest.param(NAMESPACED, id="namespaced")])
+def test_several_replicas_get_exactly_the_lease_rights_of_deploy_rbac_in_the_release_namespace(
+    helm: charts.Helm, values: dict[str, Any]
+) -> None:
+    (reference,) = [doc for doc in yaml.safe_load_all(LEADER_ELECTION.read_text()) if doc["kind"] == "Role"]
+    objects = helm.template({**values, "replicaCount": 2})
+    role = one(objects, "Role", "omnia-operator-leader-election")
+    assert role["metadata"]["namespace"] == "omnia-system"
+    assert rule_set(role["rules"]) == rule_set(reference["rules"])
+    binding = one(objects, "RoleBinding", "omnia-operator-leader-election")
+    assert binding["roleRef"]["name"] == "omnia-operator-leader-election"
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "omnia-operator", "namespace": "omnia-system"}]
+    assert not find(helm.template(values), "Role", "omnia-operator-leader-election"), "one replica needs no Lease"
 
 
 def test_without_rbac_the_chart_creates_no_operator_rights(helm: charts.Helm) -> None:
@@ -249,18 +270,39 @@ def test_operator_has_requests_limits_and_probes(helm: charts.Helm) -> None:
         assert operator[probe]["httpGet"] == {"path": "/healthz", "port": "http"}
 
 
-def test_one_operator_at_a_time(helm: charts.Helm) -> None:
-    """No leader election: one replica, replaced with Recreate so that two never overlap."""
-    deployment = one(helm.template(), "Deployment")
+def test_one_replica_is_replaced_with_recreate_and_elects_no_leader(helm: charts.Helm) -> None:
+    """Without leader election two operators must never overlap, not even during an upgrade."""
+    objects = helm.template()
+    deployment = one(objects, "Deployment")
     assert deployment["spec"]["replicas"] == 1
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert "--leader-elect" not in container(objects)["args"]
+    assert "affinity" not in deployment["spec"]["template"]["spec"]
     assert one(helm.template({"replicaCount": 0}), "Deployment")["spec"]["replicas"] == 0
 
 
-def test_more_than_one_replica_is_refused_with_the_reason(helm: charts.Helm) -> None:
-    result = helm.template_text({"replicaCount": 2}, check=False)
-    assert result.returncode != 0
-    assert "no leader election" in result.stderr
+def test_several_replicas_elect_a_leader_in_their_namespace_and_roll(helm: charts.Helm) -> None:
+    """Only the Lease holder reconciles, so replicas may overlap: rolling updates, spread over nodes."""
+    objects = helm.template({"replicaCount": 2})
+    deployment = one(objects, "Deployment")
+    operator = container(objects)
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
+    assert "--leader-elect" in operator["args"]
+    (pod_namespace,) = [item for item in operator["env"] if item["name"] == "POD_NAMESPACE"]
+    assert pod_namespace["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    (preferred,) = deployment["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"][
+        "preferredDuringSchedulingIgnoredDuringExecution"]
+    assert preferred["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert preferred["podAffinityTerm"]["labelSelector"]["matchLabels"] == \
+        deployment["spec"]["selector"]["matchLabels"]
+
+
+def test_an_affinity_of_ones_own_replaces_the_spreading_preference(helm: charts.Helm) -> None:
+    affinity = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+        {"matchExpressions": [{"key": "pool", "operator": "In", "values": ["control"]}]}]}}}
+    deployment = one(helm.template({"replicaCount": 2, "affinity": affinity}), "Deployment")
+    assert deployment["spec"]["template"]["spec"]["affinity"] == affinity
 
 
 def test_options_reach_the_pod(helm: charts.Helm) -> None:
