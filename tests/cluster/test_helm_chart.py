@@ -179,6 +179,24 @@ def test_cluster_wide_install_grants_the_operator_its_rules_everywhere_and_nothi
     assert not release.can("list", "customresourcedefinitions.apiextensions.k8s.io")
 
 
+def test_two_replicas_get_the_lease_rights_in_their_namespace_and_spread_over_nodes(
+    control_plane: ControlPlane, release_factory: Any, namespace: str, other_namespace: str
+) -> None:
+    """replicaCount 2: leader election's Lease rights in the release namespace only, one pod per node."""
+    release = release_factory(namespace, replicaCount=2)
+    release.wait_available()
+    for verb in ("get", "create", "update"):
+        assert release.can(verb, "leases.coordination.k8s.io", namespace=namespace)
+    assert not release.can("update", "leases.coordination.k8s.io", namespace=other_namespace)
+    assert not release.can("delete", "leases.coordination.k8s.io", namespace=namespace)
+    pods = harness.kubectl_json(control_plane, "get", "pods", f"--namespace={namespace}",
+                                "--selector=app.kubernetes.io/component=operator")["items"]
+    assert len(pods) == 2
+    assert len({pod["spec"]["nodeName"] for pod in pods}) == 2
+    (container,) = pods[0]["spec"]["containers"]
+    assert "--leader-elect" in container["args"]
+
+
 def test_user_roles_aggregate_into_view_edit_and_admin(
     control_plane: ControlPlane, user_roles: None, namespace: str
 ) -> None:
