@@ -1,9 +1,10 @@
 """``omnia render``: the objects the operator would create, computed offline.
 
 The same builder functions as the operator, fed from manifest files instead
-of the cluster's caches. Two things cannot be known offline and differ from
+of the cluster's caches. Some things cannot be known offline and differ from
 what the operator writes: ownerReferences (the owners have no uid yet) and
-the part of the config hash that covers Secret versions. A PromptPack is
+the parts of the config hash that cover Secret versions and the tools a
+ToolRegistry's MCP and OpenAPI handlers discover. A PromptPack is
 rendered as its first version (stable, no canary), which is what the
 operator publishes when it first sees it.
 """
