@@ -51,12 +51,6 @@ def context_from_traceparent(traceparent: str | None) -> otel_context.Context | 
     return extracted
 
 
-def traceparent_of_current_span() -> str | None:
-    carrier: dict[str, str] = {}
-    _PROPAGATOR.inject(carrier)
-    return carrier.get("traceparent")
-
-
 def configure(*, service_name: str, env: Mapping[str, str]) -> trace.TracerProvider | None:
     """Install an OTLP-exporting tracer provider when the environment asks for one."""
     if not (env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")):

@@ -15,7 +15,6 @@ commits what was generated so far, with finish reason ``cancelled``.
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -631,7 +630,3 @@ def _bounded(outcome: ToolOutcome) -> ToolOutcome:
     dropped = len(outcome.content) - MAX_TOOL_OUTPUT_CHARS
     notice = f"\n[output truncated: {dropped} more characters were dropped]"
     return ToolOutcome(outcome.content[:MAX_TOOL_OUTPUT_CHARS] + notice, outcome.is_error)
-
-
-def arguments_json(call: ToolCall) -> str:
-    return json.dumps(call.arguments, separators=(",", ":"))
