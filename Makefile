@@ -16,6 +16,7 @@ test-deps:
 generate: install
 	scripts/gen-protos
 	scripts/gen-crds
+	scripts/sync-chart-crds
 
 bench: install
 	.venv/bin/python bench/relay.py
