@@ -18,6 +18,9 @@ generate: install
 	scripts/gen-crds
 	scripts/sync-chart-crds
 
-bench: install
+# The session-store and operator benchmarks need the test services
+# (make test-deps installs them).
+bench: install test-deps
 	.venv/bin/python bench/relay.py
-	@for b in bench/sessions.py bench/reconciling.py; do [ ! -f $$b ] || .venv/bin/python $$b; done
+	.venv/bin/python bench/sessions.py
+	.venv/bin/python bench/reconciling.py
