@@ -2,8 +2,10 @@
 
 No global registry: two facades in one process (as in the tests) must not see
 each other's numbers. Labels are all bounded — outcomes, codes and frame
-types are fixed sets; provider and model come from the agent's configuration
-and tool names from its registry — so no client can grow the series count.
+types are fixed sets; provider and model come from the agent's configuration;
+tool names come from the model, which a client can steer, so only the first
+``MAX_TOOL_LABELS`` distinct names get a series of their own and the rest are
+counted as ``OTHER`` — so no client can grow the series count.
 
 ``active_connections`` is deliberately unprefixed: it is the name the
 AgentRuntime's autoscaling section and the generated HPA refer to.
@@ -19,6 +21,7 @@ TURN_SECONDS_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
 FIRST_CHUNK_SECONDS_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30)
 
 CLIENT_FRAME_TYPES = ("message", "tool_result", "approval", "cancel", "ping", "refused")
+MAX_TOOL_LABELS = 100
 
 
 class Metrics:
@@ -88,10 +91,19 @@ class Metrics:
             ["type"],
             registry=registry,
         )
+        self._tool_names: set[str] = set()
         # Children resolved once: the per-frame path is then one locked add.
         self.received_by_type = {
             kind: self.messages_received.labels(kind) for kind in CLIENT_FRAME_TYPES
         }
+
+    def tool_called(self, name: str) -> None:
+        if name not in self._tool_names:
+            if len(self._tool_names) >= MAX_TOOL_LABELS:
+                name = "OTHER"
+            else:
+                self._tool_names.add(name)
+        self.tool_calls.labels(name).inc()
 
     def connection_opened(self) -> None:
         self.active_connections.inc()

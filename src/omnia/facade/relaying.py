@@ -536,7 +536,7 @@ class _Connection:
             self.awaiting_approvals.add(call.id)
         if call.client_side:
             self.awaiting_results.add(call.id)
-        self.metrics.tool_calls.labels(call.name).inc()
+        self.metrics.tool_called(call.name)
         await self.send(
             frames.tool_call(
                 id=call.id,
