@@ -156,6 +156,9 @@ def operator(
     liveness: Annotated[
         str, typer.Option(help="host:port of the liveness endpoint, GET /healthz; empty for none.")
     ] = "0.0.0.0:8080",
+    metrics: Annotated[
+        str, typer.Option(help="host:port of the Prometheus metrics, GET /metrics; empty for none.")
+    ] = "0.0.0.0:9090",
     image: Annotated[
         str | None, typer.Option(envvar="OMNIA_IMAGE", help="Image of agent pods whose spec.images leaves it out.")
     ] = None,
@@ -194,6 +197,7 @@ def operator(
     main.run(
         namespaces=namespace or (),
         liveness=liveness or None,
+        metrics_address=metrics or None,
         defaults=defaults,
         workers=workers,
         discovery_interval=discovery_interval,

@@ -529,6 +529,21 @@ def test_operator_runs_with_no_more_than_its_cluster_role(control_plane, namespa
     assert can("list", "secrets", "--all-namespaces") == "no"
 
 
+LEADER = ("omnia_operator_leader", frozenset())
+
+
+def test_the_operator_serves_its_metrics(control_plane, namespace, operator):
+    """Scraped from the running process: its reconciles by kind and result, and that it leads (no election)."""
+    harness.apply(control_plane, [mock_provider(), prompt_pack(), mock_agent("counted")], namespace=namespace)
+    wait_ready(control_plane, namespace, "counted")
+    samples = operator.metrics()
+    succeeded = ("omnia_operator_reconciles_total", frozenset({("kind", "AgentRuntime"), ("result", "success")}))
+    assert samples[succeeded] >= 1
+    assert samples[LEADER] == 1
+    assert samples[("omnia_operator_queue_wait_seconds_count", frozenset())] >= samples[succeeded]
+    assert ("omnia_operator_queue_depth", frozenset()) in samples
+
+
 def test_with_leader_election_one_replica_reconciles_and_another_takes_over(control_plane, crds, namespace, tmp_path):
     """Two replicas with --leader-elect: one holds the Lease and reconciles; SIGKILL it and the other
     takes the Lease when it expires and carries on. The Lease rights are deploy/rbac/leader_election.yaml's."""
@@ -549,6 +564,7 @@ def test_with_leader_election_one_replica_reconciles_and_another_takes_over(cont
         wait_for(lambda: "reconciler" in replicas[0].probe(), timeout=30, what="the first replica leading")
         replicas[1].start()
         assert replicas[1].probe() == {"leader": False}
+        assert [replica.metrics()[LEADER] for replica in replicas] == [1, 0]
         harness.apply(control_plane, [mock_provider(), prompt_pack(), mock_agent("first")], namespace=namespace)
         wait_ready(control_plane, namespace, "first")
 
@@ -556,6 +572,7 @@ def test_with_leader_election_one_replica_reconciles_and_another_takes_over(cont
         harness.apply(control_plane, mock_agent("second"), namespace=namespace)
         wait_for(lambda: "reconciler" in replicas[1].probe(), timeout=40, what="the second replica leading")
         wait_ready(control_plane, namespace, "second", timeout=60)
+        assert replicas[1].metrics()[LEADER] == 1
         lease = get(control_plane, "lease/omnia-operator", namespace)
         assert lease["spec"]["leaseTransitions"] == 1
     finally:

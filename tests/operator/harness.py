@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 REPO = Path(__file__).resolve().parents[2]
 CRDS = REPO / "deploy" / "crds"
@@ -145,11 +146,14 @@ class OperatorProcess:
         self.extra_args = list(extra_args)
         self.env = env or {}
         self.port = 0
+        self.metrics_port = 0
         self._popen: subprocess.Popen | None = None
 
     def start(self, *, wait: bool = True) -> OperatorProcess:
         self.port = free_port()
+        self.metrics_port = free_port()
         args = [sys.executable, "-m", "omnia", "operator", f"--liveness=127.0.0.1:{self.port}",
+                f"--metrics=127.0.0.1:{self.metrics_port}",
                 f"--image={self.image}", *self.extra_args]
         for namespace in self.namespaces:
             args.append(f"--namespace={namespace}")
@@ -180,6 +184,12 @@ class OperatorProcess:
 
     def probe(self) -> dict:
         return httpx.get(f"http://127.0.0.1:{self.port}/healthz", timeout=5).raise_for_status().json()
+
+    def metrics(self) -> dict[tuple[str, frozenset], float]:
+        """The samples the operator serves at /metrics: (name, labels as a frozenset of pairs) → value."""
+        text = httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).raise_for_status().text
+        return {(sample.name, frozenset(sample.labels.items())): sample.value
+                for family in text_string_to_metric_families(text) for sample in family.samples}
 
     def kill(self) -> None:
         """SIGKILL: no cleanup at all, as when a node dies or the OOM killer strikes."""

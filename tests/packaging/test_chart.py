@@ -37,6 +37,7 @@ EVERYTHING = {
         "agentImage": "registry.example.com/omnia-agent:0.1.0",
         "prometheusURL": "http://prometheus.monitoring.svc:9090",
         "port": 9000,
+        "metricsPort": 9100,
         "env": [{"name": "HTTPS_PROXY", "value": "http://proxy:3128"}],
     },
     "podAnnotations": {"example.com/team": "platform"},
@@ -238,10 +239,11 @@ def test_operator_serves_the_watched_namespaces(
 def test_operator_options_reach_its_command_line(helm: charts.Helm) -> None:
     operator = container(helm.template(EVERYTHING))
     assert operator["args"] == [
-        "operator", "--namespace=team-a", "--liveness=0.0.0.0:9000", "--workers=8",
+        "operator", "--namespace=team-a", "--liveness=0.0.0.0:9000", "--metrics=0.0.0.0:9100", "--workers=8",
         "--prometheus-url=http://prometheus.monitoring.svc:9090",
     ]
-    assert operator["ports"] == [{"name": "http", "containerPort": 9000, "protocol": "TCP"}]
+    assert operator["ports"] == [{"name": "http", "containerPort": 9000, "protocol": "TCP"},
+                                 {"name": "metrics", "containerPort": 9100, "protocol": "TCP"}]
     assert env(helm.template(EVERYTHING))["OMNIA_LOG_LEVEL"] == "debug"
 
 
@@ -342,7 +344,10 @@ def test_service_selects_the_operator_pod(helm: charts.Helm) -> None:
     service = one(objects, "Service")
     pod_labels = one(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= pod_labels.items()
-    assert service["spec"]["ports"] == [{"name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP"}]
+    assert service["spec"]["ports"] == [{"name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP"},
+                                        {"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"}]
+    container_ports = {port["name"] for port in container(objects)["ports"]}
+    assert {port["targetPort"] for port in service["spec"]["ports"]} <= container_ports
 
 
 def test_service_monitor_is_off_by_default(helm: charts.Helm) -> None:
@@ -360,7 +365,7 @@ def test_service_monitor_scrapes_the_services_the_operator_creates(
     helm: charts.Helm, values: dict[str, Any], namespaces: dict[str, Any]
 ) -> None:
     """Its selector and port must match what builders.build_service puts on every agent's Service."""
-    monitor = one(helm.template({**values, "serviceMonitor": {"enabled": True}}), "ServiceMonitor")
+    monitor = one(helm.template({**values, "serviceMonitor": {"enabled": True}}), "ServiceMonitor", "omnia-agents")
     agent_service = builders.build_service(parse_manifest(yaml.safe_load(SUPPORT_AGENT.read_text())))
     assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
     assert monitor["spec"]["namespaceSelector"] == namespaces
@@ -370,10 +375,29 @@ def test_service_monitor_scrapes_the_services_the_operator_creates(
     assert endpoint["port"] in {port["name"] for port in agent_service["spec"]["ports"]}
 
 
-def test_service_monitor_carries_the_labels_prometheus_selects(helm: charts.Helm) -> None:
-    monitor = one(helm.template(EVERYTHING), "ServiceMonitor")
-    assert monitor["metadata"]["labels"]["release"] == "prometheus"
-    assert monitor["spec"]["endpoints"][0]["interval"] == "15s"
+def test_service_monitor_of_the_operator_scrapes_its_metrics_port(helm: charts.Helm) -> None:
+    """It selects the operator's Service, in the release namespace only, by the port that targets /metrics."""
+    objects = helm.template({"serviceMonitor": {"enabled": True}}, namespace="platform")
+    monitor = one(objects, "ServiceMonitor", "omnia-operator")
+    service = one(objects, "Service", "omnia-operator")
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["platform"]}
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert (endpoint["port"], endpoint["path"]) == ("metrics", "/metrics")
+    assert {port["name"]: port["targetPort"] for port in service["spec"]["ports"]}["metrics"] == "metrics"
+
+
+def test_without_the_operator_service_only_the_agents_are_scraped(helm: charts.Helm) -> None:
+    objects = helm.template({"service": {"enabled": False}, "serviceMonitor": {"enabled": True}})
+    assert [obj["metadata"]["name"] for obj in find(objects, "ServiceMonitor")] == ["omnia-agents"]
+
+
+def test_service_monitors_carry_the_labels_prometheus_selects(helm: charts.Helm) -> None:
+    monitors = find(helm.template(EVERYTHING), "ServiceMonitor")
+    assert len(monitors) == 2
+    for monitor in monitors:
+        assert monitor["metadata"]["labels"]["release"] == "prometheus"
+        assert monitor["spec"]["endpoints"][0]["interval"] == "15s"
 
 
 # --- names and notes ----------------------------------------------------------------

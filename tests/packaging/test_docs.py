@@ -1,4 +1,4 @@
-"""The reference pages list everything they document: every facade metric, every chart value.
+"""The reference pages list everything they document: every facade and operator metric, every chart value.
 
 A metric or a value added without a line in docs/metrics.md or
 docs/install.md fails here, so the pages cannot fall behind the code.
@@ -14,7 +14,8 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from omnia.facade.metrics import Metrics
+from omnia.facade import metrics as facade_metrics
+from omnia.operator import metrics as operator_metrics
 from tests.packaging.charts import CHART, REPO
 
 METRICS_DOC = REPO / "docs" / "metrics.md"
@@ -24,9 +25,13 @@ EXPOSED_SUFFIX = {"counter": "_total", "histogram": "", "gauge": ""}
 
 
 def exposed_metric_names() -> list[str]:
-    registry = CollectorRegistry()
-    Metrics(registry)
-    return [family.name + EXPOSED_SUFFIX[family.type] for family in registry.collect()]
+    """What the facade and the operator export, each on its own registry."""
+    names = []
+    for metrics in (facade_metrics.Metrics, operator_metrics.Metrics):
+        registry = CollectorRegistry()
+        metrics(registry)
+        names += [family.name + EXPOSED_SUFFIX[family.type] for family in registry.collect()]
+    return names
 
 
 def value_paths(values: Mapping[str, Any], schema: Mapping[str, Any], prefix: str = "") -> Iterator[str]:

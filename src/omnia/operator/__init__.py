@@ -3,7 +3,7 @@
 Layers, by dependency direction: pure building blocks that know nothing of
 Kubernetes clients or kopf (``builders``, ``hashing``, ``promptpacks``,
 ``toolregistries``, ``status``, ``references``, ``summaries``), the work
-queue (``queueing``), the API client (``applying``), the reconcilers that
+queue (``queueing``) and what it measures (``metrics``), the API client (``applying``), the reconcilers that
 combine them (``reconciling``), and the kopf glue (``handlers``, ``main``).
 ``render`` is the offline twin used by ``omnia render``
 (``render.render(manifests, defaults=...)``).

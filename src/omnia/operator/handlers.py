@@ -24,10 +24,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
+from prometheus_client import CollectorRegistry
 
 from omnia.api.v1alpha1 import GROUP, VERSION
 from omnia.config import PromptConfig
-from omnia.operator import applying, builders, labels, queueing, reconciling, references, summaries
+from omnia.operator import applying, builders, labels, metrics, queueing, reconciling, references, summaries
 from omnia.operator.promptpacks import VersionRef
 from omnia.operator.references import Ref
 from omnia.operator.summaries import ConfigMapSummary, DeploymentSummary, Parsed, SecretSummary
@@ -108,6 +109,7 @@ class Operator:
     queue: queueing.WorkQueue[Ref] = field(default_factory=queueing.WorkQueue)
     backoff: queueing.Backoff[Ref] = field(default_factory=queueing.Backoff)
     stats: queueing.Stats = field(default_factory=queueing.Stats)
+    metrics: metrics.Metrics = field(default_factory=lambda: metrics.Metrics(CollectorRegistry()))
     context: reconciling.Context | None = None
     cache: IndexCache | None = None
     _tasks: list[asyncio.Task] = field(default_factory=list)
@@ -122,12 +124,13 @@ class Operator:
         self.cache = IndexCache(indexes)
         self._client = self.connect(settings)
         self.context = reconciling.Context(cache=self.cache, api=self._client, defaults=self.defaults,
-                                           discovery_interval=self.discovery_interval)
+                                           discovery_interval=self.discovery_interval, metrics=self.metrics)
         context = self.context
+        self.metrics.watch_queue(self.queue)
         for number in range(self.workers):
             self._tasks.append(asyncio.create_task(
                 queueing.work(self.queue, lambda ref: reconciling.reconcile(ref, context),
-                              backoff=self.backoff, stats=self.stats),
+                              backoff=self.backoff, stats=self.stats, observe=self.metrics.reconciled),
                 name=f"omnia-reconciler-{number}",
             ))
         self._tasks.append(asyncio.create_task(self._resync(), name="omnia-resync"))

@@ -9,6 +9,12 @@ Without leader election the operator is meant to run as one replica. With
 it (``leader_election_namespace``), any number of replicas wait for a Lease
 and only its holder reconciles (see ``leading``); the others answer the
 liveness probe meanwhile.
+
+The Prometheus metrics (``metrics``) are served on a port of their own, by
+prometheus_client's threaded HTTP server, rather than on kopf's liveness
+endpoint: kopf's server answers only its probe, and a standby replica, which
+serves a stand-in probe instead, must still be scraped (it reports
+``omnia_operator_leader 0``).
 """
 
 from __future__ import annotations
@@ -17,11 +23,12 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 
 import kopf
+from prometheus_client import CollectorRegistry, start_http_server
 
-from omnia.operator import applying, builders, handlers, labels, leading, reconciling
+from omnia.operator import applying, builders, handlers, labels, leading, metrics, reconciling
 
 QUIET_LOGGERS = ("kopf.objects", "kopf.activities", "httpx", "aiohttp.access")
 """Loggers that report every handler call and request at INFO: the operator logs its own outcomes."""
@@ -48,6 +55,7 @@ def run(
     *,
     namespaces: Sequence[str] = (),
     liveness: str | None = "0.0.0.0:8080",
+    metrics_address: str | None = "0.0.0.0:9090",
     defaults: builders.Defaults = builders.Defaults(),
     workers: int = 4,
     resync_seconds: float = 600.0,
@@ -58,14 +66,16 @@ def run(
 
     ``namespaces`` empty serves the whole cluster; ``liveness`` is the
     ``host:port`` of the liveness endpoint (``GET /healthz``, JSON with the
-    reconcile counters), None for none. With ``leader_election_namespace``
+    reconcile counters), None for none; ``metrics_address`` that of the
+    Prometheus metrics (``GET /metrics``), None for none. With ``leader_election_namespace``
     the operator first waits for the Lease ``omnia-operator`` there, and
     exits with status 1 if it loses it.
     """
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
     try:
-        lost = asyncio.run(_operate(namespaces=namespaces, liveness=liveness, defaults=defaults, workers=workers,
+        lost = asyncio.run(_operate(namespaces=namespaces, liveness=liveness, metrics_address=metrics_address,
+                                    defaults=defaults, workers=workers,
                                     resync_seconds=resync_seconds, discovery_interval=discovery_interval,
                                     leader_election_namespace=leader_election_namespace))
     except (KeyboardInterrupt, asyncio.CancelledError):
@@ -78,26 +88,51 @@ async def _operate(
     *,
     namespaces: Sequence[str],
     liveness: str | None,
+    metrics_address: str | None,
     defaults: builders.Defaults,
     workers: int,
     resync_seconds: float,
     discovery_interval: float,
     leader_election_namespace: str | None,
 ) -> bool:
-    """Run kopf (after winning the Lease, if asked); returns whether leadership was lost."""
+    """Serve the metrics and run the operator; returns whether leadership was lost."""
     settings = settings_for_omnia()
     registry = kopf.OperatorRegistry()
+    collectors = CollectorRegistry()
+    measured = metrics.Metrics(collectors)
     operator = handlers.Operator(defaults=defaults, workers=workers, resync_seconds=resync_seconds,
-                                 discovery_interval=discovery_interval)
+                                 discovery_interval=discovery_interval, metrics=measured)
     handlers.register(registry, operator=operator)
+    with serving_metrics(metrics_address, registry=collectors):
+        return await _lead(operator, registry=registry, settings=settings, measured=measured, namespaces=namespaces,
+                           liveness=liveness, leader_election_namespace=leader_election_namespace)
+
+
+async def _lead(
+    operator: handlers.Operator,
+    *,
+    registry: kopf.OperatorRegistry,
+    settings: kopf.OperatorSettings,
+    measured: metrics.Metrics,
+    namespaces: Sequence[str],
+    liveness: str | None,
+    leader_election_namespace: str | None,
+) -> bool:
+    """Run kopf (after winning the Lease, if asked); returns whether leadership was lost."""
     stop = asyncio.Event()
     elector = keeper = None
+
+    def lost() -> None:
+        measured.leader.set(0)
+        stop.set()
+
     if leader_election_namespace:
         elector = leading.Elector(applying.KubeClient.from_connection(applying.login(settings=settings)),
                                   namespace=leader_election_namespace)
         async with _standby_liveness(liveness):
             await elector.acquire()
-        keeper = asyncio.create_task(elector.keep(on_lost=stop.set), name="omnia-leader-lease")
+        keeper = asyncio.create_task(elector.keep(on_lost=lost), name="omnia-leader-lease")
+    measured.leader.set(1)
     try:
         await kopf.operator(
             registry=registry,
@@ -114,6 +149,26 @@ async def _operate(
             await asyncio.gather(keeper, return_exceptions=True)
             await elector.client.aclose()
     return elector is not None and elector.lost
+
+
+@contextlib.contextmanager
+def serving_metrics(address: str | None, *, registry: CollectorRegistry) -> Iterator[None]:
+    """Serve ``registry`` on ``address`` (``GET /metrics``) from a daemon thread meanwhile.
+
+    Fails at once with OSError when the port is taken, before the operator
+    starts reconciling.
+    """
+    if not address:
+        yield
+        return
+    host, _, port = address.rpartition(":")
+    server, thread = start_http_server(int(port), addr=host.strip("[]") or "0.0.0.0", registry=registry)
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
 
 
 @contextlib.asynccontextmanager

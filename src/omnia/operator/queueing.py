@@ -175,6 +175,29 @@ class Postponed(Exception):
 Reconcile = Callable[[K], Awaitable[float | None]]
 """Reconciles one key; returns seconds until it wants to run again, or None."""
 
+SUCCESS = "success"
+RETRY = "retry"
+ERROR = "error"
+RESULTS = (SUCCESS, RETRY, ERROR)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one reconcile ended, timed once for every observer.
+
+    ``result`` is :data:`SUCCESS`; :data:`RETRY` when the reconcile asked to
+    run again (``kopf.TemporaryError``); or :data:`ERROR`, for
+    ``kopf.PermanentError`` and for any other exception (which is retried
+    with backoff too, but is a bug or an outage rather than a known wait).
+    """
+
+    result: str
+    duration: float
+    waited: float
+
+
+Observe = Callable[[K, Outcome], None]
+
 
 async def work(
     queue: WorkQueue[K],
@@ -182,42 +205,54 @@ async def work(
     *,
     backoff: Backoff[K],
     stats: Stats,
+    observe: Observe[K] = lambda key, outcome: None,
     clock: Callable[[], float] = time.monotonic,
 ) -> None:
     """One worker: reconcile keys from ``queue`` until cancelled.
 
+    Every reconcile that ran is recorded in ``stats`` and passed to
+    ``observe``; a postponed one only counts in ``stats.postponed``.
     Cancellation stops the worker between keys or inside a reconcile (which
-    is safe: reconciles are idempotent and the next run starts over).
+    is safe: reconciles are idempotent and the next run starts over); a
+    reconcile cut short is not recorded.
     """
     while True:
         key, waited = await queue.get()
         started = clock()
-        failed = False
         try:
-            requeue_after = await reconcile(key)
-        except Postponed as exc:
-            queue.add_after(key, exc.delay)
-            queue.done(key)
-            stats.postponed += 1
-            continue
-        except kopf.TemporaryError as exc:
-            failed = True
-            delay = exc.delay if exc.delay is not None else backoff.next(key)
-            log.info("reconcile of %s will be retried in %.1fs: %s", key, delay, exc)
-            queue.add_after(key, delay)
-        except kopf.PermanentError as exc:
-            failed = True
-            backoff.reset(key)
-            log.warning("reconcile of %s failed until its next change: %s", key, exc)
-        except Exception:
-            failed = True
-            delay = backoff.next(key)
-            log.exception("reconcile of %s failed; retrying in %.1fs", key, delay)
-            queue.add_after(key, delay)
-        else:
-            backoff.reset(key)
-            if requeue_after is not None:
-                queue.add_after(key, requeue_after)
+            result = await _reconcile_once(key, reconcile, queue=queue, backoff=backoff)
         finally:
             queue.done(key)
-            stats.record(duration=clock() - started, waited=waited, failed=failed)
+        if result is None:
+            stats.postponed += 1
+            continue
+        outcome = Outcome(result=result, duration=clock() - started, waited=waited)
+        stats.record(duration=outcome.duration, waited=waited, failed=result != SUCCESS)
+        observe(key, outcome)
+
+
+async def _reconcile_once(key: K, reconcile: Reconcile[K], *, queue: WorkQueue[K], backoff: Backoff[K]) -> str | None:
+    """Reconcile ``key`` and schedule its next run; the result, or None when postponed."""
+    try:
+        requeue_after = await reconcile(key)
+    except Postponed as exc:
+        queue.add_after(key, exc.delay)
+        return None
+    except kopf.TemporaryError as exc:
+        delay = exc.delay if exc.delay is not None else backoff.next(key)
+        log.info("reconcile of %s will be retried in %.1fs: %s", key, delay, exc)
+        queue.add_after(key, delay)
+        return RETRY
+    except kopf.PermanentError as exc:
+        backoff.reset(key)
+        log.warning("reconcile of %s failed until its next change: %s", key, exc)
+        return ERROR
+    except Exception:
+        delay = backoff.next(key)
+        log.exception("reconcile of %s failed; retrying in %.1fs", key, delay)
+        queue.add_after(key, delay)
+        return ERROR
+    backoff.reset(key)
+    if requeue_after is not None:
+        queue.add_after(key, requeue_after)
+    return SUCCESS

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import kopf
+from prometheus_client import CollectorRegistry
 
 from omnia.agent.prompts import PromptError, PromptRenderer
 from omnia.api.v1alpha1 import API_VERSION, AgentRuntime, PromptVersion, Provider, ToolRegistry
@@ -36,6 +37,7 @@ from omnia.operator import (
     builders,
     hashing,
     labels,
+    metrics,
     promptpacks,
     queueing,
     references,
@@ -102,7 +104,7 @@ class Cache(Protocol):
 
 @dataclass
 class Context:
-    """What every reconcile gets: the caches, the API, the defaults, and the two memories."""
+    """What every reconcile gets: the caches, the API, the defaults, the memories, and the metrics."""
 
     cache: Cache
     api: KubeApi
@@ -117,6 +119,7 @@ class Context:
     discovery_interval: float = DISCOVERY_INTERVAL_SECONDS
     discoveries: dict[Ref, Remembered] = field(default_factory=dict)
     """Ref → the ToolRegistry's last discovery, so that its other reconciles do not ask the servers again."""
+    metrics: metrics.Metrics = field(default_factory=lambda: metrics.Metrics(CollectorRegistry()))
 
     def now(self) -> datetime.datetime:
         return self.clock().replace(microsecond=0)
@@ -646,6 +649,7 @@ async def _discovery(ref: Ref, registry: ToolRegistry, ctx: Context) -> tuple[to
     config_maps = await _openapi_documents(registry, ctx)
     discovery = await ctx.discover(registry.spec, secrets=secrets, config_maps=config_maps, run_commands=False)
     ctx.discoveries[ref] = Remembered(inputs=inputs, at=ctx.monotonic(), discovery=discovery)
+    ctx.metrics.discovered(discovery)
     log.info("%s: discovered %d tools (%s)", ref, len(discovery.tools), discovery.phase)
     return discovery, _rediscover_after(discovery, ctx)
 
