@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 
 import pytest
@@ -139,3 +140,19 @@ async def test_a_server_credentials_problem_is_reported_before_connecting():
     with pytest.raises(DiscoveryError) as caught:
         await mcp.Handler(source, env={}).discover()
     assert caught.value.reason == "SecretNotFound" and "OMNIA_TOOL_CALC_X" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        pytest.param("python", sys.executable, id="python"),
+        pytest.param("python3", sys.executable, id="python3"),
+        pytest.param("node", "node", id="other-commands-unchanged"),
+        pytest.param(None, None, id="no-command"),
+    ],
+)
+def test_python_in_a_stdio_command_is_the_runtimes_own_interpreter(command, expected):
+    """`omnia run` from .venv/bin must start a Python stdio server that can import mcp."""
+    from omnia.tools.mcp import stdio_command
+
+    assert stdio_command(command) == expected

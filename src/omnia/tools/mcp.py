@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
@@ -37,6 +38,17 @@ MAX_LIST_PAGES = 100
 HTTP_TIMEOUT = httpx2.Timeout(30.0, read=300.0)
 
 
+
+def stdio_command(command: str | None) -> str | None:
+    """``python`` and ``python3`` mean the runtime's own interpreter.
+
+    A stdio MCP server written in Python needs the ``mcp`` package, which the
+    runtime's environment has and the first ``python`` on ``PATH`` may not.
+    """
+    if command in ("python", "python3"):
+        return sys.executable
+    return command
+
 class Handler:
     """One MCP server; the source's block is the ToolRegistry's ``mcp`` block, rendered."""
 
@@ -52,7 +64,7 @@ class Handler:
         block = source.handler
         self.transport: str = block.get("transport", "streamable-http")
         self.url: str | None = block.get("url")
-        self.command: str | None = block.get("command")
+        self.command: str | None = stdio_command(block.get("command"))
         self.args: list[str] = list(block.get("args", ()))
         self.working_dir: str | None = block.get("workingDir")
         self.only = tuple(block.get("tools", ()))
