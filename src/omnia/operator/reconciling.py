@@ -271,11 +271,9 @@ def _validate_registry(registry: ToolRegistry, namespace: str, cache: Cache) -> 
 
 async def reconcile_agent(ref: Ref, ctx: Context) -> float | None:
     parsed = ctx.cache.agent(ref.namespace, ref.name)
-    if parsed is None:
+    if not _present(ref, parsed, ctx):
         forget_agent(ref, ctx)
         return None
-    if not _caught_up(ref, parsed, ctx):
-        raise queueing.Postponed(CATCH_UP_POLL)
     now = ctx.now()
     deployment = ctx.cache.deployment(ref.namespace, ref.name)
     selector = labels.selector(ref.name)
@@ -455,11 +453,8 @@ def forget_agent(ref: Ref, ctx: Context) -> None:
 
 async def reconcile_prompt_pack(ref: Ref, ctx: Context) -> float | None:
     parsed = ctx.cache.prompt_pack(ref.namespace, ref.name)
-    if parsed is None:
-        ctx.written.pop(ref, None)
+    if not _present(ref, parsed, ctx):
         return None
-    if not _caught_up(ref, parsed, ctx):
-        raise queueing.Postponed(CATCH_UP_POLL)
     now = ctx.now()
     previous = parsed.status
     consumers = sorted(r.name for r in ctx.cache.referrers(ref) if r.kind == references.AGENT_RUNTIME)
@@ -541,11 +536,8 @@ async def _publish_snapshot(pack, prompt: PromptConfig, ref: VersionRef, ctx: Co
 
 async def reconcile_provider(ref: Ref, ctx: Context) -> float | None:
     parsed = ctx.cache.provider(ref.namespace, ref.name)
-    if parsed is None:
-        ctx.written.pop(ref, None)
+    if not _present(ref, parsed, ctx):
         return None
-    if not _caught_up(ref, parsed, ctx):
-        raise queueing.Postponed(CATCH_UP_POLL)
     now = ctx.now()
     previous = parsed.status
     if parsed.resource is None:
@@ -583,12 +575,9 @@ async def reconcile_tool_registry(ref: Ref, ctx: Context) -> float | None:
     Returns when to discover again: the operator's queue is the timer.
     """
     parsed = ctx.cache.tool_registry(ref.namespace, ref.name)
-    if parsed is None:
-        ctx.written.pop(ref, None)
+    if not _present(ref, parsed, ctx):
         ctx.discoveries.pop(ref, None)
         return None
-    if not _caught_up(ref, parsed, ctx):
-        raise queueing.Postponed(CATCH_UP_POLL)
     previous = parsed.status
     if parsed.resource is None:
         now = ctx.now()
@@ -665,6 +654,18 @@ def _rediscover_after(discovery: tools.Discovery, ctx: Context) -> float:
 
 def _fingerprint(status_model: Any, annotations: Mapping[str, str | None]) -> dict[str, Any]:
     return {"status": status_model.model_dump(mode="json", exclude_none=True), "annotations": dict(annotations)}
+
+
+def _present(ref: Ref, parsed: Parsed | None, ctx: Context) -> bool:
+    """Whether there is an object to reconcile: a deleted one drops what the
+    operator remembers of its writes; one whose cache lags the operator's own
+    last write postpones the reconcile (see ``_caught_up``)."""
+    if parsed is None:
+        ctx.written.pop(ref, None)
+        return False
+    if not _caught_up(ref, parsed, ctx):
+        raise queueing.Postponed(CATCH_UP_POLL)
+    return True
 
 
 def _caught_up(ref: Ref, parsed: Parsed, ctx: Context) -> bool:
