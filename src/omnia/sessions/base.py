@@ -10,9 +10,21 @@ interleave or duplicate a session's history.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Protocol
+
+
+# A shared store keeps each agent's sessions under its own namespace
+# (``namespace/agent``); the characters are safe in Redis keys and SQL values.
+NAMESPACE_PATTERN = re.compile(r"[A-Za-z0-9_.:/-]{1,200}")
+
+
+def check_namespace(namespace: str) -> str:
+    if not NAMESPACE_PATTERN.fullmatch(namespace):
+        raise ValueError(f"namespace {namespace!r} must match {NAMESPACE_PATTERN.pattern}")
+    return namespace
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -52,11 +51,11 @@ from omnia.sessions.base import (
     StoreUnavailable,
     Turn,
     TurnConflict,
+    check_namespace,
 )
 
 log = logging.getLogger(__name__)
 
-NAMESPACE_PATTERN = re.compile(r"[A-Za-z0-9_.:/-]{1,200}")
 
 # Any fixed 64-bit number, the same in every release: it names "the lock that
 # serialises Omnia's session migrations" for the whole database.
@@ -155,8 +154,7 @@ class PostgresStore:
         cleanup_interval_seconds: float = 60.0,
         cleanup_batch: int = 200,
     ) -> None:
-        if not NAMESPACE_PATTERN.fullmatch(namespace):
-            raise ValueError(f"namespace {namespace!r} must match {NAMESPACE_PATTERN.pattern}")
+        check_namespace(namespace)
         self._dsn = dsn
         self._namespace = namespace
         self._ttl = float(ttl_seconds)

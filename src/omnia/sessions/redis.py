@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -41,9 +40,9 @@ from omnia.sessions.base import (
     StoreUnavailable,
     Turn,
     TurnConflict,
+    check_namespace,
 )
 
-NAMESPACE_PATTERN = re.compile(r"[A-Za-z0-9_.:/-]{1,200}")
 
 # KEYS: header hash, turns list. ARGV: header JSON, ttl in ms.
 # Returns 1 when created, 0 when the id is taken.
@@ -105,8 +104,7 @@ class RedisStore:
         max_bytes: int = 4 * 1024 * 1024,
         timeout_seconds: float = 2.0,
     ) -> None:
-        if not NAMESPACE_PATTERN.fullmatch(namespace):
-            raise ValueError(f"namespace {namespace!r} must match {NAMESPACE_PATTERN.pattern}")
+        check_namespace(namespace)
         self._client = client
         self._prefix = f"omnia:{namespace}:session:"
         self._ttl_ms = max(1, int(ttl_seconds * 1000))
