@@ -13,14 +13,25 @@
 # virtual environment and the few shared libraries llama.cpp needs, runs as a
 # fixed non-root UID, and writes nothing outside /tmp, so it runs with a
 # read-only root filesystem (mount an emptyDir on /tmp). See docs/install.md.
+#
+# BASE_IMAGE is the public Python image by default. scripts/build-image passes
+# a Debian bookworm root filesystem of its own (debootstrap, with Debian's
+# python3 and the libraries below already in it) to build without a registry:
+# hence `python3`, which both bases have, and an apt step that needs the
+# package index only when the base lacks the libraries.
+ARG BASE_IMAGE=python:3.11-slim-bookworm
 
-FROM python:3.11-slim-bookworm AS build
+FROM ${BASE_IMAGE} AS build
 
+# pip trusts the system's CA bundle rather than its own copy, so that a build
+# behind a TLS-inspecting proxy can mount the machine's bundle over it
+# (scripts/build-image does). Both bases install ca-certificates.
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
-    PIP_ROOT_USER_ACTION=ignore
+    PIP_ROOT_USER_ACTION=ignore \
+    PIP_CERT=/etc/ssl/certs/ca-certificates.crt
 
-RUN python -m venv /opt/omnia
+RUN python3 -m venv /opt/omnia
 ENV PATH=/opt/omnia/bin:$PATH
 
 WORKDIR /src
@@ -38,7 +49,7 @@ RUN pip install --no-deps --no-build-isolation --no-index ./ \
  && omnia version
 
 
-FROM python:3.11-slim-bookworm
+FROM ${BASE_IMAGE}
 
 ARG VERSION=0.1.0
 LABEL org.opencontainers.image.title="omnia" \
@@ -48,7 +59,9 @@ LABEL org.opencontainers.image.title="omnia" \
       org.opencontainers.image.source="https://github.com/altairalabs/omnia"
 
 # llama.cpp (the embedded `local` model) links against OpenMP and libstdc++.
-RUN apt-get update \
+# apt accepts the pinned versions without a package index when the base
+# already has them installed; a base at other versions fails here, loudly.
+RUN { dpkg-query --show libgomp1 >/dev/null 2>&1 || apt-get update; } \
  && apt-get install --yes --no-install-recommends \
       libgomp1=12.2.0-14+deb12u1 \
       libstdc++6=12.2.0-14+deb12u1 \

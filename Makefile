@@ -1,5 +1,5 @@
 # The two entry points of a fresh checkout (see README.md).
-.PHONY: run test install test-deps generate bench
+.PHONY: run test install test-deps generate bench image
 
 run: install
 	.venv/bin/omnia run examples/quickstart
@@ -24,3 +24,8 @@ bench: install test-deps
 	.venv/bin/python bench/relay.py
 	.venv/bin/python bench/sessions.py
 	.venv/bin/python bench/reconciling.py
+
+# The container image, built without a registry (debootstrap base, buildah),
+# as a docker-archive under $HOME/.cache/omnia/image (see docs/install.md).
+image:
+	scripts/build-image

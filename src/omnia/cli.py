@@ -33,6 +33,44 @@ def _fail(message: str, code: int) -> typer.Exit:
     return typer.Exit(code)
 
 
+def _cannot_start(message: str, termination_log: Path | None) -> typer.Exit:
+    """A pod's container that cannot start says why where the kubelet reads it (``omnia.termination``)."""
+    from omnia import termination
+
+    termination.write(message, path=termination_log)
+    return _fail(message, EXIT_USAGE)
+
+
+TerminationLog = Annotated[
+    Path | None,
+    typer.Option(
+        envvar="OMNIA_TERMINATION_LOG",
+        help="File to write why the process cannot start to; default /dev/termination-log when writable.",
+    ),
+]
+
+
+DefaultSessionSecrets = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--default-session-secret",
+        metavar="TYPE=NAMESPACE/NAME:KEY",
+        help="The Secret key holding the URL of the session store that AgentRuntimes of TYPE (redis or "
+        "postgres) use when they set no secretRef; repeat for both types.",
+    ),
+]
+
+
+def _session_stores(values: list[str] | None):
+    """``--default-session-secret`` values, one store per type; bad ones exit 2."""
+    from omnia.operator import sessionstores
+
+    try:
+        return sessionstores.parse_all(values or ())
+    except ValueError as exc:
+        raise _fail(str(exc), EXIT_USAGE) from None
+
+
 @app.command()
 def run(
     paths: Annotated[list[Path], typer.Argument(help="Manifest files or folders.")],
@@ -98,15 +136,23 @@ def chat(
 def runtime(
     config: Annotated[Path, typer.Option(help="The rendered agent configuration (JSON).")],
     listen: Annotated[str, typer.Option(help="gRPC address, e.g. 127.0.0.1:9090 or unix:///path.")] = "127.0.0.1:9090",
+    health: Annotated[
+        str, typer.Option(help="host:port of the grpc.health.v1 service (the kubelet's probe); empty for none.")
+    ] = "",
+    termination_log: TerminationLog = None,
 ) -> None:
     """Serve the agent runtime over gRPC (container 2 of an agent pod)."""
     from omnia import logs, telemetry
     from omnia.runtime import server
+    from omnia.termination import StartupError
 
-    agent_config = _load_config(config)
-    logs.configure(level=os.environ.get("OMNIA_LOG_LEVEL", "info"), component="runtime")
-    telemetry.configure(service_name="omnia-runtime", env=os.environ)
-    asyncio.run(server.serve(agent_config, address=listen))
+    try:
+        agent_config = _load_config(config)
+        logs.configure(level=os.environ.get("OMNIA_LOG_LEVEL", "info"), component="runtime")
+        telemetry.configure(service_name="omnia-runtime", env=os.environ)
+        asyncio.run(server.serve(agent_config, address=listen, health_address=health or None))
+    except StartupError as exc:
+        raise _cannot_start(str(exc), termination_log) from None
 
 
 @app.command()
@@ -115,19 +161,24 @@ def facade(
     runtime_address: Annotated[str, typer.Option("--runtime", help="The runtime's gRPC address.")] = "127.0.0.1:9090",
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "0.0.0.0",
     port: Annotated[int | None, typer.Option(help="Port; defaults to the configured facade port.")] = None,
+    termination_log: TerminationLog = None,
 ) -> None:
     """Serve the WebSocket facade (container 1 of an agent pod)."""
     from omnia import logs
     from omnia.facade import server
+    from omnia.termination import StartupError
 
-    agent_config = _load_config(config)
-    logs.configure(level=os.environ.get("OMNIA_LOG_LEVEL", "info"), component="facade")
-    server.serve(
-        agent_config,
-        runtime_address=runtime_address,
-        host=host,
-        port=port if port is not None else agent_config.facade.port,
-    )
+    try:
+        agent_config = _load_config(config)
+        logs.configure(level=os.environ.get("OMNIA_LOG_LEVEL", "info"), component="facade")
+        server.serve(
+            agent_config,
+            runtime_address=runtime_address,
+            host=host,
+            port=port if port is not None else agent_config.facade.port,
+        )
+    except StartupError as exc:
+        raise _cannot_start(str(exc), termination_log) from None
 
 
 @app.command()
@@ -175,6 +226,7 @@ def operator(
     leader_election_namespace: Annotated[
         str | None, typer.Option(envvar="POD_NAMESPACE", help="Namespace of the Lease; defaults to the pod's own.")
     ] = None,
+    default_session_secret: DefaultSessionSecrets = None,
 ) -> None:
     """Run the operator: reconcile AgentRuntimes, PromptPacks, Providers and ToolRegistries."""
     from omnia import logs
@@ -182,6 +234,7 @@ def operator(
 
     if namespace and all_namespaces:
         raise _fail("--namespace and --all-namespaces exclude each other", EXIT_USAGE)
+    session_stores = _session_stores(default_session_secret)
     lease_namespace = None
     if leader_elect:
         pod_namespace = applying.SERVICE_ACCOUNT_DIR / "namespace"
@@ -191,7 +244,7 @@ def operator(
         if not lease_namespace:
             raise _fail("--leader-elect needs --leader-election-namespace outside a pod", EXIT_USAGE)
     defaults = builders.Defaults()
-    overrides = {"image": image, "prometheus_url": prometheus_url}
+    overrides = {"image": image, "prometheus_url": prometheus_url, "session_stores": session_stores}
     defaults = builders.Defaults(**{**defaults.__dict__, **{k: v for k, v in overrides.items() if v}})
     logs.configure(level=os.environ.get("OMNIA_LOG_LEVEL", "info"), component="operator")
     main.run(
@@ -211,13 +264,19 @@ def render(
     image: Annotated[
         str | None, typer.Option(envvar="OMNIA_IMAGE", help="Image the operator would use by default.")
     ] = None,
+    default_session_secret: DefaultSessionSecrets = None,
 ) -> None:
-    """Print, offline, the objects the operator would create for these manifests (multi-document YAML)."""
+    """Print, offline, the objects the operator would create for these manifests (multi-document YAML).
+
+    Give the operator's --default-session-secret for agents on the installation's session store.
+    """
     from omnia import manifests
     from omnia.operator import builders
     from omnia.operator import render as rendering
 
-    defaults = builders.Defaults(image=image) if image else builders.Defaults()
+    session_stores = _session_stores(default_session_secret)
+    defaults = builders.Defaults(image=image, session_stores=session_stores) if image else \
+        builders.Defaults(session_stores=session_stores)
     try:
         objects = rendering.render(manifests.load(paths), defaults=defaults)
     except manifests.ManifestLoadError as exc:
@@ -229,13 +288,14 @@ def _load_config(path: Path):
     from pydantic import ValidationError
 
     from omnia.config import AgentConfig
+    from omnia.termination import StartupError
 
     try:
         return AgentConfig.load(path)
     except OSError as exc:
-        raise _fail(f"{path}: {exc.strerror}", EXIT_USAGE) from None
+        raise StartupError(f"{path}: {exc.strerror}") from None
     except (ValueError, ValidationError) as exc:
-        raise _fail(f"{path}: invalid agent configuration: {exc}", EXIT_USAGE) from None
+        raise StartupError(f"{path}: invalid agent configuration: {exc}") from None
 
 
 def main() -> None:

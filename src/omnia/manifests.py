@@ -209,6 +209,14 @@ def plan_local_agent(
     if spec.session.secret_ref is not None:
         ref = spec.session.secret_ref
         secret_env[SESSION_URL_ENV] = lookup.get(ref.name, ref.key, field=f"{where}: spec.session.secretRef")
+    elif spec.session.type != "memory" and not env.get(SESSION_URL_ENV, "").strip():
+        # In a cluster the operator fills the URL from the store named at
+        # install time; locally the caller's environment stands in for it.
+        raise ManifestLoadError(
+            f"{where}: spec.session: type {spec.session.type} without secretRef uses the store named when Omnia "
+            f"was installed; locally, set {SESSION_URL_ENV} to the store's URL, or set spec.session.secretRef "
+            "(or use type memory)"
+        )
     auth = spec.facade.auth
     if auth.type == "apiKey" and auth.secret_ref is not None:
         ref = auth.secret_ref

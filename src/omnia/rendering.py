@@ -209,7 +209,9 @@ def render_agent_config(
         tools=list(tools),
         session=SessionConfig(
             type=session.type,
-            url_env=SESSION_URL_ENV if session.secret_ref is not None else None,
+            # The agent's own secretRef, the installation's default store
+            # (the operator's mirror) or, for omnia run, the environment.
+            url_env=SESSION_URL_ENV if session.type != "memory" else None,
             ttl_seconds=int(parse_duration(session.ttl).total_seconds()),
             max_turns=session.max_turns,
             max_bytes=session.max_bytes,

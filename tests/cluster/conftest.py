@@ -17,10 +17,18 @@ from collections.abc import Iterator, Mapping
 import pytest
 
 import controlplane
+import realnode
 
 
 def _in_ci(environ: Mapping[str, str] = os.environ) -> bool:
     return environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _unavailable(message: str) -> None:
+    """Skip on a developer's machine; fail in CI, where a silent skip would hide that nothing ran."""
+    if _in_ci():
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
 
 
 @pytest.fixture(scope="session")
@@ -33,9 +41,7 @@ def control_plane_binaries() -> controlplane.Binaries:
             f"the test control plane is not built: missing {', '.join(missing)} in {binaries.directory}; "
             "run scripts/build-control-plane (about 10 minutes on 2 cores the first time)"
         )
-        if _in_ci():
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
+        _unavailable(message)
     return binaries
 
 
@@ -63,3 +69,60 @@ def namespace(control_plane: controlplane.ControlPlane, request: pytest.FixtureR
     control_plane.kubectl("create", "namespace", name, check=True)
     yield name
     control_plane.kubectl("delete", "namespace", name, "--wait=false")
+
+
+@pytest.fixture(scope="session")
+def built_images() -> realnode.BuiltImages:
+    """The image archives scripts/build-image wrote; skips (or, in CI, fails) when missing."""
+    images = realnode.BuiltImages.locate()
+    problem = images.problem()
+    if problem:
+        _unavailable(f"{problem}; run scripts/build-image (make image)")
+    return images
+
+
+@pytest.fixture(scope="session")
+def real_node(
+    control_plane: controlplane.ControlPlane,
+    control_plane_binaries: controlplane.Binaries,
+    built_images: realnode.BuiltImages,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[realnode.RealNode]:
+    """A real kubelet node (containerd, runc, CNI, kube-proxy, CoreDNS) beside the KWOK nodes.
+
+    Only pods in a namespace made by ``real_namespace`` run on it. When the
+    session ends, the machine's sysctls, iptables rules, mounts, cgroups,
+    links and paths are checked to be as they were before it started.
+    """
+    tools = realnode.Tools.locate(control_plane_binaries)
+    missing = tools.missing()
+    if missing or os.geteuid() != 0:
+        message = (
+            f"the real test node cannot start: missing {', '.join(missing)}; run scripts/install-test-deps"
+            if missing
+            else "the real test node needs root (containerd, kubelet and iptables)"
+        )
+        _unavailable(message)
+    node = realnode.RealNode(
+        plane=control_plane,
+        tools=tools,
+        images=built_images.archives,
+        image_aliases=built_images.aliases,
+        workdir=tmp_path_factory.mktemp("real-node"),
+    )
+    with node:
+        yield node
+    assert node.machine is not None
+    left = node.machine.differences(workdir=node.workdir)
+    assert not left, f"the real node left the machine changed: {left}"
+
+
+@pytest.fixture
+def real_namespace(real_node: realnode.RealNode, namespace: str, control_plane: controlplane.ControlPlane) -> str:
+    """A fresh namespace whose pods all run on the real node."""
+    control_plane.kubectl(
+        "annotate", "namespace", namespace, "--overwrite",
+        *(f"{key}={value}" for key, value in real_node.namespace_annotations().items()),
+        check=True,
+    )
+    return namespace

@@ -237,7 +237,7 @@ class _Pki:
         return cert_file, key_file
 
 
-class _Process:
+class Process:
     """One component: started with its output in a log file, stopped for sure."""
 
     def __init__(self, *, name: str, args: Sequence[str], log_file: Path, env: Mapping[str, str]) -> None:
@@ -323,7 +323,7 @@ class ControlPlane:
         self.ready_timeout = ready_timeout
         self.stop_timeout = stop_timeout
         self.node_names = [f"kwok-node-{index}" for index in range(node_count)]
-        self._processes: list[_Process] = []
+        self._processes: list[Process] = []
         self._finalizer = weakref.finalize(self, _stop_all, self._processes, stop_timeout)
         self.server_url = ""
         self.etcd_url = ""
@@ -517,6 +517,9 @@ class ControlPlane:
             # apiserver would keep rewriting the kubernetes Service's endpoints.
             "--endpoint-reconciler-type=none",
             "--allow-privileged=true",
+            # Tests choose real or fake pods per namespace: a namespace's
+            # node selector and default tolerations come from its annotations.
+            "--enable-admission-plugins=PodNodeSelector,PodTolerationRestriction",
             "--profiling=false",
             f"--cert-dir={self.workdir / 'kube-apiserver'}",
         )
@@ -629,11 +632,11 @@ class ControlPlane:
         nodes = [node for node in json.loads(result.stdout)["items"] if node["metadata"]["name"] in self.node_names]
         return len(nodes) == len(self.node_names) and not any(node["spec"].get("taints") for node in nodes)
 
-    def _process(self, name: str) -> _Process:
+    def _process(self, name: str) -> Process:
         return next(process for process in self._processes if process.name == name)
 
-    def _spawn(self, name: str, *args: str) -> _Process:
-        process = _Process(
+    def _spawn(self, name: str, *args: str) -> Process:
+        process = Process(
             name=name,
             args=[str(self.binaries.path(name)), *args],
             log_file=self._logs / f"{name}.log",
@@ -643,7 +646,7 @@ class ControlPlane:
         process.start()
         return process
 
-    def _wait(self, *, deadline: float, process: _Process, what: str, ready: Callable[[], bool]) -> None:
+    def _wait(self, *, deadline: float, process: Process, what: str, ready: Callable[[], bool]) -> None:
         while True:
             code = process.exited()
             if code is not None:
@@ -708,7 +711,7 @@ def _fake_node(name: str) -> dict[str, object]:
     }
 
 
-def _stop_all(processes: list[_Process], timeout: float) -> None:
+def _stop_all(processes: list[Process], timeout: float) -> None:
     while processes:
         processes.pop().stop(timeout=timeout)
 

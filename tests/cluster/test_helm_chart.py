@@ -244,8 +244,10 @@ def test_user_roles_aggregate_into_view_edit_and_admin(
 def test_namespaced_operator_runs_the_support_agent_with_the_charts_rights_and_command_line(
     control_plane: ControlPlane, release_factory: Any, namespace: str, other_namespace: str, tmp_path: Path
 ) -> None:
-    """The chart's Role, ServiceAccount, arguments and environment are enough to reconcile the example agent."""
-    release = release_factory(namespace, watchNamespaces=[namespace])
+    """The chart's Role, ServiceAccount, arguments and environment are enough to reconcile the example agent,
+    whose Redis sessions use the default store the release names (sessionStore.redis.secretRef)."""
+    release = release_factory(namespace, watchNamespaces=[namespace],
+                              sessionStore={"redis": {"secretRef": {"name": "omnia-session-redis", "key": "url"}}})
     assert not [obj for obj in release.objects if obj["kind"] in CLUSTER_SCOPED]
     assert release.can("watch", f"agentruntimes.{GROUP}", namespace=namespace)
     assert not release.can("watch", f"agentruntimes.{GROUP}", namespace=other_namespace)
@@ -255,7 +257,9 @@ def test_namespaced_operator_runs_the_support_agent_with_the_charts_rights_and_c
     kubeconfig = control_plane.kubeconfig_for_token(token, name=f"chart-operator-{namespace}")
     with ChartOperator(release, kubeconfig=kubeconfig, log_file=tmp_path / "operator.log") as operator:
         harness.apply(control_plane, [{"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "anthropic-api-key"},
-                                       "stringData": {"api-key": "sk-test-not-a-real-key"}}], namespace=namespace)
+                                       "stringData": {"api-key": "sk-test-not-a-real-key"}},
+                                      {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "omnia-session-redis"},
+                                       "stringData": {"url": "redis://redis.invalid:6379/0"}}], namespace=namespace)
         control_plane.kubectl("apply", f"--namespace={namespace}", "-f", str(EXAMPLE / "promptpack.yaml"),
                               "-f", str(EXAMPLE / "provider.yaml"), "-f", str(EXAMPLE / "agentruntime.yaml"),
                               check=True)
@@ -270,6 +274,7 @@ def test_namespaced_operator_runs_the_support_agent_with_the_charts_rights_and_c
             timeout=120, what="support-agent Ready",
         )
         assert agent["status"]["phase"] == "Running"
+        assert harness.get(control_plane, "secret/support-agent-session-store", namespace) is not None
 
 
 def test_helm_installs_upgrades_and_uninstalls_the_chart(

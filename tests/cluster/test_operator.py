@@ -32,7 +32,10 @@ pytestmark = pytest.mark.cluster
 
 EXAMPLE = harness.REPO / "examples" / "support-agent"
 API_KEY = "sk-test-not-a-real-key-0123456789"
-OWNED = ("serviceaccount", "configmap", "service", "deployment", "horizontalpodautoscaler", "poddisruptionbudget")
+OWNED = ("serviceaccount", "configmap", "service", "deployment", "horizontalpodautoscaler", "poddisruptionbudget",
+         "secret")
+SESSION_SECRET = "omnia-session-redis"
+REDIS_URL = "redis://:not-a-real-password@redis.invalid:6379/0"
 
 
 @pytest.fixture(scope="module")
@@ -42,9 +45,14 @@ def crds(control_plane):
 
 @pytest.fixture
 def operator(control_plane, crds, namespace, tmp_path):
-    """An operator serving ``namespace``, started; stopped afterwards (its log is printed on failure)."""
+    """An operator serving ``namespace``, started; stopped afterwards (its log is printed on failure).
+
+    Its default Redis session store is a Secret in ``namespace`` (the SPEC's agent names none of its own).
+    """
     kubeconfig = harness.operator_kubeconfig(control_plane, home=namespace, namespaces=[namespace])
-    process = harness.OperatorProcess(kubeconfig=kubeconfig, namespaces=[namespace], log_file=tmp_path / "operator.log")
+    harness.apply(control_plane, secret(SESSION_SECRET, url=REDIS_URL), namespace=namespace)
+    process = harness.OperatorProcess(kubeconfig=kubeconfig, namespaces=[namespace], log_file=tmp_path / "operator.log",
+                                      extra_args=[f"--default-session-secret=redis={namespace}/{SESSION_SECRET}:url"])
     process.start()
     yield process
     process.stop()
@@ -159,10 +167,11 @@ def test_support_agent_example_goes_from_apply_to_available_pods(control_plane, 
     for name in ("promptpack.yaml", "provider.yaml", "agentruntime.yaml"):
         (manifests / name).write_text(yaml.safe_dump(example(name, namespace)))
     rendered = subprocess.run([sys.executable, "-m", "omnia", "render", str(manifests), "--image",
-                               operator.image], capture_output=True, text=True, check=True).stdout
+                               operator.image, *operator.extra_args],
+                              capture_output=True, text=True, check=True).stdout
     objects = list(yaml.safe_load_all(rendered))
     assert [(o["kind"], o["metadata"]["name"]) for o in objects][1:] == [
-        ("ServiceAccount", "support-agent"), ("ConfigMap", "support-agent-config"), ("Service", "support-agent"),
+        ("Secret", "support-agent-session-store"), ("ServiceAccount", "support-agent"), ("ConfigMap", "support-agent-config"), ("Service", "support-agent"),
         ("Deployment", "support-agent"), ("HorizontalPodAutoscaler", "support-agent"),
         ("PodDisruptionBudget", "support-agent"),
     ]
@@ -182,11 +191,14 @@ def test_support_agent_example_goes_from_apply_to_available_pods(control_plane, 
     template = deployment["spec"]["template"]
     assert template["metadata"]["annotations"]["omnia.altairalabs.ai/config-hash"] == status["configHash"]
     runtime = next(c for c in template["spec"]["containers"] if c["name"] == "runtime")
-    assert runtime["env"] == [{"name": "OMNIA_PROVIDER_API_KEY",
-                               "valueFrom": {"secretKeyRef": {"name": "anthropic-api-key", "key": "api-key"}}}]
+    assert runtime["env"] == [
+        {"name": "OMNIA_PROVIDER_API_KEY", "valueFrom": {"secretKeyRef": {"name": "anthropic-api-key", "key": "api-key"}}},
+        {"name": "OMNIA_SESSION_URL", "valueFrom": {"secretKeyRef": {"name": "support-agent-session-store", "key": "url"}}},
+    ]
     config_maps = harness.kubectl_json(control_plane, "get", "configmaps", f"--namespace={namespace}")["items"]
-    assert API_KEY not in json.dumps(config_maps)
-    assert base64.b64encode(API_KEY.encode()).decode() not in json.dumps(config_maps)
+    for value in (API_KEY, REDIS_URL):
+        assert value not in json.dumps(config_maps)
+        assert base64.b64encode(value.encode()).decode() not in json.dumps(config_maps)
 
     pack = get(control_plane, "promptpack/support-prompts", namespace)
     assert (pack["status"]["phase"], pack["status"]["stableVersion"]) == ("Ready", "1.0.0")
@@ -372,7 +384,8 @@ def test_deleting_the_agent_garbage_collects_everything_it_owns(control_plane, n
     """Deletion is Kubernetes' garbage collector's job: every owned object has the agent as its controller."""
     deploy_support_agent(control_plane, namespace)
     wait_ready(control_plane, namespace, "support-agent")
-    names = {kind: f"support-agent-config" if kind == "configmap" else "support-agent" for kind in OWNED}
+    special = {"configmap": "support-agent-config", "secret": "support-agent-session-store"}
+    names = {kind: special.get(kind, "support-agent") for kind in OWNED}
     assert all(get(control_plane, f"{kind}/{name}", namespace) for kind, name in names.items())
 
     control_plane.kubectl("delete", "agentruntime/support-agent", f"--namespace={namespace}", check=True)
@@ -385,6 +398,132 @@ def test_deleting_the_agent_garbage_collects_everything_it_owns(control_plane, n
                     and not p["status"].get("consumers") and p, timeout=30, what="the pack's consumers")
     assert pack["status"]["stableVersion"] == "1.0.0"
     assert operator.alive()
+
+
+# --- the default session store ----------------------------------------------------------
+
+
+@pytest.fixture
+def operator_home(control_plane, crds, namespace):
+    """The operator's own namespace, apart from the one it serves, with deploy/rbac's rights there: list and
+    watch of the default store's Secret only (session_stores.yaml, narrowed to ``SESSION_SECRET``)."""
+    home = f"{namespace}-home"
+    control_plane.kubectl("create", "namespace", home, check=True)
+    kubeconfig = harness.operator_kubeconfig(control_plane, home=home, namespaces=[namespace])
+    rbac = list(yaml.safe_load_all((harness.REPO / "deploy" / "rbac" / "session_stores.yaml").read_text()))
+    for obj in rbac:
+        obj["metadata"]["namespace"] = home
+        for rule in obj.get("rules", []):
+            rule["resourceNames"] = [SESSION_SECRET]
+        for subject in obj.get("subjects", []):
+            subject["namespace"] = home
+    harness.apply(control_plane, rbac, namespace=home)
+    yield home, kubeconfig
+    control_plane.kubectl("delete", "namespace", home, "--wait=false")
+
+
+def operator_with_default(kubeconfig, namespace: str, log_file, *, home: str | None) -> harness.OperatorProcess:
+    extra = [f"--default-session-secret=redis={home}/{SESSION_SECRET}:url"] if home else []
+    return harness.OperatorProcess(kubeconfig=kubeconfig, namespaces=[namespace], log_file=log_file, extra_args=extra)
+
+
+def test_spec_agent_waits_for_a_default_session_store_then_runs_on_a_mirror_of_it(
+    control_plane, namespace, operator_home, tmp_path
+):
+    """The SPEC's AgentRuntime verbatim (Redis sessions, no secretRef) with no default store installed: Ready
+    False with SessionStoreNotConfigured, a Warning Event, no Deployment. The operator restarted with the
+    default (a Secret in its own namespace): the key is mirrored beside the agent, the runtime reads it,
+    the agent becomes Ready. The operator may read that one Secret of its namespace and no other."""
+    home, kubeconfig = operator_home
+    log_file = tmp_path / "operator.log"
+    first = operator_with_default(kubeconfig, namespace, log_file, home=None).start()
+    try:
+        deploy_support_agent(control_plane, namespace)
+        agent = wait_for(lambda: (a := get(control_plane, "agentruntime/support-agent", namespace))
+                         and condition(a, "Ready").get("reason") == "SessionStoreNotConfigured" and a,
+                         timeout=60, what="SessionStoreNotConfigured",
+                         explain=lambda: (get(control_plane, "agentruntime/support-agent", namespace) or {}).get("status"))
+        ready = condition(agent, "Ready")
+        assert ready["status"] == "False"
+        assert "spec.session.secretRef" in ready["message"] and "sessionStore.redis.secretRef" in ready["message"]
+        assert agent["status"]["phase"] == "Pending"
+        wait_for(lambda: [e for e in events(control_plane, namespace, "support-agent")
+                          if (e["type"], e["reason"]) == ("Warning", "SessionStoreNotConfigured")],
+                 timeout=30, what="the Warning Event")
+        assert get(control_plane, "deployment/support-agent", namespace) is None
+        assert first.alive()
+    finally:
+        first.stop()
+
+    harness.apply(control_plane, secret(SESSION_SECRET, url=REDIS_URL), namespace=home)
+    second = operator_with_default(kubeconfig, namespace, log_file, home=home).start()
+    try:
+        agent = wait_ready(control_plane, namespace, "support-agent")
+        mirror = get(control_plane, "secret/support-agent-session-store", namespace)
+        assert base64.b64decode(mirror["data"]["url"]).decode() == REDIS_URL
+        assert [(o["kind"], o["name"], o["uid"]) for o in mirror["metadata"]["ownerReferences"]] == [
+            ("AgentRuntime", "support-agent", agent["metadata"]["uid"])]
+        assert mirror["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "omnia-operator"
+        assert mirror["metadata"]["annotations"]["omnia.altairalabs.ai/session-store-source"] == \
+            f"{home}/{SESSION_SECRET}:url"
+        deployment = get(control_plane, "deployment/support-agent", namespace)
+        runtime = next(c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "runtime")
+        assert {"name": "OMNIA_SESSION_URL", "valueFrom": {"secretKeyRef": {
+            "name": "support-agent-session-store", "key": "url"}}} in runtime["env"]
+        assert agent_config(control_plane, namespace, "support-agent").session.url_env == "OMNIA_SESSION_URL"
+        written = json.dumps([harness.kubectl_json(control_plane, "get", "configmaps,events", f"--namespace={namespace}"),
+                              agent["status"]])
+        assert REDIS_URL not in written and "not-a-real-password" not in written
+        assert "not-a-real-password" not in log_file.read_text()
+
+        def can(*args: str) -> str:
+            return control_plane.kubectl("auth", "can-i", *args, kubeconfig=kubeconfig).stdout.strip()
+
+        assert can("list", f"secrets/{SESSION_SECRET}", f"--namespace={home}") == "yes"
+        assert can("list", "secrets", f"--namespace={home}") == "no"
+        assert can("get", f"secrets/{SESSION_SECRET}", f"--namespace={home}") == "no"
+        assert can("patch", "secrets", f"--namespace={home}") == "no"
+        assert can("create", "secrets", f"--namespace={namespace}") == "yes"
+    finally:
+        second.stop()
+        print(f"--- operator log ({log_file}) ---\n{second.log_tail(150)}")
+
+
+def test_rotating_the_default_session_store_rolls_the_agents_that_use_it(
+    control_plane, namespace, operator_home, tmp_path
+):
+    """A new URL in the installation's Secret reaches the mirror and rolls the Deployments of the agents on
+    the default store (config hash); an agent with its own secretRef is not touched."""
+    home, kubeconfig = operator_home
+    harness.apply(control_plane, secret(SESSION_SECRET, url=REDIS_URL), namespace=home)
+    process = operator_with_default(kubeconfig, namespace, tmp_path / "operator.log", home=home).start()
+    try:
+        harness.apply(control_plane, [
+            mock_provider(), prompt_pack(), secret("own-redis", url="redis://own.invalid:6379/0"),
+            mock_agent("on-default", session={"type": "redis"}),
+            mock_agent("on-own", session={"type": "redis", "secretRef": {"name": "own-redis", "key": "url"}}),
+        ], namespace=namespace)
+        before = {name: wait_ready(control_plane, namespace, name) for name in ("on-default", "on-own")}
+        generation_own = get(control_plane, "deployment/on-own", namespace)["metadata"]["generation"]
+
+        rotated = "redis://:rotated-password@redis.invalid:6379/0"
+        harness.apply(control_plane, secret(SESSION_SECRET, url=rotated), namespace=home)
+
+        after = wait_for(lambda: (a := ready(control_plane, namespace, "on-default"))
+                         and a["status"]["configHash"] != before["on-default"]["status"]["configHash"] and a,
+                         timeout=60, what="on-default rolled")
+        deployment = get(control_plane, "deployment/on-default", namespace)
+        assert deployment["spec"]["template"]["metadata"]["annotations"]["omnia.altairalabs.ai/config-hash"] == \
+            after["status"]["configHash"]
+        mirror = get(control_plane, "secret/on-default-session-store", namespace)
+        assert base64.b64decode(mirror["data"]["url"]).decode() == rotated
+        assert get(control_plane, "agentruntime/on-own", namespace)["status"]["configHash"] == \
+            before["on-own"]["status"]["configHash"]
+        assert get(control_plane, "deployment/on-own", namespace)["metadata"]["generation"] == generation_own
+        assert get(control_plane, "secret/on-own-session-store", namespace) is None
+    finally:
+        process.stop()
+        print(f"--- operator log ({process.log_file}) ---\n{process.log_tail(150)}")
 
 
 # --- the optional objects -------------------------------------------------------------

@@ -61,6 +61,13 @@ spec: {version: 1.0.0, systemPrompt: hi}
             "set the environment variable CLAUDE_KEY_API_KEY",
             id="secret-not-found",
         ),
+        pytest.param(
+            PROMPTS + "---\napiVersion: omnia.altairalabs.ai/v1alpha1\nkind: AgentRuntime\n"
+            "metadata: {name: a}\nspec: {promptPackRef: {name: p}, session: {type: redis}}\n",
+            "spec.session: type redis without secretRef uses the store named when Omnia was installed; "
+            "locally, set OMNIA_SESSION_URL",
+            id="default-session-store",
+        ),
     ],
 )
 def test_run_with_bad_manifests_names_file_and_field_and_exits_2(tmp_path, manifest, expected):

@@ -17,7 +17,7 @@ import httpx
 
 from omnia import tools
 from omnia.config import PromptConfig
-from omnia.operator import labels, references
+from omnia.operator import labels, podhealth, references
 from omnia.operator.applying import Conflict, NotFound
 from omnia.operator.promptpacks import VersionRef
 from omnia.operator.references import Ref
@@ -37,14 +37,18 @@ class MemoryCache:
     config_maps: dict[tuple[str, str], ConfigMapSummary] = field(default_factory=dict)
     snapshots: dict[tuple[str, str, str, str], PromptConfig] = field(default_factory=dict)
     deployments: dict[tuple[str, str], DeploymentSummary] = field(default_factory=dict)
+    pod_summaries: dict[tuple[str, str], list[podhealth.PodSummary]] = field(default_factory=dict)
+    """(namespace, agent) → its pods."""
 
     def put(self, body: Mapping[str, Any]) -> Parsed:
         parsed = parse(body)
         self.objects[Ref(parsed.kind, parsed.namespace, parsed.name)] = parsed
         return parsed
 
-    def put_secret(self, namespace: str, name: str, *keys: str, version: str = "1") -> None:
-        self.secrets[(namespace, name)] = SecretSummary(resource_version=version, keys=frozenset(keys))
+    def put_secret(self, namespace: str, name: str, *keys: str, version: str = "1",
+                   controller: str | None = None) -> None:
+        self.secrets[(namespace, name)] = SecretSummary(resource_version=version, keys=frozenset(keys),
+                                                        uid=f"uid-{name}", controller=controller)
 
     def agent(self, namespace: str, name: str) -> Parsed | None:
         return self.objects.get(Ref(references.AGENT_RUNTIME, namespace, name))
@@ -69,6 +73,9 @@ class MemoryCache:
 
     def deployment(self, namespace: str, name: str) -> DeploymentSummary | None:
         return self.deployments.get((namespace, name))
+
+    def pods(self, namespace: str, agent: str) -> list[podhealth.PodSummary]:
+        return list(self.pod_summaries.get((namespace, agent), ()))
 
     def referrers(self, ref: Ref) -> set[Ref]:
         found = set()

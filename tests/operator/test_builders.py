@@ -8,6 +8,7 @@ import pytest
 
 from omnia.config import AgentConfig, PromptConfig, PromptRollout
 from omnia.operator import builders, hashing, labels
+from omnia.operator.sessionstores import DefaultStore
 from omnia.rendering import render_agent_config, tool_configs
 from tests.operator import manifests
 from tests.operator.manifests import model
@@ -110,11 +111,34 @@ def test_containers_run_the_facade_and_the_runtime_on_the_mounted_config():
     deployment = by_kind(objects_for(model(manifests.agent(facade={"port": 9000}))))["Deployment"]
     facade, runtime = deployment["spec"]["template"]["spec"]["containers"]
     assert facade["args"] == ["facade", "--config", "/etc/omnia/agent.json", "--runtime", "127.0.0.1:9090",
-                              "--port", "9000"]
-    assert runtime["args"] == ["runtime", "--config", "/etc/omnia/agent.json", "--listen", "127.0.0.1:9090"]
+                              "--port", "9000", "--termination-log", "/dev/termination-log"]
+    assert runtime["args"] == ["runtime", "--config", "/etc/omnia/agent.json", "--listen", "127.0.0.1:9090",
+                               "--health", "0.0.0.0:9091", "--termination-log", "/dev/termination-log"]
     assert facade["ports"] == [{"name": "ws", "containerPort": 9000, "protocol": "TCP"}]
     assert facade["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "ws"}
     assert facade["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "ws"}
+
+
+def test_the_runtime_is_probed_on_grpc_health_and_both_containers_leave_a_termination_message():
+    """SPEC §9: the kubelet restarts a wedged runtime (grpc.health.v1 on the pod's address, after a startup
+    probe), and a container that cannot start says why in its pod status, or shows the end of its log."""
+    deployment = by_kind(objects_for(model(manifests.agent())))["Deployment"]
+    facade, runtime = deployment["spec"]["template"]["spec"]["containers"]
+    assert runtime["ports"] == [{"name": "health", "containerPort": 9091, "protocol": "TCP"}]
+    assert runtime["startupProbe"] == {"grpc": {"port": 9091}, "timeoutSeconds": 5, "periodSeconds": 2,
+                                       "failureThreshold": 30}
+    assert runtime["livenessProbe"] == {"grpc": {"port": 9091}, "timeoutSeconds": 5, "periodSeconds": 10,
+                                        "failureThreshold": 3}
+    assert "readinessProbe" not in runtime
+    for container in (facade, runtime):
+        assert (container["terminationMessagePath"], container["terminationMessagePolicy"]) == (
+            "/dev/termination-log", "FallbackToLogsOnError")
+
+
+@pytest.mark.parametrize("port", [9090, 9091])
+def test_a_facade_port_the_runtime_takes_is_an_invalid_spec(port):
+    with pytest.raises(builders.BuildError, match=f"spec.facade.port: {port} is taken inside the pod"):
+        objects_for(model(manifests.agent(facade={"port": port})))
 
 
 def test_service_exposes_the_facade_port_named_ws():
@@ -327,3 +351,42 @@ def test_snapshot_names_are_valid_object_names_for_any_semver(version):
 
 def test_endpoint_is_the_in_cluster_websocket_url():
     assert builders.endpoint(model(manifests.agent(facade={"port": 9000}))) == "ws://agent.team-a.svc:9000/ws"
+
+
+# --- the default session store ------------------------------------------------------------
+
+REDIS = DefaultStore(type="redis", namespace="omnia-system", name="omnia-session-redis", key="url")
+
+
+def test_the_default_session_store_reaches_the_runtime_from_the_secret_beside_the_agent():
+    """No secretRef: the runtime reads the same variable, filled from the mirror the operator owns."""
+    agent = model(manifests.agent(session={"type": "redis"}))
+    objects = by_kind(objects_for(agent))
+    facade, runtime = objects["Deployment"]["spec"]["template"]["spec"]["containers"]
+    assert runtime["env"] == [
+        {"name": "OMNIA_SESSION_URL", "valueFrom": {"secretKeyRef": {"name": "agent-session-store", "key": "url"}}}]
+    assert "env" not in facade
+    config = AgentConfig.from_json(objects["ConfigMap"]["data"]["agent.json"])
+    assert (config.session.type, config.session.url_env) == ("redis", "OMNIA_SESSION_URL")
+
+
+def test_the_mirror_is_owned_by_the_agent_and_says_where_its_value_comes_from():
+    agent = model(manifests.agent(session={"type": "redis"}))
+    secret = builders.build_session_store_secret(agent, store=REDIS, source_version="42", value="redis://r:6379/0")
+    assert (secret["apiVersion"], secret["kind"], secret["type"]) == ("v1", "Secret", "Opaque")
+    metadata = secret["metadata"]
+    assert (metadata["name"], metadata["namespace"]) == ("agent-session-store", manifests.NAMESPACE)
+    assert metadata["labels"] == labels.agent_labels("agent")
+    assert [(o["kind"], o["name"], o["controller"]) for o in metadata["ownerReferences"]] == [
+        ("AgentRuntime", "agent", True)]
+    assert metadata["annotations"] == {labels.SESSION_STORE_SOURCE: "omnia-system/omnia-session-redis:url",
+                                       labels.SESSION_STORE_VERSION: "42"}
+    assert secret["data"] == {"url": "cmVkaXM6Ly9yOjYzNzkvMA=="}
+
+
+def test_the_mirror_without_a_value_has_no_data_and_no_version():
+    """``omnia render`` cannot read the cluster's Secret: it prints the mirror's shape only."""
+    agent = model(manifests.agent(session={"type": "redis"}))
+    secret = builders.build_session_store_secret(agent, store=REDIS, source_version=None, value=None)
+    assert "data" not in secret
+    assert secret["metadata"]["annotations"] == {labels.SESSION_STORE_SOURCE: "omnia-system/omnia-session-redis:url"}

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import datetime
+import json
 
 import httpx
 import kopf
@@ -11,7 +13,8 @@ import pytest
 from omnia.config import AgentConfig, PromptConfig
 from omnia.operator import builders, hashing, labels, queueing, reconciling
 from omnia.operator.references import Ref
-from omnia.operator.summaries import DeploymentCondition, DeploymentSummary
+from omnia.operator.sessionstores import DefaultStore
+from omnia.operator.summaries import DeploymentCondition, DeploymentSummary, SecretSummary
 from tests.operator import manifests
 from tests.operator.fakes import MemoryApi, MemoryCache, offline_discover, with_status
 from tests.tools.serving import mcp_service
@@ -20,9 +23,10 @@ NOW = datetime.datetime(2026, 1, 1, 12, 0, tzinfo=datetime.timezone.utc)
 NS = manifests.NAMESPACE
 
 
-def context(cache: MemoryCache, api: MemoryApi, *, now=NOW, discover=None) -> reconciling.Context:
+def context(cache: MemoryCache, api: MemoryApi, *, now=NOW, discover=None, session_stores=None) -> reconciling.Context:
     clock = {"t": 0.0}
-    return reconciling.Context(cache=cache, api=api, defaults=builders.Defaults(image="omnia:test"),
+    defaults = builders.Defaults(image="omnia:test", session_stores=session_stores or {})
+    return reconciling.Context(cache=cache, api=api, defaults=defaults,
                                clock=lambda: now, monotonic=lambda: clock["t"],
                                discover=discover or offline_discover())
 
@@ -178,6 +182,150 @@ async def test_a_deleted_agent_is_forgotten():
     cache, api = MemoryCache(), MemoryApi()
     assert await reconciling.reconcile(AGENT, context(cache, api)) is None
     assert api.calls == []
+
+
+# --- the default session store ---------------------------------------------------------
+
+REDIS = DefaultStore(type="redis", namespace="omnia-system", name="omnia-session-redis", key="url")
+REDIS_URL = "redis://:s3cret@redis.omnia-system.svc:6379/0"
+MIRROR = ("Secret", NS, "agent-session-store")
+
+
+def with_default_redis(cache: MemoryCache, api: MemoryApi, *, version: str = "5", url: str = REDIS_URL) -> None:
+    cache.put_secret(REDIS.namespace, REDIS.name, "url", version=version)
+    api.secrets[(REDIS.namespace, REDIS.name)] = {"url": url}
+
+
+def mirrored(cache: MemoryCache, api: MemoryApi) -> None:
+    """The watch shows the mirror the operator applied."""
+    cache.secrets[(NS, "agent-session-store")] = SecretSummary.from_body(api.store[MIRROR])
+
+
+async def test_without_a_default_store_the_agent_is_not_rolled_out_and_the_status_says_what_to_do():
+    """session.type redis, no secretRef, none installed: its runtime could only crash, so no pods at all;
+    Ready False with SessionStoreNotConfigured naming both ways out, and a Warning Event."""
+    cache, api, _ = ready_world(session={"type": "redis"})
+    with pytest.raises(kopf.TemporaryError, match="sessionStore.redis.secretRef"):
+        await reconciling.reconcile(AGENT, context(cache, api))
+    assert not [call for call in api.writes() if call[0] in ("apply", "create", "delete")]
+    status = api.statuses[("AgentRuntime", NS, "agent")]
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "SessionStoreNotConfigured")
+    assert "spec.session.secretRef" in ready["message"] and "sessionStore.redis.secretRef" in ready["message"]
+    assert status["phase"] == "Pending"
+    assert [(e["type"], e["reason"]) for e in api.events] == [("Warning", "SessionStoreNotConfigured")]
+
+
+async def test_an_existing_deployment_is_left_as_it_is_when_the_default_store_goes_away():
+    """The operator restarted without the default: what runs keeps running, nothing is updated to crash."""
+    cache, api, _ = ready_world(session={"type": "redis"})
+    cache.deployments[(NS, "agent")] = DeploymentSummary(
+        generation=1, observed_generation=1, spec_replicas=1, replicas=1, ready_replicas=1, updated_replicas=1,
+        available_replicas=1, config_hash="running", replicas_applied_by_operator=True)
+    with pytest.raises(kopf.TemporaryError):
+        await reconciling.reconcile(AGENT, context(cache, api))
+    assert not [call for call in api.writes() if call[0] in ("apply", "create", "delete")]
+    assert api.statuses[("AgentRuntime", NS, "agent")]["phase"] == "Degraded"
+
+
+async def test_the_default_store_is_mirrored_beside_the_agent_and_read_by_its_runtime():
+    cache, api, _ = ready_world(session={"type": "redis"})
+    with_default_redis(cache, api)
+    await reconciling.reconcile(AGENT, context(cache, api, session_stores={"redis": REDIS}))
+    applies = [call[1:3] for call in api.writes() if call[0] == "apply"]
+    assert applies[0] == ("Secret", "agent-session-store")  # before the pods that read it
+    mirror = api.store[MIRROR]
+    assert base64.b64decode(mirror["data"]["url"]).decode() == REDIS_URL
+    assert mirror["metadata"]["ownerReferences"][0]["uid"] == "uid-agent"
+    runtime = api.store[("Deployment", NS, "agent")]["spec"]["template"]["spec"]["containers"][1]
+    assert {"name": "OMNIA_SESSION_URL",
+            "valueFrom": {"secretKeyRef": {"name": "agent-session-store", "key": "url"}}} in runtime["env"]
+    status = api.statuses[("AgentRuntime", NS, "agent")]
+    assert status["phase"] == "Progressing"
+    # The URL is in the mirrored Secret and nowhere else the operator writes.
+    elsewhere = [obj for key, obj in api.store.items() if key != MIRROR]
+    for written in (elsewhere, list(api.statuses.values()), api.events):
+        text = json.dumps(written, default=str)
+        assert "s3cret" not in text and base64.b64encode(REDIS_URL.encode()).decode() not in text
+
+
+async def test_an_up_to_date_mirror_is_not_read_or_written_again():
+    cache, api, agent = ready_world(session={"type": "redis"})
+    with_default_redis(cache, api)
+    ctx = context(cache, api, session_stores={"redis": REDIS})
+    await reconciling.reconcile(AGENT, ctx)
+    mirrored(cache, api)
+    cache.put(with_status(agent, api.statuses[("AgentRuntime", NS, "agent")]))
+    cache.deployments[(NS, "agent")] = DeploymentSummary.from_body(api.store[("Deployment", NS, "agent")])
+    ctx.forget_applied()  # as after a restart or at the periodic resync
+    api.calls.clear()
+    await reconciling.reconcile(AGENT, ctx)
+    assert ("get", "Secret", REDIS.name) not in api.calls
+    assert ("Secret", "agent-session-store") not in [call[1:3] for call in api.calls if call[0] == "apply"]
+
+
+async def test_rotating_the_default_store_rewrites_the_mirror_and_rolls_the_agent():
+    cache, api, agent = ready_world(session={"type": "redis"})
+    with_default_redis(cache, api, version="5")
+    ctx = context(cache, api, session_stores={"redis": REDIS})
+    await reconciling.reconcile(AGENT, ctx)
+    first = api.statuses[("AgentRuntime", NS, "agent")]["configHash"]
+    mirrored(cache, api)
+    cache.put(with_status(agent, api.statuses[("AgentRuntime", NS, "agent")]))
+
+    with_default_redis(cache, api, version="6", url="redis://:rotated@redis.omnia-system.svc:6379/0")
+    await reconciling.reconcile(AGENT, ctx)
+    assert base64.b64decode(api.store[MIRROR]["data"]["url"]).decode().startswith("redis://:rotated@")
+    assert api.store[MIRROR]["metadata"]["annotations"][labels.SESSION_STORE_VERSION] == "6"
+    second = api.statuses[("AgentRuntime", NS, "agent")]["configHash"]
+    assert second != first
+    deployment = api.store[("Deployment", NS, "agent")]
+    assert deployment["spec"]["template"]["metadata"]["annotations"][labels.CONFIG_HASH] == second
+
+
+@pytest.mark.parametrize(
+    ("keys", "message"),
+    [
+        pytest.param(None, "Secret 'omnia-system/omnia-session-redis' not found", id="missing"),
+        pytest.param(("other",), "Secret 'omnia-system/omnia-session-redis' has no key 'url'", id="no-key"),
+    ],
+)
+async def test_a_default_store_secret_that_is_missing_or_lacks_the_key_blocks_the_agent(keys, message):
+    cache, api, _ = ready_world(session={"type": "redis"})
+    if keys is not None:
+        cache.put_secret(REDIS.namespace, REDIS.name, *keys)
+    with pytest.raises(kopf.TemporaryError):
+        await reconciling.reconcile(AGENT, context(cache, api, session_stores={"redis": REDIS}))
+    assert not [call for call in api.writes() if call[0] == "apply"]
+    ready = next(c for c in api.statuses[("AgentRuntime", NS, "agent")]["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "SessionSecretNotFound")
+    assert ready["message"] == f"the default redis session store: {message}"
+
+
+async def test_a_secret_of_someone_elses_under_the_mirrors_name_is_not_overwritten():
+    cache, api, _ = ready_world(session={"type": "redis"})
+    with_default_redis(cache, api)
+    cache.put_secret(NS, "agent-session-store", "url", controller=None)
+    with pytest.raises(kopf.TemporaryError):
+        await reconciling.reconcile(AGENT, context(cache, api, session_stores={"redis": REDIS}))
+    assert not [call for call in api.writes() if call[0] == "apply"]
+    ready = next(c for c in api.statuses[("AgentRuntime", NS, "agent")]["conditions"] if c["type"] == "Ready")
+    assert (ready["reason"], "agent-session-store" in ready["message"]) == ("SessionSecretConflict", True)
+
+
+async def test_the_mirror_is_deleted_once_the_agent_names_its_own_secret():
+    cache, api, agent = ready_world(session={"type": "redis"})
+    with_default_redis(cache, api)
+    ctx = context(cache, api, session_stores={"redis": REDIS})
+    await reconciling.reconcile(AGENT, ctx)
+    mirrored(cache, api)
+    own = manifests.agent(session={"type": "redis", "secretRef": {"name": "mine", "key": "url"}})
+    cache.put(with_status(own, api.statuses[("AgentRuntime", NS, "agent")]))
+    cache.put_secret(NS, "mine", "url")
+    await reconciling.reconcile(AGENT, ctx)
+    assert MIRROR not in api.store
+    runtime = api.store[("Deployment", NS, "agent")]["spec"]["template"]["spec"]["containers"][1]
+    assert {"name": "OMNIA_SESSION_URL", "valueFrom": {"secretKeyRef": {"name": "mine", "key": "url"}}} in runtime["env"]
 
 
 # --- prompt packs ---------------------------------------------------------------------

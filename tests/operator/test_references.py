@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from omnia.operator import references
 from omnia.operator.references import Ref
+from omnia.operator.sessionstores import DefaultStore
 from tests.operator import manifests
 from tests.operator.fakes import MemoryCache
 
@@ -42,3 +43,17 @@ def test_a_prompt_pack_change_reconciles_the_pack_and_its_consumers():
     cache = cache_with_two_agents()
     assert affected(cache, "PromptPack", "prompts") == {"PromptPack/prompts", "AgentRuntime/a"}
     assert affected(cache, "AgentRuntime", "a") == {"AgentRuntime/a"}
+
+
+def test_an_agent_on_the_default_session_store_references_its_mirror_and_the_source():
+    """The mirror beside it (recreated if deleted) and the installation's Secret (a rotation rolls the agent)."""
+    store = DefaultStore(type="redis", namespace="omnia-system", name="omnia-session-redis", key="url")
+    agent = manifests.model(manifests.agent("a", session={"type": "redis"}))
+    found = references.references(agent, namespace="team-a", session_stores={"redis": store})
+    assert {Ref("Secret", "team-a", "a-session-store"), Ref("Secret", "omnia-system", "omnia-session-redis")} <= found
+    unconfigured = references.references(agent, namespace="team-a", session_stores={})
+    assert Ref("Secret", "team-a", "a-session-store") in unconfigured
+    assert not [ref for ref in unconfigured if ref.namespace == "omnia-system"]
+    own = manifests.model(manifests.agent("b", session={"type": "redis", "secretRef": {"name": "r", "key": "url"}}))
+    assert not [ref for ref in references.references(own, namespace="team-a", session_stores={"redis": store})
+                if ref.name in ("b-session-store", "omnia-session-redis")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,31 +12,63 @@ from typer.testing import CliRunner
 
 from omnia.cli import app
 from omnia.manifests import load
-from omnia.operator import builders
+from omnia.operator import builders, labels
 from omnia.operator import render as rendering
+from omnia.operator.sessionstores import DefaultStore
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "support-agent"
+REDIS = DefaultStore(type="redis", namespace="omnia-system", name="omnia-session-redis", key="url")
+DEFAULT_REDIS = "--default-session-secret=redis=omnia-system/omnia-session-redis:url"
 
 
 def test_support_agent_renders_its_snapshot_and_every_owned_object():
-    objects = rendering.render(load([EXAMPLE]), defaults=builders.Defaults(image="omnia:test"))
+    defaults = builders.Defaults(image="omnia:test", session_stores={"redis": REDIS})
+    objects = rendering.render(load([EXAMPLE]), defaults=defaults)
     assert [(o["kind"], o["metadata"]["name"]) for o in objects] == [
         ("ConfigMap", "support-prompts-1.0.0-" + objects[0]["metadata"]["name"].rsplit("-", 1)[1]),
+        ("Secret", "support-agent-session-store"),
         ("ServiceAccount", "support-agent"), ("ConfigMap", "support-agent-config"), ("Service", "support-agent"),
         ("Deployment", "support-agent"), ("HorizontalPodAutoscaler", "support-agent"),
         ("PodDisruptionBudget", "support-agent"),
     ]
-    deployment = objects[4]
+    deployment = objects[5]
     assert deployment["spec"]["replicas"] == 2  # starts at minReplicas; then left to the HPA
     assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == "omnia:test"
 
 
+def test_the_default_session_stores_mirror_is_printed_without_its_value():
+    """The value lives in the cluster's Secret; offline, the mirror shows where it comes from and no data."""
+    defaults = builders.Defaults(image="omnia:test", session_stores={"redis": REDIS})
+    mirror = rendering.render(load([EXAMPLE]), defaults=defaults)[1]
+    assert "data" not in mirror
+    assert mirror["metadata"]["annotations"] == {labels.SESSION_STORE_SOURCE: "omnia-system/omnia-session-redis:url"}
+    runtime = rendering.render(load([EXAMPLE]), defaults=defaults)[5]["spec"]["template"]["spec"]["containers"][1]
+    assert {"name": "OMNIA_SESSION_URL",
+            "valueFrom": {"secretKeyRef": {"name": "support-agent-session-store", "key": "url"}}} in runtime["env"]
+
+
 def test_render_prints_multi_document_yaml_that_kubectl_can_apply():
-    result = CliRunner().invoke(app, ["render", str(EXAMPLE), "--image", "omnia:test"])
+    result = CliRunner().invoke(app, ["render", str(EXAMPLE), "--image", "omnia:test", DEFAULT_REDIS])
     assert result.exit_code == 0, result.output
     documents = list(yaml.safe_load_all(result.output))
-    assert len(documents) == 7 and all({"apiVersion", "kind", "metadata"} <= set(d) for d in documents)
+    assert len(documents) == 8 and all({"apiVersion", "kind", "metadata"} <= set(d) for d in documents)
     assert "agent.json: |" in result.output  # readable in a GitOps diff
+
+
+def test_without_a_default_session_store_render_says_what_the_operator_would_report(tmp_path):
+    """The operator would roll nothing out (SessionStoreNotConfigured): render exits 2 with the same advice."""
+    result = CliRunner().invoke(app, ["render", str(EXAMPLE)])
+    assert result.exit_code == 2
+    assert "agentruntime.yaml (document 1): spec.session: SessionStoreNotConfigured:" in result.output
+    assert "--default-session-secret redis=NAMESPACE/NAME:KEY" in result.output
+
+
+def test_a_malformed_default_session_secret_exits_2():
+    for command in ("render", "operator"):
+        result = CliRunner().invoke(app, [command, *([str(EXAMPLE)] if command == "render" else []),
+                                          "--default-session-secret", "redis=omnia-session-redis"])
+        assert result.exit_code == 2, (command, result.output)
+        assert "TYPE=NAMESPACE/NAME:KEY" in result.output
 
 
 def test_a_missing_reference_exits_2_naming_the_file_and_the_field(tmp_path):
@@ -59,6 +92,8 @@ def test_operator_refuses_namespaces_and_all_namespaces_together():
 
 
 def test_operator_help_lists_its_options():
-    result = subprocess.run([sys.executable, "-m", "omnia", "operator", "--help"], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "omnia", "operator", "--help"], capture_output=True, text=True,
+                            env={**os.environ, "COLUMNS": "200"})  # rich shortens long option names to fit
     assert result.returncode == 0
-    assert all(option in result.stdout for option in ("--namespace", "--all-namespaces", "--liveness", "--image"))
+    assert all(option in result.stdout for option in ("--namespace", "--all-namespaces", "--liveness", "--image",
+                                                      "--default-session-secret"))

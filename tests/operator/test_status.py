@@ -89,6 +89,14 @@ def agent_status(**overrides) -> AgentRuntimeStatus:
                      id="invalid-spec"),
         pytest.param({"deployment": deployment(available=0, available_condition="False")}, "Degraded",
                      "MinimumReplicasUnavailable", id="pods-lost"),
+        pytest.param({"deployment": deployment(available=0, available_condition="False"),
+                      "pods": Check.failed("Ready", "CrashLoopBackOff", "pod a container runtime: ...")},
+                     "Degraded", "CrashLoopBackOff", id="pods-lost-and-why"),
+        pytest.param({"deployment": deployment(updated=1), "pods": Check.failed("Ready", "ImagePullFailed", "...")},
+                     "Degraded", "ImagePullFailed", id="rollout-stuck-on-a-bad-image"),
+        pytest.param({"references": [Check.failed(status.PROVIDER_READY, "ProviderNotFound", "gone"), *GOOD_REFERENCES[1:]],
+                      "pods": Check.failed("Ready", "OOMKilled", "...")},
+                     "Degraded", "ProviderNotFound", id="a-missing-reference-comes-first"),
     ],
 )
 def test_agent_phase_and_ready(overrides, phase, ready_reason):
@@ -130,6 +138,12 @@ def test_counters_endpoint_and_selector_are_reported():
                      [("Warning", "ProviderNotFound")], id="ready-repeats-another-condition"),
         pytest.param([], [condition("Ready", "False", "InvalidSpec")], [("Warning", "InvalidSpec")],
                      id="ready-with-its-own-reason"),
+        pytest.param([condition("Ready", "True", "AgentReady")], [condition("Ready", "False", "CrashLoopBackOff")],
+                     [("Warning", "CrashLoopBackOff")], id="pods-start-failing"),
+        pytest.param([condition("Ready", "False", "RollingOut")], [condition("Ready", "False", "ImagePullFailed")],
+                     [("Warning", "ImagePullFailed")], id="rollout-stuck-on-a-bad-image"),
+        pytest.param([condition("Ready", "False", "CrashLoopBackOff")], [condition("Ready", "True", "AgentReady")],
+                     [("Normal", "AgentReady")], id="pods-recover"),
     ],
 )
 def test_events_for_condition_changes(before, after, expected):

@@ -23,8 +23,12 @@ from tests.packaging.charts import CHART, REPO, find, one, rule_set
 
 CLUSTER_ROLE = REPO / "deploy" / "rbac" / "cluster_role.yaml"
 LEADER_ELECTION = REPO / "deploy" / "rbac" / "leader_election.yaml"
+SESSION_STORES = REPO / "deploy" / "rbac" / "session_stores.yaml"
 SUPPORT_AGENT = REPO / "examples" / "support-agent" / "agentruntime.yaml"
 NAMESPACED = {"watchNamespaces": ["team-a", "team-b"]}
+# The names deploy/rbac/session_stores.yaml grants, as a release would configure them.
+DEFAULT_STORES = {"sessionStore": {"redis": {"secretRef": {"name": "omnia-session-redis", "key": "url"}},
+                                   "postgres": {"secretRef": {"name": "omnia-session-postgres", "key": "dsn"}}}}
 
 # Every option that changes what is rendered, at once.
 EVERYTHING = {
@@ -47,6 +51,7 @@ EVERYTHING = {
     "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "platform", "effect": "NoSchedule"}],
     "serviceAccount": {"name": "omnia", "annotations": {"example.com/role": "operator"}},
     "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}, "interval": "15s"},
+    "sessionStore": {"redis": {"secretRef": {"name": "omnia-session-redis", "key": "url"}}},
 }
 
 
@@ -158,7 +163,7 @@ def test_release_omnia_has_the_names_of_deploy_rbac(helm: charts.Helm) -> None:
         for path in (REPO / "deploy" / "rbac").glob("*.yaml")
         for doc in yaml.safe_load_all(path.read_text()) if doc and doc["kind"] != "RoleBinding"
     }
-    rendered = {(obj["kind"], obj["metadata"]["name"]) for obj in helm.template({"replicaCount": 2})}
+    rendered = {(obj["kind"], obj["metadata"]["name"]) for obj in helm.template({"replicaCount": 2, **DEFAULT_STORES})}
     assert reference <= rendered
 
 
@@ -175,6 +180,34 @@ def test_several_replicas_get_exactly_the_lease_rights_of_deploy_rbac_in_the_rel
     assert binding["roleRef"]["name"] == "omnia-operator-leader-election"
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "omnia-operator", "namespace": "omnia-system"}]
     assert not find(helm.template(values), "Role", "omnia-operator-leader-election"), "one replica needs no Lease"
+
+
+@pytest.mark.parametrize("values", [pytest.param({}, id="cluster-wide"), pytest.param(NAMESPACED, id="namespaced")])
+def test_default_session_stores_get_exactly_the_rights_of_deploy_rbac_on_those_secrets_only(
+    helm: charts.Helm, values: dict[str, Any]
+) -> None:
+    """Reading the default stores' Secrets: list and watch narrowed to their names, in the release namespace."""
+    (reference,) = [doc for doc in yaml.safe_load_all(SESSION_STORES.read_text()) if doc["kind"] == "Role"]
+    objects = helm.template({**values, **DEFAULT_STORES})
+    role = one(objects, "Role", "omnia-operator-session-stores")
+    assert role["metadata"]["namespace"] == "omnia-system"
+    assert rule_set(role["rules"]) == rule_set(reference["rules"])
+    binding = one(objects, "RoleBinding", "omnia-operator-session-stores")
+    assert binding["roleRef"]["name"] == "omnia-operator-session-stores"
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "omnia-operator", "namespace": "omnia-system"}]
+    only_redis = helm.template({**values, "sessionStore": {"redis": DEFAULT_STORES["sessionStore"]["redis"]}})
+    assert {grant[3] for grant in rule_set(one(only_redis, "Role", "omnia-operator-session-stores")["rules"])} == {
+        ("omnia-session-redis",)}
+    assert not find(helm.template(values), "Role", "omnia-operator-session-stores"), "no default store, no right"
+
+
+def test_default_session_stores_reach_the_operators_command_line(helm: charts.Helm) -> None:
+    args = container(helm.template(DEFAULT_STORES, namespace="platform"))["args"]
+    assert [arg for arg in args if arg.startswith("--default-session-secret")] == [
+        "--default-session-secret=redis=platform/omnia-session-redis:url",
+        "--default-session-secret=postgres=platform/omnia-session-postgres:dsn",
+    ]
+    assert not [arg for arg in container(helm.template())["args"] if arg.startswith("--default-session-secret")]
 
 
 def test_without_rbac_the_chart_creates_no_operator_rights(helm: charts.Helm) -> None:
@@ -241,6 +274,7 @@ def test_operator_options_reach_its_command_line(helm: charts.Helm) -> None:
     assert operator["args"] == [
         "operator", "--namespace=team-a", "--liveness=0.0.0.0:9000", "--metrics=0.0.0.0:9100", "--workers=8",
         "--prometheus-url=http://prometheus.monitoring.svc:9090",
+        "--default-session-secret=redis=omnia-system/omnia-session-redis:url",
     ]
     assert operator["ports"] == [{"name": "http", "containerPort": 9000, "protocol": "TCP"},
                                  {"name": "metrics", "containerPort": 9100, "protocol": "TCP"}]
@@ -328,6 +362,9 @@ def test_options_reach_the_pod(helm: charts.Helm) -> None:
         pytest.param({"operator": {"logLevel": "verbose"}}, id="bad-log-level"),
         pytest.param({"watchNamespaces": ["Team_A"]}, id="bad-namespace-name"),
         pytest.param({"serviceMonitor": {"interval": "often"}}, id="bad-interval"),
+        pytest.param({"sessionStore": {"memory": {"secretRef": {"name": "m"}}}}, id="no-default-for-memory"),
+        pytest.param({"sessionStore": {"redis": {"secretRef": {"name": "Redis_URL"}}}}, id="bad-secret-name"),
+        pytest.param({"sessionStore": {"redis": {"secretRef": {"name": "redis", "key": ""}}}}, id="empty-key"),
     ],
 )
 def test_values_schema_refuses_mistakes(helm: charts.Helm, values: dict[str, Any]) -> None:

@@ -64,6 +64,11 @@ def from_config(
         if not auth.api_keys_env:
             raise ValueError("auth type apiKey needs apiKeysEnv")
         keys = [key.strip() for key in environ.get(auth.api_keys_env, "").split(",")]
+        if not any(keys):
+            raise ValueError(
+                f"auth type apiKey needs its keys in the environment variable {auth.api_keys_env}, "
+                "which is unset or empty (set spec.facade.auth.secretRef to a Secret key holding them)"
+            )
         return ApiKeys(key for key in keys if key)
     if auth.type == "jwt":
         return JwtVerifier(

@@ -30,6 +30,7 @@ from omnia.config import AgentConfig, FacadeConfig
 from omnia.facade.app import create_app
 from omnia.facade.relaying import Relay
 from omnia.facade.runtime_client import RuntimeClient
+from omnia.termination import StartupError
 
 logger = logging.getLogger(__name__)
 
@@ -125,13 +126,23 @@ async def run(
     port: int | None = None,
     registry: CollectorRegistry | None = None,
 ) -> None:
-    """Serve until SIGTERM or SIGINT, then drain and return."""
+    """Serve until SIGTERM or SIGINT, then drain and return.
+
+    Raises ``StartupError`` when ``facade.auth`` cannot be used as configured
+    (API keys missing from the environment) or the port cannot be listened on.
+    """
     loop = asyncio.get_running_loop()
     runtime = RuntimeClient.connect(runtime_address)
-    app = create_app(config.facade, runtime=runtime, registry=registry or CollectorRegistry())
-    server = FacadeServer(
-        app, config=config.facade, host=host, port=config.facade.port if port is None else port
-    )
+    port = config.facade.port if port is None else port
+    try:
+        app = create_app(config.facade, runtime=runtime, registry=registry or CollectorRegistry())
+        server = FacadeServer(app, config=config.facade, host=host, port=port)
+    except ValueError as exc:
+        await runtime.close()
+        raise StartupError(f"facade.auth: {exc}") from None
+    except OSError as exc:
+        await runtime.close()
+        raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     stopping = asyncio.Event()
     signals = (signal.SIGTERM, signal.SIGINT)
     for sig in signals:

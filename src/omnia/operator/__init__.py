@@ -2,8 +2,10 @@
 
 Layers, by dependency direction: pure building blocks that know nothing of
 Kubernetes clients or kopf (``builders``, ``hashing``, ``promptpacks``,
-``toolregistries``, ``status``, ``references``, ``summaries``), the work
-queue (``queueing``) and what it measures (``metrics``), the API client (``applying``), the reconcilers that
+``toolregistries``, ``status``, ``podhealth``, ``references``, ``summaries``,
+``sessionstores``), the work
+queue (``queueing``) and what it measures (``metrics``), the API client (``applying``)
+and the follower of single Secrets over it (``following``), the reconcilers that
 combine them (``reconciling``), and the kopf glue (``handlers``, ``main``).
 ``render`` is the offline twin used by ``omnia render``
 (``render.render(manifests, defaults=...)``).

@@ -21,7 +21,7 @@ import os
 import socket
 import ssl
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -70,6 +70,10 @@ class NotFound(ApiError):
 
 class Conflict(ApiError):
     pass
+
+
+class Expired(ApiError):
+    """410 Gone: a watch's resourceVersion is too old to resume from; list again."""
 
 
 def resource_path(api_version: str, kind: str, *, namespace: str, name: str | None = None,
@@ -174,22 +178,65 @@ class KubeClient:
         """One Secret's values, decoded (UTF-8 text only), or None when it does not exist.
 
         Read by a ``list`` narrowed to the one name, the verb the operator has
-        for Secrets anyway, rather than a ``get`` it would need only for this.
-        Only ToolRegistry discovery calls it; the values are never cached.
+        for Secrets anyway, rather than a ``get`` it would need only for this
+        (and the one a Role can narrow to a name for the default session
+        stores' Secrets). ToolRegistry discovery and the mirroring of a
+        default session store call it; the values are never cached.
         """
-        response = await self._http.get(
-            resource_path("v1", "Secret", namespace=namespace), params={"fieldSelector": f"metadata.name={name}"}
-        )
-        items = _json(response).get("items") or []
-        if not items:
+        item, _ = await self.list_one("v1", "Secret", namespace=namespace, name=name)
+        if item is None:
             return None
         data = {}
-        for key, value in (items[0].get("data") or {}).items():
+        for key, value in (item.get("data") or {}).items():
             try:
                 data[key] = base64.b64decode(value).decode()
             except (ValueError, UnicodeDecodeError):
                 continue
         return data
+
+    async def list_one(
+        self, api_version: str, kind: str, *, namespace: str, name: str
+    ) -> tuple[dict[str, Any] | None, str]:
+        """The object named ``name`` (or None) and the list's resourceVersion, to watch from.
+
+        A list narrowed by a field selector on the name: what RBAC allows
+        when a rule grants ``list`` on that name only (``resourceNames``).
+        """
+        response = await self._http.get(
+            resource_path(api_version, kind, namespace=namespace), params={"fieldSelector": f"metadata.name={name}"}
+        )
+        body = _json(response)
+        items = body.get("items") or []
+        return (items[0] if items else None), str((body.get("metadata") or {}).get("resourceVersion", ""))
+
+    async def watch_one(
+        self, api_version: str, kind: str, *, namespace: str, name: str, resource_version: str,
+        timeout_seconds: int = 300,
+    ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """The changes of the object named ``name`` after ``resource_version``: (type, object) pairs.
+
+        Ends when the server closes the watch (after about ``timeout_seconds``);
+        raises :class:`Expired` when ``resource_version`` is too old. Cancelling
+        the consuming task closes the stream.
+        """
+        params = {"fieldSelector": f"metadata.name={name}", "watch": "true", "resourceVersion": resource_version,
+                  "allowWatchBookmarks": "true", "timeoutSeconds": str(timeout_seconds)}
+        path = resource_path(api_version, kind, namespace=namespace)
+        timeout = httpx.Timeout(timeout_seconds + 30.0, connect=10.0)
+        async with self._http.stream("GET", path, params=params, timeout=timeout) as response:
+            if not response.is_success:
+                await response.aread()
+                _json(response)
+            async for line in response.aiter_lines():
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                obj = event.get("object") or {}
+                if event.get("type") == "ERROR":
+                    code = int(obj.get("code") or 500)
+                    error = Expired if code == 410 else ApiError
+                    raise error(code, obj.get("reason", ""), obj.get("message", ""))
+                yield str(event.get("type", "")), obj
 
     async def delete(self, api_version: str, kind: str, *, namespace: str, name: str, uid: str) -> None:
         """Delete the object if it is still the one with ``uid`` (never a namesake created since)."""
@@ -260,7 +307,7 @@ def _json(response: httpx.Response) -> dict[str, Any]:
         reason, message = body.get("reason", ""), body.get("message", response.text)
     except ValueError:
         reason, message = "", response.text
-    error = {404: NotFound, 409: Conflict}.get(response.status_code, ApiError)
+    error = {404: NotFound, 409: Conflict, 410: Expired}.get(response.status_code, ApiError)
     raise error(response.status_code, reason or response.reason_phrase, message)
 
 

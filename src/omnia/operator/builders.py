@@ -7,11 +7,14 @@ functions, so what ``omnia render`` prints is what the operator creates.
 
 Nothing here reads a Secret: credentials reach the pods as ``secretKeyRef``
 environment variables named in the config (``apiKeyEnv`` and friends), so the
-ConfigMap holding ``agent.json`` never contains one.
+ConfigMap holding ``agent.json`` never contains one. The one Secret the
+operator writes, the mirror of a default session store
+(:func:`build_session_store_secret`), gets its value from the reconciler.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -32,7 +35,8 @@ from omnia.api.v1alpha1 import (
 )
 from omnia.api.v1alpha1.common import Resource
 from omnia.config import AgentConfig, PromptConfig
-from omnia.operator import labels
+from omnia.operator import labels, sessionstores
+from omnia.operator.sessionstores import DefaultStore
 from omnia.rendering import FACADE_API_KEYS_ENV, PROVIDER_API_KEY_ENV, SESSION_URL_ENV
 from omnia.tools import credentials
 
@@ -40,6 +44,16 @@ DEFAULT_IMAGE = f"ghcr.io/altairalabs/omnia:{__version__}"
 DEFAULT_PROMETHEUS_URL = "http://prometheus-operated.monitoring.svc:9090"
 DEFAULT_MEMORY_TARGET = "70%"
 RUNTIME_ADDRESS = "127.0.0.1:9090"
+RUNTIME_HEALTH_PORT = 9091
+"""The runtime's ``grpc.health.v1`` service, on the pod's address for the kubelet's probes."""
+TERMINATION_LOG = "/dev/termination-log"
+"""Where both containers write why they could not start; the kubelet puts it in the pod status."""
+
+RESERVED_PORTS = {
+    int(RUNTIME_ADDRESS.rpartition(":")[2]): "the runtime's gRPC service",
+    RUNTIME_HEALTH_PORT: "the runtime's health service",
+}
+"""Ports the runtime takes inside the pod, which the facade cannot listen on too."""
 
 # The distroless "nonroot" user: any non-zero id satisfies runAsNonRoot, a
 # well-known one keeps file ownership in images predictable.
@@ -73,6 +87,8 @@ class Defaults:
     )
     prometheus_url: str = DEFAULT_PROMETHEUS_URL
     """Where KEDA's prometheus trigger queries custom metrics such as active_connections."""
+    session_stores: Mapping[str, DefaultStore] = field(default_factory=dict)
+    """Session type → the store agents of that type use when they name none (``sessionstores``)."""
 
 
 @dataclass(frozen=True)
@@ -101,6 +117,9 @@ HPA = ObjectKind("autoscaling/v2", "HorizontalPodAutoscaler")
 SCALED_OBJECT = ObjectKind("keda.sh/v1alpha1", "ScaledObject")
 PDB = ObjectKind("policy/v1", "PodDisruptionBudget")
 NETWORK_POLICY = ObjectKind("networking.k8s.io/v1", "NetworkPolicy")
+
+PRE_STOP_SECONDS = 5
+"""How long agent pods keep serving after deletion starts, while endpoints are withdrawn."""
 
 OPTIONAL_KINDS = (HPA, SCALED_OBJECT, PDB, NETWORK_POLICY)
 """Kinds an agent owns only under some specs; the operator deletes them when the spec stops asking."""
@@ -131,7 +150,8 @@ def secret_env(
     """The Secret keys an agent's pods read, and the variables that carry them.
 
     Provider key, session store URL and client API keys use the names the
-    rendered config points at; tool handlers' secret headers and MCP
+    rendered config points at (the URL of a default session store comes from
+    its mirror beside the agent); tool handlers' secret headers and MCP
     environment use the names ``omnia.tools.credentials`` gives them.
     Raises ``CredentialError`` when two tool values would share a variable.
     """
@@ -142,6 +162,9 @@ def secret_env(
     if agent.spec.session.secret_ref is not None:
         ref = agent.spec.session.secret_ref
         env.append(SecretEnv(SESSION_URL_ENV, ref.name, ref.key, "runtime"))
+    elif sessionstores.uses_default(agent):
+        mirror = sessionstores.mirror_name(agent.metadata.name)
+        env.append(SecretEnv(SESSION_URL_ENV, mirror, sessionstores.MIRROR_KEY, "runtime"))
     auth = agent.spec.facade.auth
     if auth.type == "apiKey" and auth.secret_ref is not None:
         env.append(SecretEnv(FACADE_API_KEYS_ENV, auth.secret_ref.name, auth.secret_ref.key, "facade"))
@@ -193,7 +216,11 @@ def build_agent_objects(
     defaults: Defaults,
     replicas: int | None,
 ) -> AgentObjects:
-    """All objects the agent owns, in apply order (the ConfigMap before the pods that mount it)."""
+    """All objects the agent owns, in apply order (the ConfigMap before the pods that mount it).
+
+    All but the mirror of a default session store, whose value only the
+    reconciler reads: it applies :func:`build_session_store_secret` first.
+    """
     objects = [
         build_service_account(agent),
         build_configmap(agent, config=config),
@@ -249,6 +276,26 @@ def build_configmap(agent: AgentRuntime, *, config: AgentConfig) -> dict[str, An
     }
 
 
+def build_session_store_secret(
+    agent: AgentRuntime, *, store: DefaultStore, source_version: str | None, value: str | None
+) -> dict[str, Any]:
+    """The default session store's URL beside the agent, where its pods can read it.
+
+    Annotated with the source key and the source's resourceVersion, so the
+    operator sees when the copy is stale without reading the value again.
+    ``value`` None (``omnia render``, which cannot read the cluster) leaves
+    the data out.
+    """
+    metadata = _metadata(agent, sessionstores.mirror_name(agent.metadata.name))
+    metadata["annotations"] = {labels.SESSION_STORE_SOURCE: str(store)}
+    if source_version is not None:
+        metadata["annotations"][labels.SESSION_STORE_VERSION] = source_version
+    secret: dict[str, Any] = {"apiVersion": "v1", "kind": "Secret", "metadata": metadata, "type": "Opaque"}
+    if value is not None:
+        secret["data"] = {sessionstores.MIRROR_KEY: base64.b64encode(value.encode()).decode()}
+    return secret
+
+
 def build_service(agent: AgentRuntime) -> dict[str, Any]:
     name = agent.metadata.name
     return {
@@ -281,13 +328,16 @@ def build_deployment(
     """
     name = agent.metadata.name
     port = agent.spec.facade.port
+    if port in RESERVED_PORTS:
+        raise BuildError(f"spec.facade.port: {port} is taken inside the pod by {RESERVED_PORTS[port]}; choose another")
     config_file = f"{labels.CONFIG_DIR}/{labels.CONFIG_KEY}"
     resources = agent.spec.resources
     facade = {
         "name": "facade",
         "image": images.facade,
         "command": ["omnia"],
-        "args": ["facade", "--config", config_file, "--runtime", RUNTIME_ADDRESS, "--port", str(port)],
+        "args": ["facade", "--config", config_file, "--runtime", RUNTIME_ADDRESS, "--port", str(port),
+                 "--termination-log", TERMINATION_LOG],
         "ports": [{"name": "ws", "containerPort": port, "protocol": "TCP"}],
         "env": _env(secrets, "facade"),
         "livenessProbe": {
@@ -309,15 +359,26 @@ def build_deployment(
         ),
         "securityContext": _container_security(),
         "volumeMounts": _mounts(),
+        "lifecycle": _pre_stop(),
+        **_termination_message(),
     }
-    # The runtime listens on loopback only, out of the kubelet's reach: its
-    # health is observed through the facade's /readyz, which asks it.
+    # The conversation service listens on loopback only, for the facade; the
+    # health service listens on the pod's address, for the kubelet, and is
+    # answered by the same event loop, so a wedged runtime fails its probe.
+    # No readiness probe: the facade's /readyz asks the runtime already.
+    health = {"grpc": {"port": RUNTIME_HEALTH_PORT}, "timeoutSeconds": 5}
     runtime = {
         "name": "runtime",
         "image": images.runtime,
         "command": ["omnia"],
-        "args": ["runtime", "--config", config_file, "--listen", RUNTIME_ADDRESS],
+        "args": ["runtime", "--config", config_file, "--listen", RUNTIME_ADDRESS,
+                 "--health", f"0.0.0.0:{RUNTIME_HEALTH_PORT}", "--termination-log", TERMINATION_LOG],
+        "ports": [{"name": "health", "containerPort": RUNTIME_HEALTH_PORT, "protocol": "TCP"}],
         "env": _env(secrets, "runtime"),
+        # Start-up (imports, up to 10 s of tool discovery) gets a minute
+        # before the liveness probe may restart the container.
+        "startupProbe": {**health, "periodSeconds": 2, "failureThreshold": 30},
+        "livenessProbe": {**health, "periodSeconds": 10, "failureThreshold": 3},
         "resources": merge_resources(
             defaults.runtime_resources,
             resources.runtime if resources else None,
@@ -325,6 +386,8 @@ def build_deployment(
         ),
         "securityContext": _container_security(),
         "volumeMounts": _mounts(),
+        "lifecycle": _pre_stop(),
+        **_termination_message(),
     }
     for container in (facade, runtime):
         if not container["env"]:
@@ -351,7 +414,7 @@ def build_deployment(
                 "serviceAccountName": name,
                 "automountServiceAccountToken": False,
                 "enableServiceLinks": False,
-                "terminationGracePeriodSeconds": int(config.facade.drain_timeout_seconds) + 15,
+                "terminationGracePeriodSeconds": PRE_STOP_SECONDS + int(config.facade.drain_timeout_seconds) + 15,
                 "securityContext": {
                     "runAsNonRoot": True,
                     "runAsUser": POD_USER,
@@ -495,7 +558,9 @@ def build_network_policy(
 
     Those are the session store's (by type), the provider's baseURL and the
     tool handlers' URLs, so an agent on a vLLM server at :8000 or with an MCP
-    server at :8000 keeps working with the policy on.
+    server at :8000 keeps working with the policy on. The runtime's health
+    port is not admitted: only the kubelet probes it, from the pod's own
+    node, and NetworkPolicy always allows traffic from a pod's node.
     """
     egress_ports = [{"protocol": "UDP", "port": DNS_PORT}, {"protocol": "TCP", "port": DNS_PORT}]
     tcp_ports = [HTTPS_PORT, *_egress_ports(config, registry)]
@@ -646,6 +711,22 @@ def _container_security() -> dict[str, Any]:
         "capabilities": {"drop": ["ALL"]},
         "seccompProfile": {"type": "RuntimeDefault"},
     }
+
+
+def _pre_stop() -> dict[str, Any]:
+    """Keep serving a moment after the pod is marked for deletion, before SIGTERM.
+
+    Endpoints leave Services (kube-proxy, ingress controllers) a little after
+    the pod is marked terminating; a facade that stopped listening at once
+    would refuse the connections still routed to it. Both containers wait
+    the same time, so the runtime is there for the whole of the facade's drain.
+    """
+    return {"preStop": {"sleep": {"seconds": PRE_STOP_SECONDS}}}
+
+
+def _termination_message() -> dict[str, str]:
+    """The file a container writes why it stopped; without one, the end of its log (a crash's traceback)."""
+    return {"terminationMessagePath": TERMINATION_LOG, "terminationMessagePolicy": "FallbackToLogsOnError"}
 
 
 def _mounts() -> list[dict[str, Any]]:

@@ -8,9 +8,13 @@ started several times in one process (as the tests do).
   :class:`~omnia.operator.references.Ref` (kind, namespace, name), holding
   the parsed resource or a summary. The four Omnia kinds also index who they
   reference, keyed ``("referrer", Ref)``, which is how a change finds the
-  objects it affects.
+  objects it affects. Agent pods are indexed by their AgentRuntime's Ref,
+  one health summary per pod (``podhealth``).
 - **Event handlers** turn every watch event into keys of the work queue:
   the changed object if it is reconciled, and everything that references it.
+- The default session stores' Secrets, in the operator's own namespace,
+  which kopf may not watch, are followed on their own (``following``) and
+  answer :meth:`IndexCache.secret` for their names.
 - The **start-up handler** captures the indexes and starts the workers, which
   run :func:`omnia.operator.reconciling.reconcile`.
 """
@@ -23,14 +27,27 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import kopf
 from prometheus_client import CollectorRegistry
 
 from omnia.api.v1alpha1 import GROUP, VERSION
 from omnia.config import PromptConfig
-from omnia.operator import applying, builders, labels, metrics, queueing, reconciling, references, summaries
+from omnia.operator import (
+    applying,
+    builders,
+    following,
+    labels,
+    metrics,
+    podhealth,
+    queueing,
+    reconciling,
+    references,
+    summaries,
+)
 from omnia.operator.promptpacks import VersionRef
 from omnia.operator.references import Ref
+from omnia.operator.sessionstores import DefaultStore
 from omnia.operator.summaries import ConfigMapSummary, DeploymentSummary, Parsed, SecretSummary
 
 log = logging.getLogger(__name__)
@@ -49,8 +66,11 @@ OMNIA_PLURALS = {
 class IndexCache:
     """The :class:`~omnia.operator.reconciling.Cache` over kopf's indexes (live views)."""
 
-    def __init__(self, indexes: Mapping[str, kopf.Index]) -> None:
+    def __init__(
+        self, indexes: Mapping[str, kopf.Index], *, followed: Mapping[tuple[str, str], following.Follower] | None = None
+    ) -> None:
         self._indexes = indexes
+        self._followed = followed if followed is not None else {}
 
     def _one(self, index: str, key: Any) -> Any:
         store = self._indexes[index].get(key)
@@ -69,6 +89,9 @@ class IndexCache:
         return self._one("toolregistries", Ref(references.TOOL_REGISTRY, namespace, name))
 
     def secret(self, namespace: str, name: str) -> SecretSummary | None:
+        follower = self._followed.get((namespace, name))
+        if follower is not None:
+            return follower.summary
         return self._one("secrets", Ref(references.SECRET, namespace, name))
 
     def config_map(self, namespace: str, name: str) -> ConfigMapSummary | None:
@@ -79,6 +102,9 @@ class IndexCache:
 
     def deployment(self, namespace: str, name: str) -> DeploymentSummary | None:
         return self._one("deployments", Ref("Deployment", namespace, name))
+
+    def pods(self, namespace: str, agent: str) -> list[podhealth.PodSummary]:
+        return list(self._indexes["pods"].get(Ref(references.AGENT_RUNTIME, namespace, agent), ()))
 
     def referrers(self, ref: Ref) -> set[Ref]:
         found: set[Ref] = set()
@@ -112,6 +138,8 @@ class Operator:
     metrics: metrics.Metrics = field(default_factory=lambda: metrics.Metrics(CollectorRegistry()))
     context: reconciling.Context | None = None
     cache: IndexCache | None = None
+    followers: dict[tuple[str, str], following.Follower] = field(default_factory=dict)
+    """(namespace, name) → the follower of a default session store's Secret."""
     _tasks: list[asyncio.Task] = field(default_factory=list)
     _client: applying.KubeClient | None = None
 
@@ -121,8 +149,9 @@ class Operator:
                 self.queue.add(ref)
 
     async def start(self, indexes: Mapping[str, kopf.Index], settings: kopf.OperatorSettings) -> None:
-        self.cache = IndexCache(indexes)
+        self.cache = IndexCache(indexes, followed=self.followers)
         self._client = self.connect(settings)
+        await self._follow_session_stores(self._client)
         self.context = reconciling.Context(cache=self.cache, api=self._client, defaults=self.defaults,
                                            discovery_interval=self.discovery_interval, metrics=self.metrics)
         context = self.context
@@ -134,6 +163,29 @@ class Operator:
                 name=f"omnia-reconciler-{number}",
             ))
         self._tasks.append(asyncio.create_task(self._resync(), name="omnia-resync"))
+
+    async def _follow_session_stores(self, client: applying.KubeClient) -> None:
+        """Follow each default session store's Secret; the first list is awaited, so the first reconciles see it."""
+        for store in self.defaults.session_stores.values():
+            key = (store.namespace, store.name)
+            if key in self.followers:
+                continue
+            ref = Ref(references.SECRET, *key)
+            follower = following.Follower(client, namespace=store.namespace, name=store.name,
+                                          on_change=lambda _, ref=ref: self._source_changed(ref))
+            self.followers[key] = follower
+            version = None
+            try:
+                version = await follower.sync()
+            except (applying.ApiError, httpx.HTTPError) as exc:
+                log.warning("cannot read the default %s session store's Secret %s/%s yet: %s",
+                            store.type, store.namespace, store.name, exc)
+            self._tasks.append(asyncio.create_task(follower.run(resource_version=version),
+                                                   name=f"omnia-follow-{store.namespace}-{store.name}"))
+
+    def _source_changed(self, ref: Ref) -> None:
+        if self.cache is not None:
+            self.enqueue(references.affected(ref, self.cache.referrers))
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -176,7 +228,7 @@ def register(registry: kopf.OperatorRegistry, *, operator: Operator) -> None:
     # --- indexes -------------------------------------------------------------
 
     for kind, plural in OMNIA_PLURALS.items():
-        _index_custom_resource(registry, kind=kind, plural=plural)
+        _index_custom_resource(registry, kind=kind, plural=plural, session_stores=operator.defaults.session_stores)
 
     @kopf.index(group="", version="v1", plural="secrets", id="secrets", registry=registry)
     def secrets(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict:
@@ -202,6 +254,12 @@ def register(registry: kopf.OperatorRegistry, *, operator: Operator) -> None:
                 labels={labels.MANAGED_BY: labels.OPERATOR}, registry=registry)
     def deployments(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict:
         return {Ref("Deployment", namespace, name): DeploymentSummary.from_body(body)}
+
+    # The watch is narrowed on the server to agent pods (main.settings_for_omnia).
+    @kopf.index(group="", version="v1", plural="pods", id="pods", labels=AGENT_POD_LABELS, registry=registry)
+    def pods(body: kopf.Body, namespace: str, meta: kopf.Meta, **_: Any) -> dict:
+        agent = Ref(references.AGENT_RUNTIME, namespace, meta["labels"][labels.AGENT])
+        return {agent: podhealth.PodSummary.from_body(body)}
 
     # --- events → queue --------------------------------------------------------
 
@@ -243,17 +301,27 @@ def register(registry: kopf.OperatorRegistry, *, operator: Operator) -> None:
             else:
                 operator.enqueue([ref])
 
+    @kopf.on.event(group="", version="v1", plural="pods", labels=AGENT_POD_LABELS, registry=registry)
+    def pod_changed(namespace: str, meta: kopf.Meta, **_: Any) -> None:
+        # Any change, deletion included: the agent's Ready condition follows its pods.
+        operator.enqueue([Ref(references.AGENT_RUNTIME, namespace, meta["labels"][labels.AGENT])])
+
 
 INDEXES = ("agentruntimes", "promptpacks", "providers", "toolregistries",
-           "secrets", "configmaps", "snapshots", "deployments")
+           "secrets", "configmaps", "snapshots", "deployments", "pods")
+
+AGENT_POD_LABELS = {labels.NAME: labels.AGENT_NAME, labels.MANAGED_BY: labels.OPERATOR, labels.AGENT: kopf.PRESENT}
+"""The labels of the pods of an agent's Deployment (``labels.agent_labels``), whatever its name."""
 
 
-def _index_custom_resource(registry: kopf.OperatorRegistry, *, kind: str, plural: str) -> None:
+def _index_custom_resource(
+    registry: kopf.OperatorRegistry, *, kind: str, plural: str, session_stores: Mapping[str, DefaultStore]
+) -> None:
     def index(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict:
         parsed = summaries.parse(body)
         entries: dict[Any, Any] = {Ref(kind, namespace, name): parsed}
         if parsed.resource is not None:
-            for target in references.references(parsed.resource, namespace=namespace):
+            for target in references.references(parsed.resource, namespace=namespace, session_stores=session_stores):
                 entries[(REFERRER, target)] = Ref(kind, namespace, name)
         return entries
 

@@ -40,8 +40,9 @@ def config_hash(
     document offers are covered by ``discovered_tools``, the digest of the
     registry's discovery (the runtime lists them itself at start-up, so new
     pods are how a change reaches the agent). Secrets are covered by their
-    resourceVersions (their values never reach the operator's output), and
-    the images by name. Any change gives a new hash, the hash is on the pod
+    resourceVersions (their values never reach the operator's output; the
+    mirror of a default session store by its source's, ``sessionstores.stamp``),
+    and the images by name. Any change gives a new hash, the hash is on the pod
     template, so any change rolls the pods.
     """
     covered: dict[str, Any] = {

@@ -40,6 +40,12 @@ CONTENT_HASH = f"{GROUP}/content-hash"
 ROLLOUT_STATE = f"{GROUP}/rollout-state"
 """PromptPack annotation holding the canary bookkeeping that status has no field for."""
 
+SESSION_STORE_SOURCE = f"{GROUP}/session-store-source"
+"""Annotation of a default session store's mirror: the Secret key it copies (``namespace/name:key``)."""
+
+SESSION_STORE_VERSION = f"{GROUP}/session-store-version"
+"""Annotation of a default session store's mirror: the source's resourceVersion it holds the value of."""
+
 CONFIG_KEY = "agent.json"
 CONFIG_DIR = "/etc/omnia"
 SNAPSHOT_KEY = "prompt.json"

@@ -45,6 +45,10 @@ def settings_for_omnia() -> kopf.OperatorSettings:
     settings.posting.enabled = False
     # Only the operator's own Deployments matter; filter them on the server.
     settings.watching.label_selectors[("apps", "v1", "deployments")] = f"{labels.MANAGED_BY}={labels.OPERATOR}"
+    # Pods too, and only those of agents: a cluster's other pods change all the time.
+    settings.watching.label_selectors[("", "v1", "pods")] = (
+        f"{labels.NAME}={labels.AGENT_NAME},{labels.MANAGED_BY}={labels.OPERATOR}"
+    )
     # Re-establish watches now and then, as client-go does.
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330

@@ -38,15 +38,18 @@ from omnia.operator import (
     hashing,
     labels,
     metrics,
+    podhealth,
     promptpacks,
     queueing,
     references,
+    sessionstores,
     status,
     toolregistries,
 )
 from omnia.operator.applying import Conflict, KubeApi, NotFound
 from omnia.operator.promptpacks import VersionRef
 from omnia.operator.references import Ref
+from omnia.operator.sessionstores import DefaultStore
 from omnia.operator.status import READY, Check
 from omnia.operator.summaries import ConfigMapSummary, DeploymentSummary, Parsed, SecretSummary
 from omnia import tools
@@ -98,6 +101,8 @@ class Cache(Protocol):
     def snapshot(self, namespace: str, pack: str, ref: VersionRef) -> PromptConfig | None: ...
 
     def deployment(self, namespace: str, name: str) -> DeploymentSummary | None: ...
+
+    def pods(self, namespace: str, agent: str) -> list[podhealth.PodSummary]: ...
 
     def referrers(self, ref: Ref) -> set[Ref]: ...
 
@@ -152,13 +157,17 @@ class Resolution:
     provider: Provider | None = None
     registry: ToolRegistry | None = None
     rollout: PromptRollout | None = None
+    store: DefaultStore | None = None
+    """The installation's session store, when the agent names none of its own."""
 
     @property
     def blocked(self) -> bool:
         return self.problem is not None or not all(check.ok for check in self.checks)
 
 
-def resolve_agent(agent: AgentRuntime, cache: Cache) -> Resolution:
+def resolve_agent(
+    agent: AgentRuntime, cache: Cache, *, session_stores: Mapping[str, DefaultStore] | None = None
+) -> Resolution:
     namespace = agent.metadata.namespace or ""
     provider_check, provider = _resolve_provider(agent, namespace, cache)
     pack_check, rollout = _resolve_prompt_pack(agent, namespace, cache)
@@ -172,13 +181,45 @@ def resolve_agent(agent: AgentRuntime, cache: Cache) -> Resolution:
             message = _secret_problem(cache.secret(namespace, ref.name), ref.name, ref.key)
             if message is not None and problem is None:
                 problem = Check.failed(READY, reason, message)
+    store = None
+    if sessionstores.uses_default(agent):
+        store, store_problem = _resolve_default_store(agent, namespace, cache, session_stores or {})
+        problem = problem or store_problem
     return Resolution(
         checks=[provider_check, pack_check, tools_check],
         problem=problem,
         provider=provider,
         registry=registry,
         rollout=rollout,
+        store=store,
     )
+
+
+def _resolve_default_store(
+    agent: AgentRuntime, namespace: str, cache: Cache, stores: Mapping[str, DefaultStore]
+) -> tuple[DefaultStore | None, Check | None]:
+    """The default store of the agent's session type, or why the agent cannot use it.
+
+    A Secret of someone else's under the mirror's name is never overwritten.
+    """
+    session_type = agent.spec.session.type
+    store = stores.get(session_type)
+    if store is None:
+        message = sessionstores.not_configured_message(session_type)
+        return None, Check.failed(READY, sessionstores.NOT_CONFIGURED, message)
+    message = _secret_problem(cache.secret(store.namespace, store.name), f"{store.namespace}/{store.name}", store.key)
+    if message is not None:
+        message = f"the default {session_type} session store: {message}"
+        return store, Check.failed(READY, "SessionSecretNotFound", message)
+    mirror_name = sessionstores.mirror_name(agent.metadata.name)
+    mirror = cache.secret(namespace, mirror_name)
+    if mirror is not None and mirror.controller != agent.metadata.uid:
+        return store, Check.failed(
+            READY, "SessionSecretConflict",
+            f"Secret {mirror_name!r} is not this agent's, and the operator keeps the default {session_type} "
+            "store's URL there: rename or delete that Secret, or set spec.session.secretRef",
+        )
+    return store, None
 
 
 def _resolve_provider(agent: AgentRuntime, namespace: str, cache: Cache) -> tuple[Check, Provider | None]:
@@ -285,7 +326,7 @@ async def reconcile_agent(ref: Ref, ctx: Context) -> float | None:
                                   selector=selector, now=now)
         raise kopf.PermanentError(f"{ref}: {parsed.error}")
     agent: AgentRuntime = parsed.resource
-    resolution = resolve_agent(agent, ctx.cache)
+    resolution = resolve_agent(agent, ctx.cache, session_stores=ctx.defaults.session_stores)
     endpoint = builders.endpoint(agent)
     if not resolution.blocked:
         try:
@@ -308,6 +349,10 @@ async def reconcile_agent(ref: Ref, ctx: Context) -> float | None:
     for item in secrets:
         summary = ctx.cache.secret(ref.namespace, item.secret)
         versions[item.secret] = summary.resource_version if summary else None
+    if resolution.store is not None:
+        # The mirror's own version would only change after this reconcile applied it.
+        versions[sessionstores.mirror_name(agent.metadata.name)] = sessionstores.stamp(
+            resolution.store, _source_version(resolution.store, ctx))
     images = builders.pod_images(agent, default=ctx.defaults.image)
     discovered = toolregistries.tools_digest(resolution.registry.status) if resolution.registry else None
     config_hash = hashing.config_hash(config, secret_versions=versions, images=[images.facade, images.runtime],
@@ -330,6 +375,13 @@ async def reconcile_agent(ref: Ref, ctx: Context) -> float | None:
                                   selector=selector, now=now)
         raise kopf.PermanentError(f"{ref}: {exc}") from None
 
+    if resolution.store is not None:
+        problem = await _mirror_session_store(agent, resolution.store, ctx)
+        if problem is not None:
+            await _write_agent_status(parsed, ctx, problem=problem, references=resolution.checks, invalid=False,
+                                      deployment=deployment, config_hash=None, versions=[], endpoint=endpoint,
+                                      selector=selector, now=now)
+            raise kopf.TemporaryError(f"{ref}: {problem.message}", delay=None)
     if builders.autoscaled(agent) and deployment is not None and deployment.replicas_applied_by_operator:
         await _hand_replicas_to_autoscaler(agent, deployment, ctx)
     problem = None
@@ -345,13 +397,59 @@ async def reconcile_agent(ref: Ref, ctx: Context) -> float | None:
             deployment = DeploymentSummary.from_body(applied)
     for kind in desired.absent:
         await _prune(agent, kind, ctx)
+    if resolution.store is None:
+        await _prune_session_store(agent, ctx)
 
-    await _write_agent_status(parsed, ctx, problem=problem, references=resolution.checks, invalid=False,
-                              deployment=deployment, config_hash=config_hash, versions=prompt_versions,
-                              endpoint=endpoint, selector=selector, now=now)
+    recheck_after = await _write_agent_status(parsed, ctx, problem=problem, references=resolution.checks,
+                                              invalid=False, deployment=deployment, config_hash=config_hash,
+                                              versions=prompt_versions, endpoint=endpoint, selector=selector, now=now)
     if problem is not None:
         raise kopf.TemporaryError(f"{ref}: {problem.message}", delay=None)
+    return recheck_after
+
+
+def _source_version(store: DefaultStore, ctx: Context) -> str | None:
+    source = ctx.cache.secret(store.namespace, store.name)
+    return source.resource_version if source is not None else None
+
+
+async def _mirror_session_store(agent: AgentRuntime, store: DefaultStore, ctx: Context) -> Check | None:
+    """Copy the default store's URL beside the agent, unless the copy there is of the source's current version.
+
+    The value is read only when the copy is missing or stale, goes straight
+    into the applied Secret, and is never logged. Returns the problem when
+    the source lost its key since the cache said otherwise.
+    """
+    namespace = agent.metadata.namespace or ""
+    version = _source_version(store, ctx)
+    mirror = ctx.cache.secret(namespace, sessionstores.mirror_name(agent.metadata.name))
+    if (
+        mirror is not None
+        and sessionstores.MIRROR_KEY in mirror.keys
+        and mirror.annotations.get(labels.SESSION_STORE_SOURCE) == str(store)
+        and mirror.annotations.get(labels.SESSION_STORE_VERSION) == version
+    ):
+        return None
+    data = await ctx.api.secret_data(namespace=store.namespace, name=store.name)
+    value = (data or {}).get(store.key)
+    if not value:
+        message = _secret_problem(None if data is None else SecretSummary(version or "", frozenset(data)),
+                                  f"{store.namespace}/{store.name}", store.key) or f"Secret key {store} is empty"
+        return Check.failed(READY, "SessionSecretNotFound", f"the default {store.type} session store: {message}")
+    secret = builders.build_session_store_secret(agent, store=store, source_version=version, value=value)
+    await ctx.api.apply(secret)
+    log.info("mirrored the default %s session store %s into Secret %s/%s", store.type, store, namespace,
+             secret["metadata"]["name"])
     return None
+
+
+async def _prune_session_store(agent: AgentRuntime, ctx: Context) -> None:
+    """Delete the agent's mirror of a default store it no longer uses (it names its own Secret now, or memory)."""
+    namespace, name = agent.metadata.namespace or "", sessionstores.mirror_name(agent.metadata.name)
+    mirror = ctx.cache.secret(namespace, name)
+    if mirror is not None and mirror.controller == agent.metadata.uid:
+        await ctx.api.delete("v1", "Secret", namespace=namespace, name=name, uid=mirror.uid)
+        log.info("deleted Secret %s/%s: the agent no longer uses the default session store", namespace, name)
 
 
 async def _openapi_documents(registry: ToolRegistry | None, ctx: Context) -> dict[str, dict[str, str]]:
@@ -378,8 +476,10 @@ async def _write_agent_status(
     endpoint: str | None,
     selector: str,
     now: datetime.datetime,
-) -> None:
+) -> float | None:
+    """Write the agent's status, its pods judged too; returns when time alone may change their verdict."""
     previous = parsed.status
+    pods = podhealth.assess(ctx.cache.pods(parsed.namespace, parsed.name), now=now)
     current = status.agent_status(
         previous,
         generation=parsed.generation,
@@ -392,8 +492,10 @@ async def _write_agent_status(
         endpoint=endpoint,
         selector=selector,
         now=now,
+        pods=pods.problem,
     )
     await _write_status(parsed, previous, current, ctx)
+    return pods.recheck_after
 
 
 async def _hand_replicas_to_autoscaler(agent: AgentRuntime, deployment: DeploymentSummary, ctx: Context) -> None:

@@ -1,7 +1,9 @@
 """Who references whom: the edges that decide which objects a change reconciles.
 
 An AgentRuntime references its PromptPack, Provider and ToolRegistry and
-the Secrets of its session store and client keys; a PromptPack references
+the Secrets of its session store and client keys (on a default session
+store: the mirror beside it, and the installation's Secret in the
+operator's namespace); a PromptPack references
 the ConfigMap it is sourced from; a Provider its credentials Secret; a
 ToolRegistry the Secrets and ConfigMaps of its handlers. A change to any
 object reconciles exactly the objects that reach it along these edges
@@ -11,11 +13,13 @@ agent using that Provider) and nothing else.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from omnia.api.v1alpha1 import AgentRuntime, PromptPack, Provider, ToolRegistry
 from omnia.api.v1alpha1.common import Resource
+from omnia.operator import sessionstores
+from omnia.operator.sessionstores import DefaultStore
 
 AGENT_RUNTIME = "AgentRuntime"
 PROMPT_PACK = "PromptPack"
@@ -39,9 +43,12 @@ class Ref:
         return f"{self.kind} {self.namespace}/{self.name}"
 
 
-def references(resource: Resource, *, namespace: str) -> set[Ref]:
-    """The objects ``resource`` reads, all in its own namespace."""
+def references(
+    resource: Resource, *, namespace: str, session_stores: Mapping[str, DefaultStore] | None = None
+) -> set[Ref]:
+    """The objects ``resource`` reads, in its own namespace but for the default session store's Secret."""
     names: list[tuple[str, str]] = []
+    elsewhere: set[Ref] = set()
     if isinstance(resource, AgentRuntime):
         spec = resource.spec
         names.append((PROMPT_PACK, spec.prompt_pack_ref.name))
@@ -51,6 +58,11 @@ def references(resource: Resource, *, namespace: str) -> set[Ref]:
             names.append((TOOL_REGISTRY, spec.tool_registry_ref.name))
         if spec.session.secret_ref is not None:
             names.append((SECRET, spec.session.secret_ref.name))
+        elif sessionstores.uses_default(resource):
+            names.append((SECRET, sessionstores.mirror_name(resource.metadata.name)))
+            store = (session_stores or {}).get(spec.session.type)
+            if store is not None:
+                elsewhere.add(Ref(SECRET, store.namespace, store.name))
         if spec.facade.auth.secret_ref is not None:
             names.append((SECRET, spec.facade.auth.secret_ref.name))
     elif isinstance(resource, PromptPack):
@@ -68,7 +80,7 @@ def references(resource: Resource, *, namespace: str) -> set[Ref]:
             config_map_ref = getattr(block, "config_map_ref", None)
             if config_map_ref is not None:
                 names.append((CONFIG_MAP, config_map_ref.name))
-    return {Ref(kind, namespace, name) for kind, name in names}
+    return {Ref(kind, namespace, name) for kind, name in names} | elsewhere
 
 
 def affected(changed: Ref, referrers: Callable[[Ref], Iterable[Ref]]) -> set[Ref]:

@@ -7,6 +7,14 @@ the parts of the config hash that cover Secret versions and the tools a
 ToolRegistry's MCP and OpenAPI handlers discover. A PromptPack is
 rendered as its first version (stable, no canary), which is what the
 operator publishes when it first sees it.
+
+An agent on the default session store (redis or postgres, no secretRef)
+needs the store the operator would be given: ``defaults.session_stores``
+(``omnia render --default-session-secret``, as for ``omnia operator``). Its
+mirror Secret is printed without data and without the source's version,
+which only the cluster knows; without a default of its type the operator
+would roll nothing out, and rendering fails with its reason
+(``SessionStoreNotConfigured``) and advice.
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ import yaml
 from omnia.api.v1alpha1 import AgentRuntime
 from omnia.config import PromptRollout
 from omnia.manifests import ManifestLoadError, Manifests
-from omnia.operator import builders, hashing
+from omnia.operator import builders, hashing, sessionstores
 from omnia.rendering import RenderError, prompt_config, render_agent_config, tool_configs
 from omnia.tools.credentials import CredentialError
 
@@ -78,8 +86,15 @@ def _agent_objects(agent: AgentRuntime, manifests: Manifests, prompts: dict, *, 
     config_hash = hashing.config_hash(
         config, secret_versions={item.secret: None for item in secrets}, images=[images.facade, images.runtime]
     )
+    mirrors = []
+    if sessionstores.uses_default(agent):
+        store = defaults.session_stores.get(spec.session.type)
+        if store is None:
+            message = sessionstores.not_configured_message(spec.session.type)
+            raise ManifestLoadError(f"{where}: spec.session: {sessionstores.NOT_CONFIGURED}: {message}")
+        mirrors.append(builders.build_session_store_secret(agent, store=store, source_version=None, value=None))
     try:
-        return builders.build_agent_objects(
+        return mirrors + builders.build_agent_objects(
             agent,
             config=config,
             config_hash=config_hash,

@@ -211,12 +211,16 @@ def agent_status(
     endpoint: str | None,
     selector: str,
     now: datetime.datetime,
+    pods: Check | None = None,
 ) -> AgentRuntimeStatus:
     """The AgentRuntime's status.
 
     ``references`` are the ProviderReady, PromptPackReady and ToolsReady
     checks; ``problem`` is anything else that stopped this reconcile (a
     missing Secret, KEDA not installed, an invalid spec with ``invalid``).
+    ``pods`` is what is wrong with the running pods (``podhealth``): it
+    makes Ready False, after the problems above and before the rollout's
+    counters, which only say that pods are missing, not why.
     When something stopped it, the pods keep what they run: the config hash
     and prompt versions stay those of the last successful reconcile.
     """
@@ -232,6 +236,8 @@ def agent_status(
     first_failure = problem or next((check for check in references if not check.ok), None)
     if first_failure is not None:
         ready = Check.failed(READY, first_failure.reason, first_failure.message)
+    elif pods is not None:
+        ready = Check.failed(READY, pods.reason, pods.message)
     elif not available.ok:
         ready = Check.failed(READY, available.reason, available.message)
     elif not rollout_done:
@@ -243,6 +249,8 @@ def agent_status(
         phase = "Failed"
     elif blocked or progressing.reason == "ProgressDeadlineExceeded":
         phase = "Degraded" if deployment is not None else "Pending"
+    elif pods is not None:
+        phase = "Degraded"
     elif not rollout_done:
         phase = "Progressing"
     elif not available.ok:

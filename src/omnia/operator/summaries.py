@@ -15,7 +15,7 @@ from typing import Any, Generic, TypeVar
 
 import pydantic
 
-from omnia.api.v1alpha1 import API_VERSION, KINDS, ManifestError, parse_manifest
+from omnia.api.v1alpha1 import API_VERSION, GROUP, KINDS, ManifestError, parse_manifest
 from omnia.api.v1alpha1.common import Resource
 from omnia.operator import labels
 
@@ -78,16 +78,31 @@ def parse(body: Mapping[str, Any]) -> Parsed:
 
 @dataclass(frozen=True)
 class SecretSummary:
-    """A Secret without its values."""
+    """A Secret without its values.
+
+    ``uid``, ``controller`` (the uid of its controlling owner) and the
+    operator's own annotations (``omnia.altairalabs.ai/…``) tell a Secret the
+    operator wrote for an agent (the mirror of a default session store) from
+    anyone else's of the same name.
+    """
 
     resource_version: str
     keys: frozenset[str]
+    uid: str = ""
+    controller: str | None = None
+    annotations: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> SecretSummary:
+        metadata = body.get("metadata") or {}
+        owners = metadata.get("ownerReferences") or []
         return cls(
-            resource_version=str((body.get("metadata") or {}).get("resourceVersion", "")),
+            resource_version=str(metadata.get("resourceVersion", "")),
             keys=frozenset((body.get("data") or {}).keys()) | frozenset((body.get("stringData") or {}).keys()),
+            uid=str(metadata.get("uid", "")),
+            controller=next((owner.get("uid") for owner in owners if owner.get("controller")), None),
+            annotations={key: value for key, value in (metadata.get("annotations") or {}).items()
+                         if key.startswith(f"{GROUP}/")},
         )
 
 

@@ -1,4 +1,15 @@
-"""The runtime process: provider, store and agent behind a gRPC server."""
+"""The runtime process: provider, store and agent behind a gRPC server.
+
+Two servers, one event loop: the conversation service (``omnia.runtime.v1``)
+on the address the facade dials, loopback in a pod, and, when asked for, the
+standard ``grpc.health.v1`` service on an address the kubelet's gRPC probe
+reaches. The health answers come from the same event loop as the
+conversations, so a runtime whose loop is wedged stops answering its probe
+and is restarted. They say nothing of the session store or the provider: an
+outage of those must not restart every pod, and the facade's ``/readyz``
+reports them. ``SERVING`` from start-up until the drain starts, then
+``NOT_SERVING``.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +18,19 @@ import logging
 import os
 import signal
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from omnia._proto.omnia.runtime.v1 import runtime_pb2
 from omnia._proto.omnia.runtime.v1 import runtime_pb2_grpc as pb_grpc
 from omnia.agent import Agent
 from omnia.config import AgentConfig
-from omnia.providers import create_provider
+from omnia.providers import ProviderError, create_provider
 from omnia.runtime.service import AgentRuntimeService
 from omnia.sessions import create_store
+from omnia.termination import StartupError
 from omnia.tools import Toolbox
 
 log = logging.getLogger(__name__)
@@ -24,8 +39,18 @@ MAX_GRPC_MESSAGE_BYTES = 16 * 1024 * 1024
 TOOL_DISCOVERY_WAIT_SECONDS = 10.0
 
 
+RUNTIME_SERVICE = runtime_pb2.DESCRIPTOR.services_by_name["AgentRuntime"].full_name
+"""The service name whose health ``grpc.health.v1`` reports besides the server's own (``""``)."""
+
+
 def build_agent(config: AgentConfig, *, env: Mapping[str, str], toolbox: Toolbox) -> Agent:
-    """The agent, its tools served by ``toolbox`` (which the caller starts and closes)."""
+    """The agent, its tools served by ``toolbox`` (which the caller starts and closes).
+
+    Raises what the configuration cannot do: ``StoreConfigError``,
+    ``PromptError`` and ``CredentialError`` (all ``ValueError``), or
+    ``ProviderError`` for a provider that cannot be made (a key not set, a
+    model file missing).
+    """
     agent = Agent(
         config=config,
         provider=create_provider(config.provider, env=env),
@@ -49,37 +74,112 @@ async def start(
         ]
     )
     pb_grpc.add_AgentRuntimeServicer_to_server(service, server)
-    port = server.add_insecure_port(address)
-    if port == 0:
-        raise OSError(f"cannot listen on {address}")
+    port = _listen(server, address)
     await server.start()
     return server, port
 
 
-async def serve(
-    config: AgentConfig, *, address: str, env: Mapping[str, str] | None = None
-) -> None:
-    """Run the runtime until SIGTERM or SIGINT, then drain and stop.
+async def start_health(*, address: str) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
+    """Serve ``grpc.health.v1`` on ``address``: SERVING for the server and for :data:`RUNTIME_SERVICE`.
+
+    Returns the server, its bound port and the servicer (whose
+    ``enter_graceful_shutdown`` turns every status to NOT_SERVING).
+    """
+    servicer = health.aio.HealthServicer()
+    for name in ("", RUNTIME_SERVICE):
+        await servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    port = _listen(server, address)
+    await server.start()
+    return server, port, servicer
+
+
+def _listen(server: grpc.aio.Server, address: str) -> int:
+    """Add ``address`` to ``server``; OSError when it cannot be bound (grpc says so with 0 or RuntimeError)."""
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError:
+        port = 0
+    if port == 0:
+        raise OSError(f"cannot listen on {address}")
+    return port
+
+
+@dataclass
+class Running:
+    """A started runtime: conversations on ``port``; health on ``health_port`` when ``health`` is set."""
+
+    agent: Agent
+    toolbox: Toolbox
+    service: AgentRuntimeService
+    server: grpc.aio.Server
+    port: int
+    health: health.aio.HealthServicer | None = None
+    health_server: grpc.aio.Server | None = None
+    health_port: int | None = None
+
+    async def stop(self, *, grace: float) -> None:
+        """Drain, then stop serving and close the agent's connections.
+
+        Health turns NOT_SERVING first and keeps answering while the
+        conversations get up to ``grace`` seconds to end (see
+        ``AgentRuntimeService.drain``); it stops last.
+        """
+        if self.health is not None:
+            await self.health.enter_graceful_shutdown()
+        await self.service.drain(grace=grace)
+        await self.server.stop(grace=1.0)
+        if self.health_server is not None:
+            await self.health_server.stop(grace=None)
+        await self.toolbox.aclose()
+        await self.agent.provider.aclose()
+        await self.agent.store.aclose()
+
+
+async def launch(
+    config: AgentConfig, *, address: str, health_address: str | None = None, env: Mapping[str, str] | None = None
+) -> Running:
+    """Build the agent and start serving it on ``address``, and health on ``health_address`` if given.
 
     Tool servers get up to ``TOOL_DISCOVERY_WAIT_SECONDS`` to list their
     tools before the first conversation; one that is down does not stop the
-    runtime, its tools join when it answers.
+    runtime, its tools join when it answers. Raises ``StartupError`` when
+    the configuration or the environment cannot run the agent, or an address
+    cannot be listened on.
     """
     env = os.environ if env is None else env
-    toolbox = Toolbox(config.tools, env=env)
-    agent = build_agent(config, env=env, toolbox=toolbox)
+    try:
+        toolbox = Toolbox(config.tools, env=env)
+        agent = build_agent(config, env=env, toolbox=toolbox)
+    except (ValueError, ProviderError) as exc:
+        raise StartupError(str(exc)) from None
     await toolbox.start(wait=TOOL_DISCOVERY_WAIT_SECONDS)
     service = AgentRuntimeService(agent)
-    server, port = await start(service, address=address)
-    log.info("runtime serving", extra={"address": address, "port": port, "agent": config.name})
+    server = None
+    try:
+        server, port = await start(service, address=address)
+        running = Running(agent=agent, toolbox=toolbox, service=service, server=server, port=port)
+        if health_address:
+            running.health_server, running.health_port, running.health = await start_health(address=health_address)
+    except OSError as exc:
+        if server is not None:
+            await server.stop(grace=None)
+        await toolbox.aclose()
+        raise StartupError(str(exc)) from None
+    return running
+
+
+async def serve(
+    config: AgentConfig, *, address: str, health_address: str | None = None, env: Mapping[str, str] | None = None
+) -> None:
+    """Run the runtime (see :func:`launch`) until SIGTERM or SIGINT, then drain and stop."""
+    running = await launch(config, address=address, health_address=health_address, env=env)
+    log.info("runtime serving", extra={"address": address, "port": running.port, "agent": config.name,
+                                       "health_port": running.health_port})
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
     await stopping.wait()
-    grace = config.facade.drain_timeout_seconds
-    await service.drain(grace=grace)
-    await server.stop(grace=1.0)
-    await toolbox.aclose()
-    await agent.provider.aclose()
-    await agent.store.aclose()
+    await running.stop(grace=config.facade.drain_timeout_seconds)
