@@ -24,7 +24,14 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 
 from omnia import telemetry
-from omnia.agent.prompts import PromptError, PromptRenderer, choose_version, find_version
+from omnia.agent.prompts import (
+    MESSAGE_VARIABLE,
+    PromptError,
+    PromptRenderer,
+    choose_version,
+    client_choice,
+    find_version,
+)
 from omnia.config import AgentConfig, PromptConfig, ToolConfig
 from omnia.providers.base import (
     ChatRequest,
@@ -398,12 +405,11 @@ class Agent:
     def _context(self, session: Session, user: UserInput) -> list[Message]:
         prompt = find_version(self.config.prompts, session.prompt_version)
         renderer = self.renderer(prompt)
-        variables = {**session.metadata.get("variables", {}), **user.metadata.get("variables", {})}
-        system = renderer.system(variables)
-        template = user.metadata.get("template")
+        choice = client_choice(prompt.client_inputs, user.metadata)
+        system = renderer.system(choice.variables)
         content = user.content
-        if template:
-            content = renderer.template(template, {**variables, "message": user.content})
+        if choice.template is not None:
+            content = renderer.template(choice.template, {**choice.variables, MESSAGE_VARIABLE: user.content})
         history = _history(session, limit=self.config.max_history_messages)
         return [Message(role="system", content=system), *history, Message("user", content)]
 
