@@ -386,3 +386,39 @@ async def test_a_template_that_fails_on_a_declared_value_is_invalid_message_not_
     session, _ = await h.agent.open_session(session_id=None)
     events = await h.turn(session.id, "hi", metadata={"template": "split", "variables": {"parts": 0}})
     assert [(type(e), e.code) for e in events] == [(TurnFailed, "INVALID_MESSAGE")]
+
+
+# --- who may resume a session --------------------------------------------------
+
+ALICE = {"auth_method": "apiKey", "auth_subject": "key:alice"}
+BOB = {"auth_method": "apiKey", "auth_subject": "key:bob"}
+ANONYMOUS = {"auth_method": "none", "auth_subject": "anonymous"}
+
+
+@pytest.mark.parametrize(
+    ("started_by", "resumed_by", "allowed"),
+    [
+        pytest.param(ALICE, ALICE, True, id="owner"),
+        pytest.param(ALICE, BOB, False, id="another-key"),
+        pytest.param(ALICE, {"auth_method": "jwt", "auth_subject": "key:alice"}, False, id="same-subject-other-method"),
+        pytest.param(ALICE, ANONYMOUS, False, id="anonymous-after-auth-was-turned-off"),
+        pytest.param(ALICE, {}, False, id="no-principal-at-all"),
+        pytest.param(ANONYMOUS, ANONYMOUS, True, id="no-auth-no-owner"),
+        pytest.param(ANONYMOUS, BOB, True, id="ownerless-session-after-auth-was-turned-on"),
+        pytest.param({}, BOB, True, id="session-without-metadata"),
+    ],
+)
+async def test_a_session_is_resumed_only_by_the_principal_that_started_it(started_by, resumed_by, allowed):
+    """Another principal is told the session does not exist, exactly as for an unknown id."""
+    h = Harness()
+    session, _ = await h.agent.open_session(session_id=None, metadata=started_by)
+    if allowed:
+        resumed, was_resumed = await h.agent.open_session(session_id=session.id, metadata=resumed_by)
+        assert (resumed.id, was_resumed) == (session.id, True)
+    else:
+        with pytest.raises(OpenError) as refused:
+            await h.agent.open_session(session_id=session.id, metadata=resumed_by)
+        with pytest.raises(OpenError) as unknown:
+            await h.agent.open_session(session_id="no-such-session", metadata=resumed_by)
+        assert refused.value.code == unknown.value.code == "SESSION_NOT_FOUND"
+        assert refused.value.message == f"session {session.id} not found"

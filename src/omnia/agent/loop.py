@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -180,6 +180,18 @@ class OpenError(Exception):
         self.retryable = retryable
 
 
+def principal_of(metadata: Mapping[str, str]) -> tuple[str, str] | None:
+    """Who a session belongs to: the auth method and subject it was opened with.
+
+    ``None`` when it was opened without authentication (auth type ``none``):
+    such a session has no owner, and anyone who knows its id may resume it.
+    """
+    method = metadata.get("auth_method", "")
+    if method in ("", "none"):
+        return None
+    return method, metadata.get("auth_subject", "")
+
+
 def _new_id() -> str:
     return uuid.uuid4().hex
 
@@ -260,10 +272,19 @@ class Agent:
     async def open_session(
         self, *, session_id: str | None, metadata: dict | None = None
     ) -> tuple[Session, bool]:
-        """Resume ``session_id`` or start a new session; returns (session, resumed)."""
+        """Resume ``session_id`` or start a new session; returns (session, resumed).
+
+        A session belongs to the principal in the ``metadata`` it was started
+        with; another principal resuming it is told it does not exist, the
+        same as for an unknown id, so an id reveals nothing to others.
+        """
         try:
             if session_id:
-                return await self.store.get(session_id), True
+                session = await self.store.get(session_id)
+                owner = principal_of(session.metadata)
+                if owner is not None and owner != principal_of(metadata or {}):
+                    raise SessionNotFound(session_id)
+                return session, True
             new_id = self._new_id()
             prompt = choose_version(self.config.prompts, session_id=new_id)
             session = Session(
