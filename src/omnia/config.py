@@ -109,6 +109,26 @@ class ProviderConfig(_Model):
     threads: int | None = None
 
 
+DEFAULT_CLIENT_MAX_LENGTH = 256
+"""Longest string a client may give a declared variable when the pack sets no maxLength."""
+
+
+class ClientVariableConfig(_Model):
+    """A prompt variable a client may set in a message's metadata, and what it accepts."""
+
+    type: Literal["string", "integer", "number", "boolean", "enum"] = "string"
+    pattern: str | None = Field(default=None, description="Regular expression the whole value must match.")
+    max_length: int = DEFAULT_CLIENT_MAX_LENGTH
+    values: list[str] = Field(default_factory=list, description="The accepted values of an enum.")
+
+
+class ClientInputsConfig(_Model):
+    """What a client may set; nothing unless the pack declares it."""
+
+    variables: dict[str, ClientVariableConfig] = Field(default_factory=dict)
+    templates: list[str] = Field(default_factory=list)
+
+
 class PromptConfig(_Model):
     """One immutable version of a PromptPack."""
 
@@ -116,6 +136,7 @@ class PromptConfig(_Model):
     system_prompt: str = "You are a helpful assistant."
     templates: dict[str, str] = Field(default_factory=dict)
     variables: dict[str, str] = Field(default_factory=dict)
+    client_inputs: ClientInputsConfig = Field(default_factory=ClientInputsConfig)
 
 
 class PromptRollout(_Model):

@@ -12,12 +12,14 @@ environment or Secret manifests beside the others.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 
 import yaml
 
 from omnia.api.v1alpha1 import (
     AgentRuntime,
+    ClientInputs,
     PromptPackSpec,
     Provider,
     ToolHandler,
@@ -25,8 +27,11 @@ from omnia.api.v1alpha1 import (
     parse_duration,
 )
 from omnia.config import (
+    DEFAULT_CLIENT_MAX_LENGTH,
     AgentConfig,
     AuthConfig,
+    ClientInputsConfig,
+    ClientVariableConfig,
     FacadeConfig,
     MockScript,
     Pricing,
@@ -49,12 +54,14 @@ class RenderError(ValueError):
 
 def prompt_config(spec: PromptPackSpec, *, source_text: str | None = None) -> PromptConfig:
     """One PromptPack version; ``source_text`` is the ConfigMap value when the pack uses one."""
+    inputs = client_inputs_config(spec.client_inputs)
     if spec.source is None:
         return PromptConfig(
             version=spec.version,
             system_prompt=spec.system_prompt or "",
             templates=dict(spec.templates),
             variables=dict(spec.variables),
+            client_inputs=inputs,
         )
     ref = spec.source.config_map_ref
     if source_text is None:
@@ -73,12 +80,39 @@ def prompt_config(spec: PromptPackSpec, *, source_text: str | None = None) -> Pr
     unknown = set(content) - {"systemPrompt", "templates", "variables"}
     if unknown:
         raise RenderError(f"ConfigMap {ref.name!r} key {ref.key!r}: unknown fields {sorted(unknown)}")
+    templates = {str(k): str(v) for k, v in (content.get("templates") or {}).items()}
+    missing = [name for name in inputs.templates if name not in templates]
+    if missing:
+        raise RenderError(
+            f"spec.clientInputs.templates: {missing} are not templates of ConfigMap {ref.name!r} key {ref.key!r}"
+        )
     return PromptConfig(
         version=spec.version,
         system_prompt=content["systemPrompt"],
-        templates={str(k): str(v) for k, v in (content.get("templates") or {}).items()},
+        templates=templates,
         variables={str(k): str(v) for k, v in (content.get("variables") or {}).items()},
+        client_inputs=inputs,
     )
+
+
+def client_inputs_config(inputs: ClientInputs | None) -> ClientInputsConfig:
+    """What clients may set (nothing without a declaration), the API's omitted limits filled in."""
+    if inputs is None:
+        return ClientInputsConfig()
+    variables = {}
+    for variable in inputs.variables:
+        if variable.pattern is not None:
+            try:
+                re.compile(variable.pattern)
+            except re.error as exc:
+                raise RenderError(f"spec.clientInputs.variables[{variable.name}].pattern: {exc}") from None
+        variables[variable.name] = ClientVariableConfig(
+            type=variable.type,
+            pattern=variable.pattern,
+            max_length=variable.max_length or DEFAULT_CLIENT_MAX_LENGTH,
+            values=list(variable.values),
+        )
+    return ClientInputsConfig(variables=variables, templates=list(inputs.templates))
 
 
 def provider_config(provider: Provider | None) -> ProviderConfig:

@@ -31,6 +31,7 @@ from omnia.config import (
     ScriptedToolCall,
     ToolConfig,
 )
+from omnia.providers.base import Message
 from omnia.providers.mock import MockProvider
 from omnia.sessions import MemoryStore, StoreUnavailable
 
@@ -69,11 +70,12 @@ class ScriptedClient:
 
 
 class Harness:
-    def __init__(self, *, replies=(), tools=(), pricing=None, max_tool_iterations=8, store=None):
+    def __init__(self, *, replies=(), tools=(), pricing=None, max_tool_iterations=8, store=None, prompt=None):
+        prompt = prompt or PromptConfig(version="1.0.0", system_prompt="Be {{ tone }}.", variables={"tone": "kind"})
         self.config = AgentConfig(
             name="helper",
             provider=ProviderConfig(type="mock", pricing=pricing or Pricing()),
-            prompts=PromptRollout(stable=PromptConfig(version="1.0.0", system_prompt="Be {{ tone }}.", variables={"tone": "kind"})),
+            prompts=PromptRollout(stable=prompt),
             tools=list(tools),
             max_tool_iterations=max_tool_iterations,
         )
@@ -85,10 +87,14 @@ class Harness:
     async def emit(self, event):
         self.events.append(event)
 
-    async def turn(self, session_id, text, *, client=None, cancelled=None):
+    async def turn(self, session_id, text, *, client=None, cancelled=None, metadata=None):
         self.events = []
         await self.agent.run_turn(
-            session_id, UserInput(text), channel=client or ScriptedClient(), emit=self.emit, cancelled=cancelled
+            session_id,
+            UserInput(text, metadata=metadata or {}),
+            channel=client or ScriptedClient(),
+            emit=self.emit,
+            cancelled=cancelled,
         )
         return self.events
 
@@ -317,3 +323,102 @@ async def test_new_sessions_record_their_canary_version():
     agent = Agent(config=config, provider=h.provider, store=h.store)
     session, _ = await agent.open_session(session_id=None)
     assert (await h.store.get(session.id)).prompt_version == "2.0.0"
+
+
+# --- what a client may set in the prompt ---------------------------------------
+
+STEERABLE = PromptConfig.model_validate(
+    {
+        "version": "1.0.0",
+        "systemPrompt": "Be {{ tone }}. {% include 'rules' %}",
+        "templates": {"rules": "Refunds up to {{ limit }}.", "ask": "({{ tone }}) {{ message }}", "split": "{{ 10 // parts }}"},
+        "variables": {"tone": "kind", "limit": "100 EUR", "parts": "1"},
+        "clientInputs": {
+            "variables": {"tone": {"type": "enum", "values": ["kind", "brief"]}, "parts": {"type": "integer"}},
+            "templates": ["ask", "split"],
+        },
+    }
+)
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        pytest.param({"variables": {"limit": "any amount"}}, id="variable-the-system-prompt-uses"),
+        pytest.param({"template": "rules"}, id="template-the-system-prompt-includes"),
+        pytest.param({"variables": {"tone": "rude"}}, id="declared-variable-with-an-undeclared-value"),
+    ],
+)
+async def test_what_the_pack_does_not_declare_never_reaches_the_model(metadata):
+    """Refused before the model is called and before anything is stored."""
+    h = Harness(prompt=STEERABLE)
+    session, _ = await h.agent.open_session(session_id=None)
+    events = await h.turn(session.id, "hi", metadata=metadata)
+    assert [(type(e), e.code, e.retryable) for e in events] == [(TurnFailed, "INVALID_MESSAGE", False)]
+    assert h.provider.requests == []
+    assert (await h.store.get(session.id)).turns == ()
+
+
+async def test_a_declared_variable_the_author_put_in_the_system_prompt_applies_to_its_message_only():
+    h = Harness(prompt=STEERABLE)
+    session, _ = await h.agent.open_session(session_id=None)
+    await h.turn(session.id, "hi", metadata={"variables": {"tone": "brief"}})
+    await h.turn(session.id, "and again")
+    systems = [request.messages[0] for request in h.provider.requests]
+    assert [(m.role, m.content) for m in systems] == [
+        ("system", "Be brief. Refunds up to 100 EUR."),
+        ("system", "Be kind. Refunds up to 100 EUR."),
+    ]
+
+
+async def test_a_picked_template_becomes_the_user_message_and_is_stored_as_sent():
+    h = Harness(prompt=STEERABLE)
+    session, _ = await h.agent.open_session(session_id=None)
+    metadata = {"template": "ask", "variables": {"tone": "brief"}, "channel": "web"}
+    await h.turn(session.id, "where is my order?", metadata=metadata)
+    assert h.provider.requests[0].messages[-1] == Message("user", "(brief) where is my order?")
+    stored = (await h.store.get(session.id)).turns[0].messages[0]
+    assert stored == {"role": "user", "content": "(brief) where is my order?", "metadata": metadata}
+
+
+async def test_a_template_that_fails_on_a_declared_value_is_invalid_message_not_internal():
+    h = Harness(prompt=STEERABLE)
+    session, _ = await h.agent.open_session(session_id=None)
+    events = await h.turn(session.id, "hi", metadata={"template": "split", "variables": {"parts": 0}})
+    assert [(type(e), e.code) for e in events] == [(TurnFailed, "INVALID_MESSAGE")]
+
+
+# --- who may resume a session --------------------------------------------------
+
+ALICE = {"auth_method": "apiKey", "auth_subject": "key:alice"}
+BOB = {"auth_method": "apiKey", "auth_subject": "key:bob"}
+ANONYMOUS = {"auth_method": "none", "auth_subject": "anonymous"}
+
+
+@pytest.mark.parametrize(
+    ("started_by", "resumed_by", "allowed"),
+    [
+        pytest.param(ALICE, ALICE, True, id="owner"),
+        pytest.param(ALICE, BOB, False, id="another-key"),
+        pytest.param(ALICE, {"auth_method": "jwt", "auth_subject": "key:alice"}, False, id="same-subject-other-method"),
+        pytest.param(ALICE, ANONYMOUS, False, id="anonymous-after-auth-was-turned-off"),
+        pytest.param(ALICE, {}, False, id="no-principal-at-all"),
+        pytest.param(ANONYMOUS, ANONYMOUS, True, id="no-auth-no-owner"),
+        pytest.param(ANONYMOUS, BOB, True, id="ownerless-session-after-auth-was-turned-on"),
+        pytest.param({}, BOB, True, id="session-without-metadata"),
+    ],
+)
+async def test_a_session_is_resumed_only_by_the_principal_that_started_it(started_by, resumed_by, allowed):
+    """Another principal is told the session does not exist, exactly as for an unknown id."""
+    h = Harness()
+    session, _ = await h.agent.open_session(session_id=None, metadata=started_by)
+    if allowed:
+        resumed, was_resumed = await h.agent.open_session(session_id=session.id, metadata=resumed_by)
+        assert (resumed.id, was_resumed) == (session.id, True)
+    else:
+        with pytest.raises(OpenError) as refused:
+            await h.agent.open_session(session_id=session.id, metadata=resumed_by)
+        with pytest.raises(OpenError) as unknown:
+            await h.agent.open_session(session_id="no-such-session", metadata=resumed_by)
+        assert refused.value.code == unknown.value.code == "SESSION_NOT_FOUND"
+        assert refused.value.message == f"session {session.id} not found"

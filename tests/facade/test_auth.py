@@ -120,6 +120,7 @@ def token(key: rsa.RSAPrivateKey, *, kid: str = "k1", algorithm: str = "RS256", 
     now = int(time.time())
     body = {"iss": ISSUER, "aud": AUDIENCE, "sub": "alice", "iat": now, "exp": now + 60}
     body.update(claims)
+    body = {name: value for name, value in body.items() if value is not None}
     return jwt.encode(body, key, algorithm=algorithm, headers={"kid": kid})
 
 
@@ -154,6 +155,8 @@ async def test_jwt_from_the_query_string_is_accepted(signing_key) -> None:
             ),
             id="symmetric-algorithm",
         ),
+        pytest.param(lambda key, other: token(key, sub=None), id="no-subject"),
+        pytest.param(lambda key, other: token(key, sub=""), id="empty-subject"),
         pytest.param(lambda key, other: "not.a.token", id="malformed"),
         pytest.param(lambda key, other: "", id="missing"),
     ],

@@ -111,6 +111,18 @@ def test_valid_client_frames_parse_to_their_frame(text: str, expected: frames.Cl
             '{"type": "message", "content": "' + "x" * MAX + '"}', ErrorCode.MESSAGE_TOO_LARGE,
             str(MAX), id="oversized",
         ),
+        pytest.param(
+            '{"type": "message", "content": "hi", "metadata": {"a": ' + "[" * 16 + "]" * 16 + "}}",
+            ErrorCode.INVALID_MESSAGE, "16 levels", id="metadata-nested-deeper-than-16",
+        ),
+        pytest.param(
+            '{"type": "message", "content": "hi", "metadata": {"variables": {"n": NaN}}}',
+            ErrorCode.INVALID_MESSAGE, "JSON", id="nan-is-not-json",
+        ),
+        pytest.param(
+            '{"type": "tool_result", "id": "c1", "content": -Infinity}',
+            ErrorCode.INVALID_MESSAGE, "JSON", id="infinity-is-not-json",
+        ),
     ],
 )
 def test_bad_client_frames_raise_the_right_code(text: str, code: ErrorCode, mentions: str) -> None:
@@ -118,6 +130,19 @@ def test_bad_client_frames_raise_the_right_code(text: str, code: ErrorCode, ment
         frames.parse_client_frame(text, max_bytes=MAX)
     assert caught.value.code is code
     assert mentions in caught.value.message
+
+
+def test_nesting_deeper_than_the_decoder_recurses_is_invalid_message() -> None:
+    """A frame well within the size limit can still exhaust the JSON decoder's recursion."""
+    text = '{"type": "message", "content": "hi", "metadata": {"a": ' + "[" * 30_000 + "]" * 30_000 + "}}"
+    with pytest.raises(ProtocolError) as caught:
+        frames.parse_client_frame(text, max_bytes=100_000)
+    assert caught.value.code is ErrorCode.INVALID_MESSAGE and "nested too deeply" in caught.value.message
+
+
+def test_metadata_nested_sixteen_levels_deep_is_accepted() -> None:
+    text = '{"type": "message", "content": "hi", "metadata": {"a": ' + "[" * 15 + "]" * 15 + "}}"
+    assert isinstance(frames.parse_client_frame(text, max_bytes=MAX), frames.UserMessage)
 
 
 def test_errors_about_an_identified_frame_carry_its_id() -> None:

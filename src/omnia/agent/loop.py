@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -24,7 +24,14 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 
 from omnia import telemetry
-from omnia.agent.prompts import PromptError, PromptRenderer, choose_version, find_version
+from omnia.agent.prompts import (
+    MESSAGE_VARIABLE,
+    PromptError,
+    PromptRenderer,
+    choose_version,
+    client_choice,
+    find_version,
+)
 from omnia.config import AgentConfig, PromptConfig, ToolConfig
 from omnia.providers.base import (
     ChatRequest,
@@ -173,6 +180,18 @@ class OpenError(Exception):
         self.retryable = retryable
 
 
+def principal_of(metadata: Mapping[str, str]) -> tuple[str, str] | None:
+    """Who a session belongs to: the auth method and subject it was opened with.
+
+    ``None`` when it was opened without authentication (auth type ``none``):
+    such a session has no owner, and anyone who knows its id may resume it.
+    """
+    method = metadata.get("auth_method", "")
+    if method in ("", "none"):
+        return None
+    return method, metadata.get("auth_subject", "")
+
+
 def _new_id() -> str:
     return uuid.uuid4().hex
 
@@ -253,10 +272,19 @@ class Agent:
     async def open_session(
         self, *, session_id: str | None, metadata: dict | None = None
     ) -> tuple[Session, bool]:
-        """Resume ``session_id`` or start a new session; returns (session, resumed)."""
+        """Resume ``session_id`` or start a new session; returns (session, resumed).
+
+        A session belongs to the principal in the ``metadata`` it was started
+        with; another principal resuming it is told it does not exist, the
+        same as for an unknown id, so an id reveals nothing to others.
+        """
         try:
             if session_id:
-                return await self.store.get(session_id), True
+                session = await self.store.get(session_id)
+                owner = principal_of(session.metadata)
+                if owner is not None and owner != principal_of(metadata or {}):
+                    raise SessionNotFound(session_id)
+                return session, True
             new_id = self._new_id()
             prompt = choose_version(self.config.prompts, session_id=new_id)
             session = Session(
@@ -398,12 +426,11 @@ class Agent:
     def _context(self, session: Session, user: UserInput) -> list[Message]:
         prompt = find_version(self.config.prompts, session.prompt_version)
         renderer = self.renderer(prompt)
-        variables = {**session.metadata.get("variables", {}), **user.metadata.get("variables", {})}
-        system = renderer.system(variables)
-        template = user.metadata.get("template")
+        choice = client_choice(prompt.client_inputs, user.metadata)
+        system = renderer.system(choice.variables)
         content = user.content
-        if template:
-            content = renderer.template(template, {**variables, "message": user.content})
+        if choice.template is not None:
+            content = renderer.template(choice.template, {**choice.variables, MESSAGE_VARIABLE: user.content})
         history = _history(session, limit=self.config.max_history_messages)
         return [Message(role="system", content=system), *history, Message("user", content)]
 

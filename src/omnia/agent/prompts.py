@@ -1,23 +1,114 @@
-"""Prompt rendering: PromptPack templates in a sandbox, and version choice.
+"""Prompt rendering: PromptPack templates in a sandbox, client inputs, version choice.
 
 Templates come from people who may not be the platform's operators, so they
 run in Jinja's immutable sandbox (no attribute tricks, no mutation of the
 values passed in) with strict undefined variables: a typo in a template is an
 error at load time, not a silently empty prompt in production.
+
+Clients are not trusted with the prompt at all, except where the pack says
+so: a message's metadata may set only the variables and pick only the
+templates the pack declares as client inputs, with values of the declared
+type (:func:`client_choice`). The pack's author decides where a declared
+variable lands; nothing a client sends reaches the system prompt unless the
+author wrote that variable into it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from omnia.config import PromptConfig, PromptRollout
+from omnia.config import ClientInputsConfig, ClientVariableConfig, PromptConfig, PromptRollout
+
+MESSAGE_VARIABLE = "message"
+"""The user's text in a template a client picked; never a client input."""
+
+MAX_SAFE_INTEGER = 2**53 - 1
+"""Integers beyond this do not survive every JSON client, so they are refused."""
 
 
 class PromptError(ValueError):
     """A template does not parse or refers to an unknown variable or template."""
+
+
+class InputError(PromptError):
+    """A message's metadata sets something its prompt does not let clients set."""
+
+
+@dataclass(frozen=True)
+class ClientChoice:
+    """What one message's metadata sets, checked against the pack's declaration."""
+
+    variables: dict[str, Any] = field(default_factory=dict)
+    template: str | None = None
+
+
+def client_choice(inputs: ClientInputsConfig, metadata: Mapping[str, Any]) -> ClientChoice:
+    """The variables and template of ``metadata``, or :class:`InputError`.
+
+    Only ``metadata.variables`` and ``metadata.template`` steer the prompt;
+    other keys are the client's own annotations and are ignored here. Every
+    variable must be declared and its value of the declared type; the
+    template must be one the pack lets clients pick. Error messages name
+    the client's own keys, never the pack's other variables or templates.
+    """
+    variables = metadata.get("variables")
+    if variables is None:
+        variables = {}
+    if not isinstance(variables, dict):
+        raise InputError("metadata.variables must be a JSON object")
+    for name, value in variables.items():
+        declared = inputs.variables.get(name)
+        if declared is None or name == MESSAGE_VARIABLE:
+            raise InputError(f"metadata.variables: {_excerpt(name)} is not a variable clients may set")
+        problem = _value_problem(declared, value)
+        if problem:
+            raise InputError(f"metadata.variables.{name}: {problem}")
+    template = metadata.get("template")
+    if template is not None:
+        if not isinstance(template, str):
+            raise InputError("metadata.template must be a string")
+        if template not in inputs.templates:
+            raise InputError(f"metadata.template: {_excerpt(template)} is not a template clients may pick")
+    return ClientChoice(variables=dict(variables), template=template)
+
+
+def _value_problem(declared: ClientVariableConfig, value: Any) -> str | None:
+    """Why ``value`` is not acceptable for ``declared``; None when it is."""
+    match declared.type:
+        case "string":
+            if not isinstance(value, str):
+                return "must be a string"
+            if len(value) > declared.max_length:
+                return f"longer than {declared.max_length} characters"
+            if declared.pattern is not None and re.fullmatch(declared.pattern, value) is None:
+                return f"does not match {declared.pattern!r}"
+        case "enum":
+            if not isinstance(value, str) or value not in declared.values:
+                return "must be one of " + ", ".join(repr(v) for v in declared.values)
+        case "boolean":
+            if not isinstance(value, bool):
+                return "must be true or false"
+        case "integer":
+            if isinstance(value, bool) or not isinstance(value, int) or abs(value) > MAX_SAFE_INTEGER:
+                return "must be an integer"
+        case "number":
+            finite = isinstance(value, float) and math.isfinite(value)
+            safe = isinstance(value, int) and not isinstance(value, bool) and abs(value) <= MAX_SAFE_INTEGER
+            if not (finite or safe):
+                return "must be a finite number"
+    return None
+
+
+def _excerpt(text: str, limit: int = 40) -> str:
+    return repr(text if len(text) <= limit else text[:limit] + "…")
 
 
 class PromptRenderer:
@@ -36,6 +127,15 @@ class PromptRenderer:
             self._templates = {name: self._env.get_template(name) for name in prompt.templates}
         except jinja2.TemplateError as exc:
             raise PromptError(f"prompt {prompt.version}: {exc}") from exc
+        for name, declared in prompt.client_inputs.variables.items():
+            if declared.pattern is not None:
+                try:
+                    re.compile(declared.pattern)
+                except re.error as exc:
+                    raise PromptError(f"prompt {prompt.version}, client variable {name}: {exc}") from None
+        unknown = set(prompt.client_inputs.templates) - set(prompt.templates)
+        if unknown:
+            raise PromptError(f"prompt {prompt.version}: client templates {sorted(unknown)} do not exist")
 
     def system(self, overrides: dict[str, str] | None = None) -> str:
         return self._render(self._system, "systemPrompt", overrides)
@@ -51,13 +151,13 @@ class PromptRenderer:
         """Render everything with the defaults, so bad templates fail at start-up."""
         self.system()
         for name in self._templates:
-            self.template(name)
+            self.template(name, {MESSAGE_VARIABLE: ""})
 
     def _render(self, template: jinja2.Template, what: str, overrides: dict | None) -> str:
         variables = {**self.prompt.variables, **(overrides or {})}
         try:
             return template.render(**variables)
-        except jinja2.TemplateError as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure in the sandbox is the template's, e.g. 1 / 0
             raise PromptError(f"prompt {self.prompt.version}, {what}: {exc}") from exc
 
 

@@ -33,7 +33,10 @@ JWT_ALGORITHMS = frozenset(
 
 @dataclass(frozen=True)
 class Principal:
-    """The authenticated caller; ``subject`` is passed to the runtime as session metadata."""
+    """The authenticated caller; ``subject`` is passed to the runtime as session metadata.
+
+    Method and subject together are the principal a session belongs to.
+    """
 
     subject: str
     method: str
@@ -184,7 +187,11 @@ class JwtVerifier:
             )
         except jwt.PyJWTError as exc:
             raise Unauthorized(f"invalid token: {exc}") from None
-        return Principal(subject=str(claims.get("sub", "")), method="jwt")
+        subject = claims.get("sub")
+        if not isinstance(subject, str) or not subject:
+            # Sessions belong to the subject: tokens without one would all share them.
+            raise Unauthorized("invalid token: it names no subject (sub)")
+        return Principal(subject=subject, method="jwt")
 
     async def _key(self, kid: str | None, algorithm: str) -> jwt.PyJWK:
         jwk = self._find(kid)

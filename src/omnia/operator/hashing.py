@@ -12,7 +12,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from omnia.config import AgentConfig, PromptConfig
+from omnia.config import AgentConfig, ClientInputsConfig, PromptConfig
 
 HASH_LENGTH = 16
 
@@ -62,4 +62,8 @@ def content_hash(prompt: PromptConfig) -> str:
     A snapshot is identified by (version, content hash); leaving the version
     out lets the operator recognise the same content under two versions.
     """
-    return digest(prompt.model_dump(mode="json", by_alias=True, exclude={"version"}))
+    exclude = {"version"}
+    if prompt.client_inputs == ClientInputsConfig():
+        # Snapshots taken before packs could declare client inputs keep their identity.
+        exclude.add("client_inputs")
+    return digest(prompt.model_dump(mode="json", by_alias=True, exclude=exclude))

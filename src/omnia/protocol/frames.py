@@ -23,6 +23,8 @@ from omnia.protocol import limits
 from omnia.protocol.errors import RETRYABLE, ErrorCode, ProtocolError
 
 MAX_ID_LENGTH = 256
+MAX_METADATA_DEPTH = 16
+"""How deeply a message's metadata may nest; deeper is a client's mistake, not data."""
 
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode
 
@@ -83,9 +85,12 @@ def parse_client_frame(text: str, *, max_bytes: int) -> ClientFrame:
             ErrorCode.MESSAGE_TOO_LARGE, f"frame exceeds the limit of {max_bytes} bytes"
         )
     try:
-        data = json.loads(text)
+        data = json.loads(text, parse_constant=_refuse_constant)
     except ValueError:
         raise ProtocolError(ErrorCode.INVALID_MESSAGE, "frame is not valid JSON") from None
+    except RecursionError:
+        # A frame within the size limit can still nest deeper than the decoder recurses.
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE, "frame is nested too deeply") from None
     if not isinstance(data, dict):
         raise ProtocolError(ErrorCode.INVALID_MESSAGE, "frame must be a JSON object")
     kind = data.get("type")
@@ -112,6 +117,8 @@ def _parse_message(data: dict) -> UserMessage:
     metadata = data.get("metadata")
     if metadata is not None and not isinstance(metadata, dict):
         raise _invalid("'metadata' must be a JSON object", frame_id)
+    if metadata and _nests_deeper(metadata, MAX_METADATA_DEPTH):
+        raise _invalid(f"'metadata' nests deeper than {MAX_METADATA_DEPTH} levels", frame_id)
     return UserMessage(content=content, id=frame_id, metadata=metadata or None)
 
 
@@ -175,6 +182,26 @@ def _required_id(data: dict) -> str:
 
 def _invalid(message: str, frame_id: str | None = None) -> ProtocolError:
     return ProtocolError(ErrorCode.INVALID_MESSAGE, message, frame_id=frame_id)
+
+
+def _refuse_constant(name: str) -> Any:
+    """NaN and Infinity are not JSON, though Python's decoder accepts them."""
+    raise ValueError(f"{name} is not JSON")
+
+
+def _nests_deeper(value: Any, limit: int) -> bool:
+    """Whether objects and arrays in ``value`` nest more than ``limit`` levels."""
+    level: list[Any] = [value]
+    for _ in range(limit):
+        level = [
+            child
+            for item in level
+            for child in (item.values() if isinstance(item, dict) else item if isinstance(item, list) else ())
+            if isinstance(child, dict | list)
+        ]
+        if not level:
+            return False
+    return True
 
 
 def _excerpt(value: str, limit: int = 40) -> str:

@@ -246,7 +246,7 @@ class Conversation:
             return
         try:
             metadata = json.loads(message.metadata_json) if message.metadata_json else {}
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             metadata = None
         if not isinstance(metadata, dict):
             self._send(error_event("INVALID_MESSAGE", "message metadata must be a JSON object"))

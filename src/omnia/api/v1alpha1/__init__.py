@@ -36,6 +36,8 @@ from omnia.api.v1alpha1.common import (
 )
 from omnia.api.v1alpha1.parsing import KINDS, FieldError, ManifestError, parse_manifest
 from omnia.api.v1alpha1.promptpack import (
+    ClientInputs,
+    ClientVariable,
     PromptPack,
     PromptPackSpec,
     PromptPackStatus,
@@ -81,6 +83,8 @@ __all__ = [
     "AgentRuntimeStatus",
     "AutoscalingSpec",
     "ClientHandler",
+    "ClientInputs",
+    "ClientVariable",
     "Condition",
     "ConfigMapKeySelector",
     "ContainerResources",

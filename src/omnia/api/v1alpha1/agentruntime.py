@@ -88,7 +88,11 @@ class FacadeAuth(ApiModel):
         ),
     )
 
-    type: AuthType = Field(default="none", description="none, apiKey (keys from a Secret) or jwt.")
+    type: AuthType = Field(
+        default="none",
+        description="none, apiKey (keys from a Secret) or jwt. With apiKey or jwt, a session belongs to the "
+        "key or the token subject (sub) that started it, and no one else can resume it.",
+    )
     secret_ref: SecretKeySelector | None = Field(
         default=None, description="Secret key holding the accepted API keys, one per line (type apiKey)."
     )

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, StringConstraints
 
 from omnia.api.v1alpha1.common import (
     API_VERSION,
@@ -86,6 +86,96 @@ class Rollout(ApiModel):
     )
 
 
+# A template variable name (a Jinja identifier).
+VARIABLE_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+ClientVariableType = Literal["string", "integer", "number", "boolean", "enum"]
+
+
+class ClientVariable(ApiModel):
+    """A template variable a client may set in a message's metadata, and the values it accepts."""
+
+    validation_rules = (
+        Rule(
+            cel="self.name != 'message'",
+            message="message is the user's text in a template and cannot be a client variable",
+            check=lambda variable: variable.name != "message",
+        ),
+        Rule(
+            cel="self.type == 'enum' ? has(self.values) && size(self.values) > 0 "
+            ": !has(self.values) || size(self.values) == 0",
+            message="values are required with type enum and only allowed with it",
+            check=lambda variable: bool(variable.values) == (variable.type == "enum"),
+        ),
+        Rule(
+            cel="self.type == 'string' || (!has(self.pattern) && !has(self.maxLength))",
+            message="pattern and maxLength are only allowed with type string",
+            check=lambda variable: variable.type == "string"
+            or (variable.pattern is None and variable.max_length is None),
+        ),
+    )
+
+    name: str = Field(
+        min_length=1,
+        max_length=63,
+        pattern=VARIABLE_NAME_PATTERN,
+        description="Name of the variable, as the templates use it ({{ name }}).",
+    )
+    type: ClientVariableType = Field(
+        default="string",
+        description="What a client may send: a JSON string (string), an integer, a number, true or false "
+        "(boolean), or one of values (enum). Anything else is refused with INVALID_MESSAGE.",
+    )
+    pattern: str | None = Field(
+        default=None,
+        max_length=1024,
+        description="Regular expression the whole value must match (type string), e.g. ^[A-Z]{2}-[0-9]{4}$.",
+    )
+    max_length: int | None = Field(
+        default=None,
+        ge=1,
+        le=65536,
+        description="Longest value accepted, in characters (type string); omitted accepts up to 256.",
+    )
+    values: list[Annotated[str, StringConstraints(max_length=256)]] = Field(
+        default_factory=list,
+        max_length=64,
+        description="The accepted values (type enum).",
+    )
+
+
+class ClientInputs(ApiModel):
+    """What a client may set in a message's metadata; nothing unless declared here.
+
+    Declared variables are available to every template, the system prompt
+    included: where they appear is the pack author's decision, so a free-text
+    variable belongs in a template the client picks (the user's turn), not in
+    the system prompt.
+    """
+
+    validation_rules = (
+        Rule(
+            cel="self.variables.all(v, self.variables.exists_one(o, o.name == v.name))",
+            message="client variable names must be unique",
+            check=lambda inputs: len({v.name for v in inputs.variables}) == len(inputs.variables),
+        ),
+    )
+
+    variables: list[ClientVariable] = Field(
+        default_factory=list,
+        max_length=32,
+        description="Variables a client may set in metadata.variables, each with the type of value it accepts. "
+        "A declared variable overrides its default in spec.variables for that message only.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    templates: list[Annotated[str, StringConstraints(min_length=1, max_length=253)]] = Field(
+        default_factory=list,
+        max_length=32,
+        description="Templates a client may pick in metadata.template; the picked template, rendered with "
+        "the user's text as {{ message }}, becomes the user's message.",
+    )
+
+
 class PromptPackSpec(ApiModel):
     """The desired state of a PromptPack.
 
@@ -106,6 +196,14 @@ class PromptPackSpec(ApiModel):
                 else spec.system_prompt is not None
             ),
         ),
+        Rule(
+            cel="has(self.source) || !has(self.clientInputs) || !has(self.clientInputs.templates) || "
+            "self.clientInputs.templates.all(t, has(self.templates) && t in self.templates)",
+            message="clientInputs.templates must name templates of spec.templates",
+            check=lambda spec: spec.source is not None
+            or spec.client_inputs is None
+            or all(name in spec.templates for name in spec.client_inputs.templates),
+        ),
     )
 
     version: str = Field(
@@ -125,6 +223,12 @@ class PromptPackSpec(ApiModel):
     source: PromptSource | None = Field(
         default=None,
         description="Load the content from a ConfigMap instead.",
+    )
+    client_inputs: ClientInputs | None = Field(
+        default=None,
+        description="The variables and templates a client may set in a message's metadata, whichever "
+        "source the content comes from. Nothing is client-settable unless declared here; a message that "
+        "sets anything else gets INVALID_MESSAGE.",
     )
     rollout: Rollout = Field(
         default_factory=Rollout,

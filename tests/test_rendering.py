@@ -1,0 +1,81 @@
+"""Rendering a PromptPack's client inputs into the runtime's config, for omnia run and the operator alike."""
+
+from __future__ import annotations
+
+import pytest
+
+from omnia.api.v1alpha1 import parse_manifest
+from omnia.config import ClientInputsConfig, ClientVariableConfig
+from omnia.operator import hashing
+from omnia.rendering import RenderError, prompt_config
+
+
+def _pack(**spec):
+    return parse_manifest(
+        {
+            "apiVersion": "omnia.altairalabs.ai/v1alpha1",
+            "kind": "PromptPack",
+            "metadata": {"name": "prompts"},
+            "spec": {"version": "1.0.0", **spec},
+        }
+    )
+
+
+def test_a_pack_without_client_inputs_lets_clients_set_nothing():
+    assert prompt_config(_pack(systemPrompt="Hi.").spec).client_inputs == ClientInputsConfig()
+
+
+def test_declared_inputs_reach_the_config_with_the_omitted_limits_filled_in():
+    pack = _pack(
+        systemPrompt="Hi.",
+        templates={"ask": "Q: {{ message }}"},
+        clientInputs={
+            "variables": [
+                {"name": "note"},
+                {"name": "order_id", "pattern": "^[0-9]+$", "maxLength": 12},
+                {"name": "locale", "type": "enum", "values": ["en", "fr"]},
+                {"name": "count", "type": "integer"},
+            ],
+            "templates": ["ask"],
+        },
+    )
+    assert prompt_config(pack.spec).client_inputs == ClientInputsConfig(
+        variables={
+            "note": ClientVariableConfig(max_length=256),
+            "order_id": ClientVariableConfig(pattern="^[0-9]+$", max_length=12),
+            "locale": ClientVariableConfig(type="enum", values=["en", "fr"]),
+            "count": ClientVariableConfig(type="integer"),
+        },
+        templates=["ask"],
+    )
+
+
+def test_a_pattern_that_does_not_compile_is_reported_with_its_field():
+    pack = _pack(systemPrompt="Hi.", clientInputs={"variables": [{"name": "id", "pattern": "[unclosed"}]})
+    with pytest.raises(RenderError, match=r"spec\.clientInputs\.variables\[id\]\.pattern"):
+        prompt_config(pack.spec)
+
+
+def test_client_templates_must_exist_in_the_configmap_a_pack_is_sourced_from():
+    pack = _pack(
+        source={"configMapRef": {"name": "content", "key": "pack.yaml"}},
+        clientInputs={"templates": ["ask", "internal"]},
+    )
+    text = "systemPrompt: Hi.\ntemplates:\n  ask: 'Q: {{ message }}'\n"
+    with pytest.raises(RenderError, match=r"spec\.clientInputs\.templates: \['internal'\]"):
+        prompt_config(pack.spec, source_text=text)
+    pack = _pack(source={"configMapRef": {"name": "content", "key": "pack.yaml"}}, clientInputs={"templates": ["ask"]})
+    assert prompt_config(pack.spec, source_text=text).client_inputs.templates == ["ask"]
+
+
+def test_packs_without_client_inputs_keep_their_snapshot_identity():
+    """Snapshots taken before client inputs existed must not look like edited content."""
+    prompt = prompt_config(_pack(systemPrompt="Hi {{ name }}.", variables={"name": "Ada"}).spec)
+    before = prompt.model_dump(mode="json", by_alias=True, exclude={"version", "client_inputs"})
+    assert hashing.content_hash(prompt) == hashing.digest(before)
+    declared = prompt.model_copy(update={"client_inputs": ClientInputsConfig(templates=[])})
+    assert hashing.content_hash(declared) == hashing.content_hash(prompt)
+    steerable = prompt.model_copy(
+        update={"client_inputs": ClientInputsConfig(variables={"name": ClientVariableConfig()})}
+    )
+    assert hashing.content_hash(steerable) != hashing.content_hash(prompt)
