@@ -60,6 +60,7 @@ from omnia.api.v1alpha1.provider import (
 from omnia.api.v1alpha1.toolregistry import (
     ClientHandler,
     DiscoveredTool,
+    EgressPolicy,
     HandlerStatus,
     HttpHandler,
     McpHandler,
@@ -73,6 +74,7 @@ from omnia.api.v1alpha1.toolregistry import (
 
 __all__ = [
     "API_VERSION",
+    "EgressPolicy",
     "GROUP",
     "KINDS",
     "VERSION",
