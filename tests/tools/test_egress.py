@@ -13,11 +13,13 @@ and a redirector.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import itertools
 
 import pytest
 
-from omnia.api.v1alpha1 import ToolRegistrySpec
+from omnia import rendering
+from omnia.api.v1alpha1 import ToolRegistry, ToolRegistrySpec
 from omnia.config import ToolConfig
 from omnia.providers.base import ToolCall
 from omnia.tools import Toolbox, discover, discovery, egress, mcp
@@ -83,6 +85,52 @@ async def call(tool: ToolConfig, arguments: dict, *, clients: egress.Clients, en
 
 def names_the_policy(text: str) -> bool:
     return "egress policy" in text
+
+
+# --- The policy itself, pure ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("block", "address", "denied"),
+    [
+        pytest.param({}, "93.184.215.14", None, id="public-allowed"),
+        pytest.param({}, "10.0.0.7", None, id="private-allowed-by-default"),
+        pytest.param({}, "fd12::7", None, id="ipv6-ula-allowed-by-default"),
+        pytest.param({}, "127.0.0.1", "loopback", id="loopback"),
+        pytest.param({}, "0.0.0.0", "loopback", id="unspecified-is-loopback"),
+        pytest.param({}, "::", "loopback", id="ipv6-unspecified-is-loopback"),
+        pytest.param({}, "::ffff:127.0.0.1", "loopback", id="ipv4-mapped"),
+        pytest.param({}, "::127.0.0.1", "loopback", id="ipv4-compatible"),
+        pytest.param({}, "64:ff9b::a9fe:a9fe", "link-local", id="nat64-of-metadata"),
+        pytest.param({}, "::ffff:169.254.169.254", "link-local", id="ipv4-mapped-metadata"),
+        pytest.param({}, "fd00:ec2::254", "link-local", id="ec2-metadata-over-ipv6"),
+        pytest.param({"allowPrivate": False}, "172.20.1.1", "private", id="private-denied"),
+        pytest.param({"allowPrivate": False}, "100.64.0.1", "private", id="shared-address-space"),
+        pytest.param({"allowLoopback": True}, "::1", None, id="loopback-allowed"),
+        pytest.param({"allowLoopback": True}, "169.254.169.254", "link-local", id="loopback-allows-no-metadata"),
+        pytest.param({"allowedCIDRs": ["169.254.20.10/32"]}, "169.254.20.10", None, id="cidr-opens-one-address"),
+        pytest.param({"allowedCIDRs": ["169.254.20.10/32"]}, "169.254.169.254", "link-local", id="cidr-opens-no-more"),
+        pytest.param({"allowedCIDRs": ["127.0.0.1/32"]}, "::ffff:127.0.0.1", None, id="cidr-applies-to-mapped-forms"),
+    ],
+)
+def test_which_addresses_the_policy_denies(block, address, denied):
+    assert egress.Policy.from_block(block).denial(ipaddress.ip_address(address)) == denied
+
+
+def test_the_registrys_policy_is_rendered_into_each_network_handler():
+    """The runtime gets the policy with each tool: the operator's discovery and the runtime read the same block."""
+    registry = ToolRegistry.model_validate({
+        "apiVersion": "omnia.altairalabs.ai/v1alpha1", "kind": "ToolRegistry", "metadata": {"name": "tools"},
+        "spec": {"egress": {"allowLoopback": True}, "handlers": [
+            {"name": "t", "type": "http", "http": {"url": "http://localhost:8080/x"}},
+            {"name": "m", "type": "mcp", "mcp": {"url": "http://localhost:8081/mcp"}},
+            {"name": "s", "type": "mcp", "mcp": {"transport": "stdio", "command": "server"}},
+            {"name": "c", "type": "client", "client": {}},
+        ]},
+    })
+    rendered = {tool.name: tool.handler.get("egress") for tool in rendering.tool_configs(registry)}
+    policy = {"allowLoopback": True, "allowLinkLocal": False, "allowPrivate": True, "allowedCIDRs": []}
+    assert rendered == {"t": policy, "m": policy, "s": None, "c": None}
 
 
 # --- Addresses -------------------------------------------------------------------------------

@@ -260,7 +260,10 @@ class ToolRegistrySpec(ApiModel):
     egress: EgressPolicy = Field(
         default_factory=EgressPolicy,
         json_schema_extra={"default": defaults_of(EgressPolicy)},
-        description="Where the tools may send requests; loopback and link-local targets are denied by default.",
+        description="Where the tools (http, openapi, and mcp over streamable-http or sse) may send requests. "
+        "Every address a server's name resolves to is checked when a connection opens, and redirects are "
+        "followed within the configured origin only, so headers from Secrets never leave it. Loopback and "
+        "link-local targets are denied by default, private ones allowed.",
     )
 
 
