@@ -22,7 +22,7 @@ from omnia import rendering
 from omnia.api.v1alpha1 import ToolRegistry, ToolRegistrySpec
 from omnia.config import ToolConfig
 from omnia.providers.base import ToolCall
-from omnia.tools import Toolbox, discover, discovery, egress, mcp
+from omnia.tools import Toolbox, discover, discovery, egress, http, mcp
 from omnia.tools.base import DiscoveryError
 
 from .conftest import LOOPBACK_ALLOWED, http_tool, mcp_source
@@ -325,6 +325,22 @@ def test_a_placeholder_in_the_host_is_refused_by_the_api():
         ToolRegistrySpec.model_validate(
             {"handlers": [{"name": "t", "type": "http", "http": {"url": "https://{{ host }}/x"}}]}
         )
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        pytest.param("https://{{ host }}/x", id="host"),
+        pytest.param("https://api.{{ region }}.example.com/x", id="part-of-host"),
+        pytest.param("{{ base }}/x", id="whole-origin"),
+        pytest.param("http{{ s }}://api.example.com/x", id="scheme"),
+    ],
+)
+def test_the_runtime_refuses_a_url_whose_origin_an_argument_would_choose(url):
+    """The same rule at call time, whatever config the runtime was given."""
+    with pytest.raises(http.ArgumentError):
+        http.build_request(method="GET", url=url, arguments={"host": "h", "region": "r", "base": "b", "s": "s"},
+                           headers={})
 
 
 # --- OpenAPI ---------------------------------------------------------------------------------

@@ -96,15 +96,17 @@ class Policy:
         )
 
     def denial(self, address: IPAddress) -> str | None:
-        """Which denied kind of address ``address`` is (``loopback``, …), or None when it may be reached."""
-        if any(address.version == net.version and address in net for net in self.allowed_cidrs):
+        """Which denied kind of address ``address`` is (``loopback``, …), or None when it may be reached.
+
+        An IPv6 address that embeds an IPv4 one is judged by both.
+        """
+        judged = (address, *_embedded_ipv4(address))
+        if any(_within(candidate, self.allowed_cidrs) for candidate in judged):
             return None
         allowed = {LOOPBACK: self.allow_loopback, LINK_LOCAL: self.allow_link_local, PRIVATE: self.allow_private}
-        for candidate in (address, *_embedded_ipv4(address)):
+        for candidate in judged:
             kind = kind_of(candidate)
             if kind is not None and not allowed[kind]:
-                if candidate is not address and any(candidate in net for net in self.allowed_cidrs):
-                    continue
                 return kind
         return None
 
@@ -127,9 +129,13 @@ class Policy:
 def kind_of(address: IPAddress) -> str | None:
     """``loopback``, ``link-local``, ``private``, or None for any other address."""
     for kind, networks in _RANGES.items():
-        if any(address.version == net.version and address in net for net in networks):
+        if _within(address, networks):
             return kind
     return None
+
+
+def _within(address: IPAddress, networks: Iterable[Network]) -> bool:
+    return any(address.version == net.version and address in net for net in networks)
 
 
 def _embedded_ipv4(address: IPAddress) -> tuple[ipaddress.IPv4Address, ...]:

@@ -33,7 +33,7 @@ from omnia.tools.base import CallFailed, DiscoveryError, Found
 
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_.-]*)\s*\}\}")
 # A URL (template) up to its path: ``scheme://authority``.
-_ORIGIN_PART = re.compile(r"^[^/?#]*//[^/?#]*")
+_ORIGIN_PART = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]+")
 _NOT_A_SEGMENT = ("", ".", "..")
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
@@ -69,9 +69,9 @@ def build_request(*, method: str, url: str, arguments: Mapping, headers: Mapping
         return quote(scalar_text(arguments[name]), safe="")
 
     origin_part = _ORIGIN_PART.match(url)
-    head = origin_part.group(0) if origin_part else ""
-    if PLACEHOLDER.search(head):
-        raise ArgumentError(f"the URL's scheme and host cannot hold placeholders: {head}")
+    if origin_part is None or "{{" in origin_part.group(0):
+        raise ArgumentError(f"the URL must start with a scheme and host without placeholders: {url}")
+    head = origin_part.group(0)
     rest = url[len(head):]
     cut = min((i for i in (rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
     path = fill_segments(rest[:cut], PLACEHOLDER, value_of)

@@ -45,7 +45,8 @@ class NamedValue(ApiModel):
 
 
 HttpMethod = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
-# A placeholder before the path: in the scheme or the host, where the tool's secrets go.
+# A placeholder before the path: in the scheme or the host, where the tool's secrets go. (Whether the
+# URL is absolute is the operator's check, reported in the handler's condition.)
 _PLACEHOLDER_IN_ORIGIN = r"^[^/?#]*//[^/?#]*[{][{]"
 
 
