@@ -22,6 +22,7 @@ from omnia.api.v1alpha1 import (
     ClientInputs,
     PromptPackSpec,
     Provider,
+    EgressPolicy,
     ToolHandler,
     ToolRegistry,
     parse_duration,
@@ -178,7 +179,7 @@ def tool_configs(
     except credentials.CredentialError as exc:
         raise RenderError(f"ToolRegistry {registry.metadata.name!r}: {exc}") from None
     return [
-        tool_config(handler, config_maps=config_maps or {}, working_dir=working_dir)
+        tool_config(handler, config_maps=config_maps or {}, working_dir=working_dir, egress=registry.spec.egress)
         for handler in registry.spec.handlers
     ]
 
@@ -188,13 +189,20 @@ def tool_config(
     *,
     config_maps: Mapping[str, Mapping[str, str]],
     working_dir: str | None = None,
+    egress: EgressPolicy | None = None,
 ) -> ToolConfig:
-    """The config entry of one handler; see ``tool_configs``."""
+    """The config entry of one handler; see ``tool_configs``.
+
+    Handlers that reach servers over the network carry the registry's
+    ``egress`` policy (the defaults when None) in their block.
+    """
     block = getattr(handler, handler.type)
     data = block.model_dump(by_alias=True, exclude_none=True)
     description, schema = "", None
     if handler.type in ("http", "mcp", "openapi"):
         data["headers"] = credentials.rendered_values(block.headers, handler=handler.name, kind="header")
+        if handler.type != "mcp" or block.transport != "stdio":
+            data["egress"] = (egress or EgressPolicy()).model_dump(by_alias=True, exclude_none=True)
     if handler.type == "http":
         description, schema = block.description, block.arguments_schema
     elif handler.type == "client":

@@ -95,11 +95,15 @@ def test_discovered_tools_are_published_degrade_with_their_server_and_roll_the_a
     its handler (the agent does not roll for an outage); a server offering new tools rolls the agent."""
     plane = control_plane
     harness.apply(plane, [
-        {"apiVersion": API, "kind": "ToolRegistry", "metadata": {"name": "tools"}, "spec": {"handlers": [
-            {"name": "calc", "type": "mcp", "mcp": {"url": f"{mcp_server.url}/mcp"}},
-            {"name": "shop", "type": "openapi", "openapi": {"specURL": f"{openapi_server.url}/openapi.json",
-                                                            "baseURL": openapi_server.url}},
-        ]}},
+        # The tool servers listen on loopback, which the registry must allow explicitly.
+        {"apiVersion": API, "kind": "ToolRegistry", "metadata": {"name": "tools"}, "spec": {
+            "egress": {"allowLoopback": True},
+            "handlers": [
+                {"name": "calc", "type": "mcp", "mcp": {"url": f"{mcp_server.url}/mcp"}},
+                {"name": "shop", "type": "openapi", "openapi": {"specURL": f"{openapi_server.url}/openapi.json",
+                                                                "baseURL": openapi_server.url}},
+            ],
+        }},
         {"apiVersion": API, "kind": "Provider", "metadata": {"name": "mock"}, "spec": {"type": "mock"}},
         {"apiVersion": API, "kind": "PromptPack", "metadata": {"name": "prompts"},
          "spec": {"version": "1.0.0", "systemPrompt": "You are helpful."}},

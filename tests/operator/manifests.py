@@ -44,9 +44,12 @@ def provider(name: str = "mock", **spec: Any) -> dict[str, Any]:
                    "spec": {"type": "mock", **spec}})
 
 
-def registry(name: str = "tools", *handlers: dict[str, Any]) -> dict[str, Any]:
+def registry(name: str = "tools", *handlers: dict[str, Any], egress: dict[str, Any] | None = None) -> dict[str, Any]:
+    spec: dict[str, Any] = {"handlers": list(handlers)}
+    if egress is not None:
+        spec["egress"] = egress
     return stored({"apiVersion": "omnia.altairalabs.ai/v1alpha1", "kind": "ToolRegistry", "metadata": {"name": name},
-                   "spec": {"handlers": list(handlers)}})
+                   "spec": spec})
 
 
 def model(body: dict[str, Any]):

@@ -476,9 +476,9 @@ def openapi_answer(seen: list):
     return answer
 
 
-def registry_world(*handlers) -> tuple[MemoryCache, MemoryApi]:
+def registry_world(*handlers, egress: dict | None = None) -> tuple[MemoryCache, MemoryApi]:
     cache, api = MemoryCache(), MemoryApi()
-    cache.put(manifests.registry("tools", *handlers))
+    cache.put(manifests.registry("tools", *handlers, egress=egress))
     cache.put_secret(NS, "orders-api", "token")
     api.secrets[(NS, "orders-api")] = {"token": "Bearer s3cret"}
     return cache, api
@@ -516,12 +516,16 @@ async def test_other_reconciles_reuse_the_discovery_until_an_input_changes():
     assert len(calls) == 3
 
 
+# The test MCP server listens on loopback, which a ToolRegistry must allow explicitly.
+LOOPBACK_ALLOWED = {"allowLoopback": True}
+
+
 async def test_an_mcp_server_on_loopback_is_listed_and_its_outage_degrades_the_handler():
     """Against the real test MCP server: its tools are published; stopped, the handler turns False with an Event."""
     server = mcp_service().start()
     try:
         handler = {"name": "calc", "type": "mcp", "mcp": {"url": f"{server.url}/mcp", "tools": ["add", "shout"]}}
-        cache, api = registry_world(handler)
+        cache, api = registry_world(handler, egress=LOOPBACK_ALLOWED)
         ctx = context(cache, api)
         assert await reconciling.reconcile(REGISTRY, ctx) == reconciling.DISCOVERY_INTERVAL_SECONDS
         status = api.statuses[("ToolRegistry", NS, "tools")]
@@ -529,7 +533,7 @@ async def test_an_mcp_server_on_loopback_is_listed_and_its_outage_degrades_the_h
         assert status["handlers"][0]["toolsHash"]
     finally:
         server.stop()
-    cache.put(with_status(manifests.registry("tools", handler), status))
+    cache.put(with_status(manifests.registry("tools", handler, egress=LOOPBACK_ALLOWED), status))
     ctx.discoveries.clear()
     assert await reconciling.reconcile(REGISTRY, ctx) == reconciling.DISCOVERY_RETRY_SECONDS
     down = api.statuses[("ToolRegistry", NS, "tools")]
@@ -539,6 +543,21 @@ async def test_an_mcp_server_on_loopback_is_listed_and_its_outage_degrades_the_h
     assert down["handlers"][0]["toolsHash"] == status["handlers"][0]["toolsHash"]
     assert [(e["type"], e["reason"]) for e in api.events] == [("Warning", condition["reason"])]
     assert "handler 'calc'" in api.events[0]["message"]
+
+
+async def test_a_server_the_egress_policy_denies_is_reported_and_never_contacted():
+    """The operator discovers under the registry's egress policy: loopback is denied unless the registry allows it."""
+    server = mcp_service().start()
+    try:
+        handler = {"name": "calc", "type": "mcp", "mcp": {"url": f"{server.url}/mcp"}}
+        cache, api = registry_world(handler)
+        await reconciling.reconcile(REGISTRY, context(cache, api))
+    finally:
+        server.stop()
+    status = api.statuses[("ToolRegistry", NS, "tools")]
+    condition = status["handlers"][0]["conditions"][0]
+    assert (status["phase"], condition["status"], condition["reason"]) == ("Failed", "False", "EgressDenied")
+    assert "egress policy" in condition["message"] and "allowLoopback" in condition["message"]
 
 
 async def test_stdio_servers_are_not_run_by_the_operator():

@@ -42,12 +42,18 @@ async def client():
         yield client
 
 
-def http_tool(name: str, url: str, *, method: str = "GET", schema: dict | None = None, **settings) -> ToolConfig:
+# The test servers listen on loopback, which a ToolRegistry must allow explicitly.
+LOOPBACK_ALLOWED = {"allowLoopback": True}
+
+
+def http_tool(
+    name: str, url: str, *, method: str = "GET", schema: dict | None = None, egress: dict = LOOPBACK_ALLOWED, **settings
+) -> ToolConfig:
     return ToolConfig(
         name=name,
         type="http",
         parameters=schema or {"type": "object", "properties": {}},
-        handler={"method": method, "url": url, "headers": settings.pop("headers", [])},
+        handler={"method": method, "url": url, "headers": settings.pop("headers", []), "egress": egress},
         **settings,
     )
 
@@ -55,7 +61,7 @@ def http_tool(name: str, url: str, *, method: str = "GET", schema: dict | None =
 def mcp_source(name: str = "calc", *, url: str | None = None, **block) -> ToolConfig:
     """A rendered mcp entry: streamable HTTP at ``url``, or the test server over stdio."""
     if url is not None:
-        handler = {"transport": "streamable-http", "url": url, **block}
+        handler = {"transport": "streamable-http", "url": url, "egress": LOOPBACK_ALLOWED, **block}
     else:
         handler = {"transport": "stdio", "command": sys.executable, "args": [str(MCP_SCRIPT)], **block}
     settings = {k: handler.pop(k) for k in ("timeout_seconds", "retries") if k in handler}

@@ -198,3 +198,52 @@ def http_service(state: HttpState, *, document: dict | None = None) -> Service:
         )
 
     return Service(make_app)
+
+
+@dataclass
+class Visits:
+    """What a bystander service saw: each request's method, raw path and headers."""
+
+    requests: list[dict] = field(default_factory=list)
+
+
+def recording_service(visits: Visits) -> Service:
+    """Answers any request with 200 and remembers it, the raw path as sent (before any decoding)."""
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        visits.requests.append(
+            {
+                "method": scope["method"],
+                "raw_path": scope["raw_path"].decode("latin-1"),
+                "query": scope["query_string"].decode("latin-1"),
+                "headers": {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]},
+            }
+        )
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": b"reached"})
+
+    return Service(lambda: app)
+
+
+def redirecting_service(location: Callable[[str], str | None], *, status: int = 302) -> Service:
+    """Redirects a request to ``location(path)``, an absolute or relative URL.
+
+    Where ``location`` gives None, answers 200 with the ``x-api-key`` header it got.
+    """
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        target = location(scope["path"])
+        if target is None:
+            key = dict(scope["headers"]).get(b"x-api-key", b"(none)")
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"arrived with " + key})
+            return
+        target = target.encode("latin-1")
+        await send({"type": "http.response.start", "status": status, "headers": [(b"location", target)]})
+        await send({"type": "http.response.body", "body": b""})
+
+    return Service(lambda: app)

@@ -16,7 +16,8 @@ WEATHER_SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}, 
 
 
 def spec(*handlers: dict) -> ToolRegistrySpec:
-    return ToolRegistrySpec.model_validate({"handlers": list(handlers)})
+    """A registry of ``handlers`` that allows loopback, where the test servers are."""
+    return ToolRegistrySpec.model_validate({"handlers": list(handlers), "egress": {"allowLoopback": True}})
 
 
 def http_handler(name: str, url: str, **block) -> dict:

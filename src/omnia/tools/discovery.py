@@ -14,7 +14,9 @@ not run here unless the caller says so (``run_commands``), since an
 operator must not execute commands taken from a user's manifest.
 
 ``handler_for`` builds the handler of one rendered tool entry; the runtime's
-``Toolbox`` uses it too, so discovery and runtime cannot disagree.
+``Toolbox`` uses it too, so discovery and runtime cannot disagree, and both
+reach servers under the registry's egress policy (``egress``): a server the
+runtime may not reach is not reported reachable either.
 """
 
 from __future__ import annotations
@@ -29,9 +31,9 @@ from jsonschema.exceptions import SchemaError
 from jsonschema.validators import validator_for
 
 from omnia import rendering
-from omnia.api.v1alpha1 import DiscoveredTool, ToolHandler, ToolRegistrySpec
+from omnia.api.v1alpha1 import DiscoveredTool, EgressPolicy, ToolHandler, ToolRegistrySpec
 from omnia.config import ToolConfig
-from omnia.tools import credentials, http, mcp, openapi
+from omnia.tools import credentials, egress, http, mcp, openapi
 from omnia.tools.base import DiscoveryError, Found, Handler
 
 DISCOVERY_TIMEOUT_SECONDS = 20.0
@@ -43,16 +45,20 @@ def handler_for(
     tool: ToolConfig,
     *,
     env: Mapping[str, str],
-    client: httpx.AsyncClient,
+    clients: egress.Clients,
     connect_timeout: float = mcp.CONNECT_TIMEOUT_SECONDS,
 ) -> Handler:
-    """The handler of a rendered ``http`` tool, or of an ``mcp`` or ``openapi`` source."""
+    """The handler of a rendered ``http`` tool, or of an ``mcp`` or ``openapi`` source.
+
+    Its requests go through ``clients``, under the entry's egress policy.
+    """
+    policy = egress.Policy.from_block(tool.handler.get("egress"))
     if tool.type == "http":
-        return http.Handler(tool, env=env, client=client)
+        return http.Handler(tool, env=env, client=clients.get(policy))
     if tool.type == "mcp":
-        return mcp.Handler(tool, env=env, connect_timeout=connect_timeout)
+        return mcp.Handler(tool, env=env, clients=clients, connect_timeout=connect_timeout)
     if tool.type == "openapi":
-        return openapi.Handler(tool, env=env, client=client)
+        return openapi.Handler(tool, env=env, client=clients.get(policy))
     raise ValueError(f"{tool.type} tools have no server-side handler")
 
 
@@ -110,20 +116,21 @@ async def discover(
     """Discover every handler of ``spec``, concurrently, each bounded by ``timeout`` seconds.
 
     ``secrets`` and ``config_maps`` map a name to the object's (decoded)
-    data. ``client`` is used for HTTP and OpenAPI requests; one is made (and
-    closed) when none is given. Never raises for a handler's failure: that
-    is in its result.
+    data. HTTP and OpenAPI requests go through clients that enforce the
+    registry's egress policy; ``client``, when given, is used as it is
+    instead (a test seam: its transport decides where requests go). Never
+    raises for a handler's failure: that is in its result.
     """
-    own_client = client is None
-    client = client or httpx.AsyncClient(follow_redirects=True, timeout=timeout)
+    clients = egress.Clients(timeout=timeout, shared=client)
     try:
         results = await asyncio.gather(
             *(
                 _discover_handler(
                     handler,
+                    egress_spec=spec.egress,
                     secrets=secrets,
                     config_maps=config_maps,
-                    client=client,
+                    clients=clients,
                     timeout=timeout,
                     run_commands=run_commands,
                 )
@@ -131,17 +138,17 @@ async def discover(
             )
         )
     finally:
-        if own_client:
-            await client.aclose()
+        await clients.aclose()
     return Discovery(handlers=tuple(unique_names(results)))
 
 
 async def _discover_handler(
     handler: ToolHandler,
     *,
+    egress_spec: EgressPolicy,
     secrets: Mapping[str, Mapping[str, str]],
     config_maps: Mapping[str, Mapping[str, str]],
-    client: httpx.AsyncClient,
+    clients: egress.Clients,
     timeout: float,
     run_commands: bool,
 ) -> HandlerResult:
@@ -154,7 +161,7 @@ async def _discover_handler(
             "a stdio server runs in the agent's runtime container, which lists its tools at start-up",
         )
     try:
-        tool = rendering.tool_config(handler, config_maps=config_maps)
+        tool = rendering.tool_config(handler, config_maps=config_maps, egress=egress_spec)
     except rendering.RenderError as exc:
         return HandlerResult(name, "False", "ConfigMapNotFound", str(exc))
     env: dict[str, str] = {}
@@ -170,7 +177,7 @@ async def _discover_handler(
         problem = _http_schema_problem(tool)
         if problem:
             return HandlerResult(name, "False", "InvalidSchema", problem)
-    source = handler_for(tool, env=env, client=client, connect_timeout=timeout)
+    source = handler_for(tool, env=env, clients=clients, connect_timeout=timeout)
     try:
         async with asyncio.timeout(timeout):
             found = await source.discover()

@@ -2,18 +2,25 @@
 
 ``build_request`` is pure: ``{{ name }}`` placeholders of the URL are filled
 with the arguments (URL-encoded), the other arguments go in the query string
-(GET, DELETE) or as a JSON object body (POST, PUT, PATCH). ``send`` is the
-adapter around ``httpx``, shared with ``openapi`` tools: it reads at most
-``MAX_RESPONSE_BYTES`` of the answer and sorts it into an answer for the
-model (2xx, and 4xx as an error the model can correct) or ``CallFailed``
-(no connection, 5xx) for the executor to retry.
+(GET, DELETE) or as a JSON object body (POST, PUT, PATCH). An argument stays
+in its place: placeholders may stand in the path and the query, never in the
+scheme or host (where the tool's secrets go), and an argument that would make
+its path segment empty, ``.`` or ``..`` is refused, as every ``/``, ``?``,
+``#`` or ``%`` in it is encoded.
+
+``send`` is the adapter around ``httpx``, shared with ``openapi`` tools: it
+follows redirects within the request's origin only (``egress``), reads at
+most ``MAX_RESPONSE_BYTES`` of the answer and sorts it into an answer for the
+model (2xx, and 4xx as an error the model can correct) or ``CallFailed`` (no
+connection, 5xx) for the executor to retry. A request the egress policy
+denies is an answer too: repeating it would not change anything.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import quote, urlsplit
 
@@ -21,10 +28,13 @@ import httpx
 
 from omnia.agent.loop import ToolOutcome
 from omnia.config import ToolConfig
-from omnia.tools import credentials
+from omnia.tools import credentials, egress
 from omnia.tools.base import CallFailed, DiscoveryError, Found
 
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_.-]*)\s*\}\}")
+# A URL (template) up to its path: ``scheme://authority``.
+_ORIGIN_PART = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]+")
+_NOT_A_SEGMENT = ("", ".", "..")
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 MAX_RESPONSE_BYTES = 1024 * 1024
@@ -49,21 +59,48 @@ def placeholders(url: str) -> list[str]:
 
 
 def build_request(*, method: str, url: str, arguments: Mapping, headers: Mapping[str, str]) -> Request:
-    """The request for one call of an ``http`` tool."""
+    """The request for one call of an ``http`` tool; ``ArgumentError`` when the arguments cannot make one."""
     used: set[str] = set()
 
-    def fill(match: re.Match) -> str:
-        name = match.group(1)
+    def value_of(name: str) -> str:
         if name not in arguments or arguments[name] is None:
             raise ArgumentError(f"the URL needs the argument {name!r}")
         used.add(name)
         return quote(scalar_text(arguments[name]), safe="")
 
-    filled = PLACEHOLDER.sub(fill, url)
-    rest = {name: value for name, value in arguments.items() if name not in used}
+    origin_part = _ORIGIN_PART.match(url)
+    if origin_part is None or "{{" in origin_part.group(0):
+        raise ArgumentError(f"the URL must start with a scheme and host without placeholders: {url}")
+    head = origin_part.group(0)
+    rest = url[len(head):]
+    cut = min((i for i in (rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
+    path = fill_segments(rest[:cut], PLACEHOLDER, value_of)
+    filled = head + path + PLACEHOLDER.sub(lambda match: value_of(match.group(1)), rest[cut:])
+    rest_arguments = {name: value for name, value in arguments.items() if name not in used}
     if method in BODY_METHODS:
-        return Request(method, filled, headers, body=rest)
-    return Request(method, filled, headers, query=query_items(rest))
+        return Request(method, filled, headers, body=rest_arguments)
+    return Request(method, filled, headers, query=query_items(rest_arguments))
+
+
+def fill_segments(path: str, placeholder: re.Pattern, value_of: Callable[[str], str]) -> str:
+    """``path`` with its placeholders replaced by ``value_of(name)`` (already encoded), segment by segment.
+
+    A segment that a placeholder fills must not end up empty, ``.`` or
+    ``..``: those change which resource the path names (``..`` climbs).
+    """
+    segments = []
+    for segment in path.split("/"):
+        names = placeholder.findall(segment)
+        if names:
+            segment = placeholder.sub(lambda match: value_of(match.group(1)), segment)
+            if segment in _NOT_A_SEGMENT:
+                listed = ", ".join(repr(name) for name in names)
+                raise ArgumentError(
+                    f"the argument {listed} would make the path segment {segment!r}; "
+                    "arguments stay in their own path segment"
+                )
+        segments.append(segment)
+    return "/".join(segments)
 
 
 def scalar_text(value: object) -> str:
@@ -104,8 +141,19 @@ async def send(client: httpx.AsyncClient, request: Request) -> ToolOutcome:
     if request.body is not None:
         kwargs["json"] = request.body
     try:
-        async with client.stream(request.method, request.url, **kwargs) as response:
+        outgoing = client.build_request(request.method, request.url, **kwargs)
+    except httpx.InvalidURL as exc:
+        return ToolOutcome(f"the request was not sent: invalid URL {request.url}: {_describe(exc)}", is_error=True)
+    try:
+        response = await open_following(client, outgoing)
+        try:
             body, cut = await _read_capped(response)
+        finally:
+            await response.aclose()
+    except egress.EgressDenied as exc:
+        return ToolOutcome(f"the request was not sent: {exc.message}", is_error=True)
+    except httpx.TooManyRedirects as exc:
+        return ToolOutcome(f"{request.method} {request.url}: {_describe(exc)}", is_error=True)
     except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
         raise CallFailed(f"cannot connect to {origin(request.url)}: {_describe(exc)}", reached=False) from None
     except httpx.HTTPError as exc:
@@ -121,6 +169,29 @@ async def send(client: httpx.AsyncClient, request: Request) -> ToolOutcome:
     if 300 <= status < 400:
         return ToolOutcome(f"HTTP {status} redirect to {response.headers.get('location', '?')}", is_error=True)
     return ToolOutcome(text if text else f"HTTP {status} (no content)")
+
+
+async def open_following(client: httpx.AsyncClient, request: httpx.Request) -> httpx.Response:
+    """Send ``request``, following redirects within its origin only; the response, still to be read.
+
+    A redirect elsewhere raises ``EgressDenied`` without being followed: the
+    request's headers (the tool's secrets) go to the configured origin only.
+    More than ``egress.MAX_REDIRECTS`` raise ``httpx.TooManyRedirects``.
+    """
+    start = request.url
+    for _ in range(egress.MAX_REDIRECTS + 1):
+        response = await client.send(request, stream=True, follow_redirects=False)
+        following = response.next_request
+        if following is None:
+            return response
+        await response.aclose()
+        if not egress.same_origin(following.url, start):
+            raise egress.EgressDenied(
+                f"{egress.origin_of(start)} redirected to {egress.origin_of(following.url)}, which the "
+                "ToolRegistry's egress policy does not follow: redirects stay within the tool's origin"
+            )
+        request = following
+    raise httpx.TooManyRedirects(f"more than {egress.MAX_REDIRECTS} redirects", request=request)
 
 
 async def _read_capped(response: httpx.Response) -> tuple[bytes, bool]:
@@ -145,8 +216,12 @@ async def probe(client: httpx.AsyncClient, url: str, *, headers: Mapping[str, st
     """
     fixed = url.split("{{", 1)[0]
     try:
-        response = await client.request("HEAD", fixed, headers={"user-agent": USER_AGENT, **headers})
-    except httpx.HTTPError as exc:
+        response = await client.request(
+            "HEAD", fixed, headers={"user-agent": USER_AGENT, **headers}, follow_redirects=False
+        )
+    except egress.EgressDenied as exc:
+        raise DiscoveryError("EgressDenied", exc.message) from None
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
         raise DiscoveryError("Unreachable", f"HEAD {fixed} failed: {_describe(exc)}") from None
     return response.status_code
 

@@ -6,6 +6,12 @@ connection *is* the server: a subprocess of the runtime, started with only
 the safe part of the runtime's environment plus the handler's ``env``, in
 the handler's working directory.
 
+Over streamable HTTP and SSE, the SDK's HTTP client is one of
+``egress.Clients``: each connection it opens is checked against the
+registry's egress policy, and the SDK itself follows redirects within the
+server's origin only. A denial is an answer (the model reads it; nothing is
+retried), not a failure of the server.
+
 The SDK's ``Client`` is an anyio context manager that must be entered and
 left by the same task, so each connection is owned by a task of its own that
 holds it open until it is closed; calls from any task use it meanwhile.
@@ -27,7 +33,7 @@ from mcp.client.streamable_http import streamable_http_client
 
 from omnia.agent.loop import ToolOutcome
 from omnia.config import ToolConfig
-from omnia.tools import credentials
+from omnia.tools import credentials, egress
 from omnia.tools.base import CallFailed, DiscoveryError, Found, tool_name
 
 # JSON-RPC errors by which a live server refuses a call it understood: answers, not failures.
@@ -57,6 +63,7 @@ class Handler:
         source: ToolConfig,
         *,
         env: Mapping[str, str],
+        clients: egress.Clients | None = None,
         connect_timeout: float = CONNECT_TIMEOUT_SECONDS,
     ) -> None:
         self.name = source.name
@@ -69,6 +76,8 @@ class Handler:
         self.working_dir: str | None = block.get("workingDir")
         self.only = tuple(block.get("tools", ()))
         self.connect_timeout = connect_timeout
+        self.egress = egress.Policy.from_block(block.get("egress"))
+        self._clients = clients or egress.Clients()
         self._headers: dict[str, str] = {}
         self._env: dict[str, str] = {}
         self._credential_error: str | None = None
@@ -91,6 +100,8 @@ class Handler:
             raise DiscoveryError("SecretNotFound", self._credential_error)
         try:
             connection = await self._connected()
+        except egress.EgressDenied as exc:
+            raise DiscoveryError("EgressDenied", exc.message) from None
         except CallFailed as exc:
             raise DiscoveryError("Unreachable", exc.message) from None
         listed: list[types.Tool] = []
@@ -130,7 +141,10 @@ class Handler:
     async def call(self, tool: ToolConfig, arguments: dict) -> ToolOutcome:
         if self._credential_error is not None:
             return ToolOutcome(f"tool {tool.name!r} is not configured: {self._credential_error}", is_error=True)
-        connection = await self._connected()
+        try:
+            connection = await self._connected()
+        except egress.EgressDenied as exc:
+            return ToolOutcome(f"tool {tool.name!r} was not called: {exc.message}", is_error=True)
         try:
             result = await connection.client.call_tool(tool.handler["tool"], arguments)
         except MCPError as exc:
@@ -140,11 +154,17 @@ class Handler:
             raise CallFailed(f"{self.endpoint(tool)}: {describe(exc)}", reached=True) from None
         except Exception as exc:
             await self._drop(connection)
+            denied = egress.denial_in(exc)
+            if denied is not None:
+                return ToolOutcome(f"tool {tool.name!r} failed: {denied.message}", is_error=True)
             raise CallFailed(f"{self.endpoint(tool)}: {describe(exc)}", reached=True) from None
         return ToolOutcome(result_text(result), is_error=bool(result.is_error))
 
     async def _connected(self) -> _Connection:
-        """The open connection, opened now if need be; one connection attempt at a time."""
+        """The open connection, opened now if need be; one connection attempt at a time.
+
+        Raises ``CallFailed`` when connecting fails, ``EgressDenied`` when the policy forbids it.
+        """
         async with self._connecting:
             connection = self._connection
             if connection is None or not connection.alive:
@@ -171,20 +191,26 @@ class Handler:
             return Client(parameters, cache=None)
         assert self.url is not None
         if self.transport == "sse":
-            return Client(sse_client(self.url, headers=self._headers), cache=None)
-        return _streamable_http(self.url, self._headers)
+
+            def checked_client(headers=None, timeout=None, auth=None) -> httpx2.AsyncClient:
+                return self._clients.mcp_client(self.egress, headers=headers, timeout=timeout)
+
+            return Client(
+                sse_client(self.url, headers=self._headers, httpx_client_factory=checked_client), cache=None
+            )
+        return self._streamable_http(self.url)
+
+    @asynccontextmanager
+    async def _streamable_http(self, url: str) -> AsyncIterator[Client]:
+        http_client = self._clients.mcp_client(self.egress, headers=self._headers, timeout=HTTP_TIMEOUT)
+        async with http_client:
+            async with Client(streamable_http_client(url, http_client=http_client), cache=None) as client:
+                yield client
 
     async def aclose(self) -> None:
         """Close the connection (and stop a stdio server)."""
         if self._connection is not None:
             await self._drop(self._connection)
-
-
-@asynccontextmanager
-async def _streamable_http(url: str, headers: Mapping[str, str]) -> AsyncIterator[Client]:
-    async with httpx2.AsyncClient(headers=dict(headers), timeout=HTTP_TIMEOUT) as http_client:
-        async with Client(streamable_http_client(url, http_client=http_client), cache=None) as client:
-            yield client
 
 
 class _Connection:
@@ -202,7 +228,8 @@ class _Connection:
         return self._task is not None and not self._task.done()
 
     async def start(self, *, timeout: float, what: str) -> None:
-        """Connect; raises ``CallFailed`` (nothing was sent) when that fails or takes too long.
+        """Connect; raises ``CallFailed`` (nothing was sent) when that fails or takes too long,
+        ``EgressDenied`` when the egress policy forbids the connection.
 
         Cancelling the caller cancels the attempt.
         """
@@ -219,6 +246,9 @@ class _Connection:
             return
         if self._task.done():
             error = self._task.exception() if not self._task.cancelled() else None
+            denied = egress.denial_in(error)
+            if denied is not None:
+                raise denied
             raise CallFailed(f"cannot connect to {what}: {describe(error)}", reached=False)
         await self._stop()
         raise CallFailed(f"cannot connect to {what}: no handshake within {timeout:g}s", reached=False)

@@ -4,7 +4,11 @@ Reading a document is pure (``operations``, ``tool_configs``): each
 operation becomes a tool whose arguments are the operation's path, query and
 header parameters, plus ``body`` for a JSON request body, with every local
 ``$ref`` inlined so the model sees a self-contained JSON schema. Calls are
-plain HTTP requests, sent by ``http.send``.
+plain HTTP requests, sent by ``http.send`` under the registry's egress
+policy, like the request for ``specURL``; a path parameter stays in its
+path segment. The document names the server the calls go to (unless
+``baseURL`` does): a hostile document can point them anywhere the egress
+policy allows, and the handler's headers go with them.
 
 The document comes from ``specURL`` (fetched at discovery) or, for a
 ``configMapRef``, is carried in the rendered config as ``document``: the
@@ -24,7 +28,7 @@ import yaml
 
 from omnia.agent.loop import ToolOutcome
 from omnia.config import ToolConfig
-from omnia.tools import credentials, http
+from omnia.tools import credentials, egress, http
 from omnia.tools.base import DiscoveryError, Found, tool_name
 
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
@@ -289,9 +293,9 @@ def tool_configs(
 
 def build_request(tool: ToolConfig, arguments: Mapping, *, headers: Mapping[str, str]) -> http.Request:
     block = tool.handler
-    path = block["path"]
     query: dict = {}
     extra_headers: dict[str, str] = {}
+    path_values: dict[str, str] = {}
     for parameter in block["parameters"]:
         name, location = parameter["name"], parameter["in"]
         if name not in arguments or arguments[name] is None:
@@ -300,11 +304,12 @@ def build_request(tool: ToolConfig, arguments: Mapping, *, headers: Mapping[str,
             continue
         value = arguments[name]
         if location == "path":
-            path = path.replace("{" + name + "}", quote(http.scalar_text(value), safe=""))
+            path_values[name] = quote(http.scalar_text(value), safe="")
         elif location == "query":
             query[name] = value
         elif location == "header":
             extra_headers[name] = http.scalar_text(value)
+    path = http.fill_segments(block["path"], _PATH_PARAMETER, lambda name: path_values.get(name, "{" + name + "}"))
     url = block["baseURL"].rstrip("/") + "/" + path.lstrip("/")
     body = arguments.get(BODY_ARGUMENT) if block.get("body") else None
     return http.Request(
@@ -357,12 +362,19 @@ class Handler:
     async def _fetch(self) -> str:
         assert self.spec_url is not None
         try:
-            response = await self._client.get(self.spec_url, headers=self._headers)
-        except httpx.HTTPError as exc:
+            request = self._client.build_request("GET", self.spec_url, headers=self._headers)
+            response = await http.open_following(self._client, request)
+            try:
+                content = await response.aread()
+            finally:
+                await response.aclose()
+        except egress.EgressDenied as exc:
+            raise DiscoveryError("EgressDenied", exc.message) from None
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise DiscoveryError("Unreachable", f"GET {self.spec_url} failed: {str(exc) or type(exc).__name__}") from None
         if response.status_code != 200:
             raise DiscoveryError("DocumentNotFound", f"GET {self.spec_url} answered HTTP {response.status_code}")
-        if len(response.content) > MAX_DOCUMENT_BYTES:
+        if len(content) > MAX_DOCUMENT_BYTES:
             raise DiscoveryError("InvalidDocument", f"the document is larger than {MAX_DOCUMENT_BYTES} bytes")
         return response.text
 

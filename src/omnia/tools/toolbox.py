@@ -18,12 +18,10 @@ import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 
-import httpx
-
 from omnia.agent.loop import ToolOutcome
 from omnia.config import ToolConfig
 from omnia.providers.base import ToolCall
-from omnia.tools import discovery
+from omnia.tools import discovery, egress
 from omnia.tools.base import DiscoveryError, Handler
 from omnia.tools.breakers import Breakers
 from omnia.tools.executing import Executor, RetryPolicy
@@ -38,8 +36,8 @@ class Toolbox:
     """A ``ToolCatalog`` and ``ToolExecutor`` for one agent.
 
     ``start`` begins discovery; ``aclose`` stops it and closes connections
-    and stdio servers. ``client`` (one is made when not given) sends HTTP
-    and OpenAPI calls.
+    and stdio servers. ``clients`` (made when not given, then closed here)
+    send HTTP, OpenAPI and MCP requests, each under its tool's egress policy.
     """
 
     def __init__(
@@ -47,17 +45,17 @@ class Toolbox:
         tools: Sequence[ToolConfig],
         *,
         env: Mapping[str, str],
-        client: httpx.AsyncClient | None = None,
+        clients: egress.Clients | None = None,
         breakers: Breakers | None = None,
         retry: RetryPolicy | None = None,
         rediscovery: RetryPolicy = REDISCOVERY,
         discovery_timeout: float = discovery.DISCOVERY_TIMEOUT_SECONDS,
     ) -> None:
         self._entries = tuple(tools)
-        self._own_client = client is None
-        self._client = client or httpx.AsyncClient(follow_redirects=True, timeout=httpx.Timeout(300.0, connect=10.0))
+        self._own_clients = clients is None
+        self._clients = clients or egress.Clients()
         self._handlers: dict[str, Handler] = {
-            entry.name: discovery.handler_for(entry, env=env, client=self._client, connect_timeout=discovery_timeout)
+            entry.name: discovery.handler_for(entry, env=env, clients=self._clients, connect_timeout=discovery_timeout)
             for entry in self._entries
             if entry.type != "client"
         }
@@ -160,5 +158,5 @@ class Toolbox:
         self._tasks.clear()
         for handler in self._handlers.values():
             await handler.aclose()
-        if self._own_client:
-            await self._client.aclose()
+        if self._own_clients:
+            await self._clients.aclose()

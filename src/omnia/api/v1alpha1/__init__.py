@@ -62,6 +62,7 @@ from omnia.api.v1alpha1.provider import (
 from omnia.api.v1alpha1.toolregistry import (
     ClientHandler,
     DiscoveredTool,
+    EgressPolicy,
     HandlerStatus,
     HttpHandler,
     McpHandler,
@@ -75,6 +76,7 @@ from omnia.api.v1alpha1.toolregistry import (
 
 __all__ = [
     "API_VERSION",
+    "EgressPolicy",
     "GROUP",
     "KINDS",
     "VERSION",

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import ipaddress
+import re
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, StringConstraints
 
 from omnia.api.v1alpha1.common import (
     API_VERSION,
@@ -18,6 +20,7 @@ from omnia.api.v1alpha1.common import (
     SecretKeySelector,
     StatusModel,
     conditions_field,
+    defaults_of,
     observed_generation_field,
 )
 
@@ -42,16 +45,29 @@ class NamedValue(ApiModel):
 
 
 HttpMethod = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
+# A placeholder before the path: in the scheme or the host, where the tool's secrets go. (Whether the
+# URL is absolute is the operator's check, reported in the handler's condition.)
+_PLACEHOLDER_IN_ORIGIN = r"^[^/?#]*//[^/?#]*[{][{]"
 
 
 class HttpHandler(ApiModel):
     """A single tool backed by an HTTP endpoint."""
 
+    validation_rules = (
+        Rule(
+            cel=f"!self.url.matches('{_PLACEHOLDER_IN_ORIGIN}')",
+            message="url: {{ }} placeholders may stand in the path and the query, not in the scheme or host",
+            check=lambda http: re.search(_PLACEHOLDER_IN_ORIGIN, http.url) is None,
+        ),
+    )
+
     method: HttpMethod = Field(default="POST", description="HTTP method.")
     url: str = Field(
         min_length=1,
-        description="URL template; {{ argument }} placeholders are filled from the call's arguments "
-        "(URL-encoded). Remaining arguments are sent as the JSON body (or query for GET).",
+        max_length=2048,
+        description="URL template; {{ argument }} placeholders in the path and query are filled from the call's "
+        "arguments (URL-encoded; an argument stays in its path segment). Remaining arguments are sent as the JSON "
+        "body (or query for GET and DELETE).",
     )
     headers: list[NamedValue] = Field(
         default_factory=list,
@@ -125,6 +141,55 @@ class OpenApiHandler(ApiModel):
     )
 
 
+def _is_cidr(text: str) -> bool:
+    try:
+        ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return False
+    return True
+
+
+class EgressPolicy(ApiModel):
+    """Where the registry's tools may send requests (http, openapi, and mcp over streamable-http or sse).
+
+    Every address a server's name resolves to is checked when a connection is
+    opened, and the connection goes to the checked address. Redirects are
+    followed only within the configured origin, so headers from Secrets are
+    never sent anywhere else.
+    """
+
+    validation_rules = (
+        Rule(
+            cel="!has(self.allowedCIDRs) || self.allowedCIDRs.all(c, isCIDR(c))",
+            message="allowedCIDRs: each entry must be an IP address range such as 10.1.0.0/16 or fd00::/8",
+            check=lambda egress: all(_is_cidr(cidr) for cidr in egress.allowed_cidrs),
+        ),
+    )
+
+    allow_loopback: bool = Field(
+        default=False,
+        description="Allow loopback targets (127.0.0.0/8, ::1, and 0.0.0.0, which reaches the local host): "
+        "the agent's own pod.",
+    )
+    allow_link_local: bool = Field(
+        default=False,
+        description="Allow link-local targets (169.254.0.0/16, fe80::/10), where cloud metadata services and "
+        "their credentials live.",
+    )
+    allow_private: bool = Field(
+        default=True,
+        description="Allow private targets (10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10, fc00::/7), "
+        "where in-cluster services live.",
+    )
+    allowed_cidrs: list[Annotated[str, StringConstraints(max_length=64)]] = Field(
+        default_factory=list,
+        alias="allowedCIDRs",
+        max_length=64,
+        description="Address ranges allowed whatever the settings above, e.g. 169.254.20.10/32 for a node-local "
+        "cache.",
+    )
+
+
 class ClientHandler(ApiModel):
     """A single tool executed by the connected WebSocket client."""
 
@@ -192,6 +257,14 @@ class ToolRegistrySpec(ApiModel):
         max_length=64,
         description="The handlers, each providing one or more tools.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    egress: EgressPolicy = Field(
+        default_factory=EgressPolicy,
+        json_schema_extra={"default": defaults_of(EgressPolicy)},
+        description="Where the tools (http, openapi, and mcp over streamable-http or sse) may send requests. "
+        "Every address a server's name resolves to is checked when a connection opens, and redirects are "
+        "followed within the configured origin only, so headers from Secrets never leave it. Loopback and "
+        "link-local targets are denied by default, private ones allowed.",
     )
 
 
