@@ -9,7 +9,6 @@ cluster.
 from __future__ import annotations
 
 import base64
-import binascii
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -145,7 +144,8 @@ def _secret_data(obj: dict, *, where: str) -> dict[str, str]:
     for key, encoded in _string_map(obj.get("data"), where).items():
         try:
             values.setdefault(key, base64.b64decode(encoded, validate=True).decode())
-        except (binascii.Error, UnicodeDecodeError):
+        except ValueError:
+            # binascii.Error, UnicodeDecodeError and non-ASCII input are all ValueErrors.
             raise ManifestLoadError(f"{where}: data.{key} is not base64-encoded text") from None
     return values
 

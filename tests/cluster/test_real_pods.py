@@ -345,7 +345,7 @@ def broken_agent(name: str, **spec) -> list[dict]:
             "bad-store-url", {"session": {"type": "redis", "secretRef": {"name": "bad-store", "key": "url"}}},
             [{"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "bad-store"},
               "stringData": {"url": "http://not-a-redis-url"}}],
-            "CrashLoopBackOff", "redis", id="crash-loop-with-the-runtime-s-own-reason",
+            "CrashLoopBackOff", "has scheme 'http'", id="crash-loop-with-the-runtime-s-own-reason",
         ),
         pytest.param(
             "no-such-image", {"images": {"runtime": "localhost/omnia:no-such-tag"}}, [],
