@@ -9,8 +9,8 @@ from omnia.config import AgentConfig, FacadeConfig, MockScript, ProviderConfig, 
 
 from ..e2e.processes import AgentProcesses
 
-# A reply far larger than any socket buffer, produced as fast as the runtime can.
-FLOOD_TEXT = "word " * 100_000
+# A reply far larger than the socket buffers, produced as fast as the runtime can.
+FLOOD_TEXT = "word " * 400_000
 
 # Short deadlines so that each attack is over in seconds; small caps so that
 # a test reaches them with a few dozen sockets.
@@ -28,7 +28,7 @@ FACADE = FacadeConfig(
 def hostile_config() -> AgentConfig:
     script = MockScript(
         replies=[
-            ScriptedReply(match="flood", text=FLOOD_TEXT, chunk_size=50),
+            ScriptedReply(match="flood", text=FLOOD_TEXT, chunk_size=200),
             ScriptedReply(text="Hello from the mock model.", chunk_size=4),
         ]
     )

@@ -83,19 +83,22 @@ class RawWebSocket:
     def flood(self, frame: bytes, *, seconds: float, batch: int = 1 << 16) -> int:
         """Send ``frame`` over and over for ``seconds`` without reading; bytes sent.
 
-        Stops early when the server stops reading (a send makes no progress for
-        a second) or drops the connection.
+        Keeps trying while the server does not read (a hostile client does
+        not give up); stops early only when the server drops the connection.
         """
         burst = frame * max(1, batch // len(frame))
-        self.sock.settimeout(1.0)
-        sent = 0
+        self.sock.settimeout(0.2)
+        sent = offset = 0
         deadline = time.monotonic() + seconds
-        try:
-            while time.monotonic() < deadline:
-                self.sock.sendall(burst)
-                sent += len(burst)
-        except (TimeoutError, ConnectionError):
-            pass
+        while time.monotonic() < deadline:
+            try:
+                count = self.sock.send(burst[offset:])
+            except TimeoutError:
+                continue
+            except ConnectionError:
+                break
+            sent += count
+            offset = (offset + count) % len(burst)
         return sent
 
     def close_code(self, *, timeout: float = 15.0) -> int | None:
