@@ -55,13 +55,16 @@ from omnia.protocol.errors import CloseCode
 
 logger = logging.getLogger(__name__)
 
-_TIMEOUT_RESPONSE = (
-    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n"
-    b"connection: close\r\ncontent-length: 32\r\n\r\nrequest headers took too long\r\n\r\n"
-)
-_BUSY_RESPONSE = (
-    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n"
-    b"connection: close\r\ncontent-length: 42\r\n\r\ntoo many connections from this address\r\n\r\n"
+def _response(status: bytes, body: bytes) -> bytes:
+    return (
+        b"HTTP/1.1 " + status + b"\r\ncontent-type: text/plain; charset=utf-8\r\n"
+        b"connection: close\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+
+
+_TIMEOUT_RESPONSE = _response(b"408 Request Timeout", b"the request headers took too long\n")
+_BUSY_RESPONSE = _response(
+    b"503 Service Unavailable", b"too many connections waiting for a request; retry shortly\n"
 )
 _NOT_READING = "client is not reading"
 
