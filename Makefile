@@ -22,6 +22,7 @@ generate: install
 # (make test-deps installs them).
 bench: install test-deps
 	.venv/bin/python bench/relay.py
+	.venv/bin/python bench/attacks.py
 	.venv/bin/python bench/sessions.py
 	.venv/bin/python bench/reconciling.py
 

@@ -197,6 +197,11 @@ class FacadeConfig(_Model):
     message_burst: int = 20
     drain_timeout_seconds: float = 30.0
     turn_timeout_seconds: float = 300.0
+    max_output_buffer_bytes: int = 256 * 1024
+    send_timeout_seconds: float = 30.0
+    request_header_timeout_seconds: float = 10.0
+    max_pending_connections: int = 512
+    max_pending_connections_per_address: int = 64
 
 
 class AgentConfig(_Model):

@@ -272,6 +272,11 @@ def render_agent_config(
             messages_per_second=facade.messages_per_second,
             message_burst=facade.message_burst,
             drain_timeout_seconds=facade.drain_timeout_seconds,
+            max_output_buffer_bytes=facade.max_output_buffer_bytes,
+            send_timeout_seconds=facade.send_timeout_seconds,
+            request_header_timeout_seconds=facade.request_header_timeout_seconds,
+            max_pending_connections=facade.max_pending_connections,
+            max_pending_connections_per_address=facade.max_pending_connections_per_address,
         ),
         max_tool_iterations=spec.max_tool_iterations,
     )

@@ -141,6 +141,28 @@ def test_a_facade_port_the_runtime_takes_is_an_invalid_spec(port):
         objects_for(model(manifests.agent(facade={"port": port})))
 
 
+def test_facade_limits_against_hostile_clients_reach_the_runtime_config():
+    """The connection limits of spec.facade are rendered into the facade's config,
+    and left out they keep the documented defaults."""
+    limits = {
+        "maxOutputBufferBytes": 65536,
+        "sendTimeoutSeconds": 5,
+        "requestHeaderTimeoutSeconds": 3,
+        "maxPendingConnections": 100,
+        "maxPendingConnectionsPerAddress": 0,
+    }
+    facade = config_for(model(manifests.agent(facade=limits))).facade
+    assert (
+        facade.max_output_buffer_bytes, facade.send_timeout_seconds, facade.request_header_timeout_seconds,
+        facade.max_pending_connections, facade.max_pending_connections_per_address,
+    ) == (65536, 5, 3, 100, 0)
+    defaults = config_for(model(manifests.agent())).facade
+    assert (
+        defaults.max_output_buffer_bytes, defaults.send_timeout_seconds, defaults.request_header_timeout_seconds,
+        defaults.max_pending_connections, defaults.max_pending_connections_per_address,
+    ) == (256 * 1024, 30, 10, 512, 64)
+
+
 def test_service_exposes_the_facade_port_named_ws():
     service = builders.build_service(model(manifests.agent(facade={"port": 9000})))
     assert service["spec"]["ports"] == [{"name": "ws", "port": 9000, "targetPort": "ws", "protocol": "TCP"}]

@@ -27,6 +27,7 @@ from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 
 from omnia.config import AgentConfig, FacadeConfig
+from omnia.facade import guarding
 from omnia.facade.app import create_app
 from omnia.facade.relaying import Relay
 from omnia.facade.runtime_client import RuntimeClient
@@ -60,10 +61,14 @@ class FacadeServer:
         self.host = host
         self.relay: Relay = app.state.relay
         self._socket = _bind(host, port)
+        # uvicorn's own h11 and websockets (sans-I/O) protocols, with the
+        # bounds hostile clients need (see ``guarding``).
+        http, websocket = guarding.protocols(config)
         self._server = _Server(
             uvicorn.Config(
                 app,
-                ws="websockets-sansio",
+                http=http,  # type: ignore[arg-type]
+                ws=websocket,  # type: ignore[arg-type]
                 # Frames above max_message_bytes get a MESSAGE_TOO_LARGE frame
                 # from the relay; this hard limit only stops a peer from making
                 # the server buffer an arbitrarily large one.

@@ -122,6 +122,26 @@ class FacadeSpec(ApiModel):
     drain_timeout_seconds: int = Field(
         default=30, ge=0, description="On shutdown, how long in-flight turns may take to finish."
     )
+    max_output_buffer_bytes: int = Field(
+        default=262144, ge=4096,
+        description="Bytes waiting to be sent to one client above which the server stops reading from it.",
+    )
+    send_timeout_seconds: int = Field(
+        default=30, ge=1,
+        description="A client that takes no output for this long is closed with code 1008.",
+    )
+    request_header_timeout_seconds: int = Field(
+        default=10, ge=1,
+        description="Time for a request's headers to arrive; slower connections get 408 and are closed.",
+    )
+    max_pending_connections: int = Field(
+        default=512, ge=0,
+        description="Connections not yet upgraded to WebSocket (plain HTTP included); 0 disables the cap.",
+    )
+    max_pending_connections_per_address: int = Field(
+        default=64, ge=0,
+        description="Connections not yet upgraded from one client address; more get 503. 0 disables the cap.",
+    )
 
 
 AutoscalingEngine = Literal["hpa", "keda"]

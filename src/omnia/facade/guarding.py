@@ -1,0 +1,355 @@
+"""Guarding the facade's sockets from clients that do not play along.
+
+uvicorn serves a connection with two protocol objects in turn: an HTTP one
+until the request headers are complete, then (for ``/ws``) a WebSocket one.
+Neither bounds what a hostile client can make it hold:
+
+- *before the upgrade*, a socket that never sends a request, or sends its
+  headers a byte at a time, is kept forever, and such sockets do not count
+  against ``maxConnections`` (the relay only sees upgraded ones);
+- *after the upgrade*, the WebSocket layer answers every ping with a pong
+  written straight to the socket's buffer, so a client that pings and never
+  reads makes the server buffer pongs without bound; and a frame the app
+  sends to a client that never reads waits for ever.
+
+The two protocol classes here add what is missing and nothing else:
+
+``GuardedHTTPProtocol``
+    a deadline for the request headers (``requestHeaderTimeoutSeconds``,
+    from the connection or the end of the previous response: bytes trickling
+    in do not extend it; 408), and a place in ``PendingConnections``, the
+    table of connections not yet upgraded (``maxPendingConnections`` in all,
+    ``maxPendingConnectionsPerAddress`` per client address: 503).
+``GuardedWebSocketProtocol``
+    back-pressure on the client's input: while more than
+    ``maxOutputBufferBytes`` wait to be sent to a client, the server stops
+    reading from it, so its frames (pings, bad frames) produce no more output;
+    and a deadline: a buffer that does not drain within
+    ``sendTimeoutSeconds`` closes the connection (1008). A connection the
+    server closes is dropped, not merely closed, if the client does not take
+    the close frame within that time either.
+
+``PendingConnections`` is plain bookkeeping with no sockets, tested on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import socket
+from collections import Counter
+from collections.abc import Callable
+from typing import Any, Generic, Protocol, TypeVar
+
+from uvicorn.config import Config
+from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from uvicorn.server import ServerState
+from starlette.types import Message
+from websockets.exceptions import InvalidState
+
+from omnia.config import FacadeConfig
+from omnia.protocol.errors import CloseCode
+
+logger = logging.getLogger(__name__)
+
+def _response(status: bytes, body: bytes) -> bytes:
+    return (
+        b"HTTP/1.1 " + status + b"\r\ncontent-type: text/plain; charset=utf-8\r\n"
+        b"connection: close\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+
+
+_TIMEOUT_RESPONSE = _response(b"408 Request Timeout", b"the request headers took too long\n")
+_BUSY_RESPONSE = _response(
+    b"503 Service Unavailable", b"too many connections waiting for a request; retry shortly\n"
+)
+_NOT_READING = "client is not reading"
+
+
+class _Pending(Protocol):
+    @property
+    def awaiting_request(self) -> bool: ...
+
+
+P = TypeVar("P", bound=_Pending)
+
+
+class PendingConnections(Generic[P]):
+    """Connections that have not upgraded yet, oldest first, counted per client address.
+
+    A limit of zero disables that limit.
+    """
+
+    def __init__(self, *, limit: int, per_address: int) -> None:
+        self.limit = limit
+        self.per_address = per_address
+        self._connections: dict[P, str] = {}
+        self._by_address: Counter[str] = Counter()
+
+    def __len__(self) -> int:
+        return len(self._connections)
+
+    def admit(self, connection: P, address: str) -> tuple[bool, P | None]:
+        """Take ``connection`` in if there is room; (admitted, connection to close for it).
+
+        At the overall limit, the oldest connection still waiting for its
+        request headers is released to make room: a slow or silent client
+        loses its place to one that sends its request at once (a probe, a real
+        user). Connections serving a request are never displaced. At the
+        per-address limit the newcomer is refused, so one address cannot take
+        the room of others.
+        """
+        if self.per_address > 0 and self._by_address[address] >= self.per_address:
+            return False, None
+        displaced = None
+        if self.limit > 0 and len(self._connections) >= self.limit:
+            displaced = next((c for c in self._connections if c.awaiting_request), None)
+            if displaced is None:
+                return False, None
+            self.release(displaced)
+        self._connections[connection] = address
+        self._by_address[address] += 1
+        return True, displaced
+
+    def release(self, connection: P) -> None:
+        """Forget ``connection`` (upgraded or gone); a no-op if it was never admitted."""
+        address = self._connections.pop(connection, None)
+        if address is not None:
+            self._by_address[address] -= 1
+            if not self._by_address[address]:
+                del self._by_address[address]
+
+
+class GuardedHTTPProtocol(H11Protocol):
+    """uvicorn's h11 protocol with a header deadline and a place in ``PendingConnections``."""
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+        *,
+        pending: PendingConnections[GuardedHTTPProtocol],
+        header_timeout: float,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self.pending = pending
+        self.header_timeout = header_timeout
+        self.header_timer: asyncio.TimerHandle | None = None
+        self.upgraded = False
+
+    @property
+    def awaiting_request(self) -> bool:
+        """Waiting for a request's headers (not serving one, not upgraded)."""
+        return not self.upgraded and (self.cycle is None or self.cycle.response_complete)
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        address = self.client[0] if self.client else ""
+        admitted, displaced = self.pending.admit(self, address)
+        if displaced is not None:
+            displaced.refuse(_TIMEOUT_RESPONSE)
+        if not admitted:
+            self.refuse(_BUSY_RESPONSE)
+            return
+        self._arm_header_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_header_timer()
+        self.pending.release(self)
+        super().connection_lost(exc)
+
+    def on_response_complete(self) -> None:
+        # Armed before uvicorn looks at pipelined data, which may start the
+        # next request (the timer then finds it served) or upgrade.
+        if not self.transport.is_closing():
+            self._arm_header_timer()
+        super().on_response_complete()
+
+    def handle_websocket_upgrade(self, event: Any) -> None:
+        # From here the WebSocket protocol owns the transport and its limits.
+        self.upgraded = True
+        self._disarm_header_timer()
+        self.pending.release(self)
+        super().handle_websocket_upgrade(event)
+
+    def refuse(self, response: bytes) -> None:
+        """Answer with ``response`` (a complete HTTP response) and close."""
+        self._disarm_header_timer()
+        self.pending.release(self)
+        if not self.transport.is_closing():
+            self.transport.write(response)
+            self.transport.close()
+
+    def _arm_header_timer(self) -> None:
+        self._disarm_header_timer()
+        self.header_timer = self.loop.call_later(self.header_timeout, self._on_header_timeout)
+
+    def _disarm_header_timer(self) -> None:
+        if self.header_timer is not None:
+            self.header_timer.cancel()
+            self.header_timer = None
+
+    def _on_header_timeout(self) -> None:
+        self.header_timer = None
+        if self.awaiting_request:
+            self.refuse(_TIMEOUT_RESPONSE)
+
+
+class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's websockets (sans-I/O) protocol with bounded output.
+
+    Two independent reasons stop reading from the client: uvicorn's own (the
+    app has not taken the previous frame) and ours (output is backed up).
+    Reading resumes only when neither holds.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+        *,
+        max_output_bytes: int,
+        send_timeout: float,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self.max_output_bytes = max_output_bytes
+        self.send_timeout = send_timeout
+        self.output_blocked = False
+        self.stall_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.transport.set_write_buffer_limits(
+            high=self.max_output_bytes, low=self.max_output_bytes // 4
+        )
+        # The kernel's send buffer grows by itself to megabytes for a peer
+        # that does not read, and socket memory counts against the pod's
+        # memory limit like any other: hold it to the same bound.
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.max_output_bytes)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.stall_timer is not None:
+            self.stall_timer.cancel()
+            self.stall_timer = None
+        super().connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self.output_blocked = True
+        if not self.transport.is_closing():
+            self.transport.pause_reading()
+        if self.stall_timer is None:
+            self.stall_timer = self.loop.call_later(self.send_timeout, self._on_stall)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self.output_blocked = False
+        if self.stall_timer is not None:
+            self.stall_timer.cancel()
+            self.stall_timer = None
+        if not self.read_paused and not self.close_sent and not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    async def receive(self) -> Message:  # type: ignore[override]
+        message = await self.queue.get()
+        if self.read_paused and self.queue.empty():
+            self.read_paused = False
+            if not self.output_blocked:
+                self.transport.resume_reading()
+        return message
+
+    async def send(self, message: Message) -> None:  # type: ignore[override]
+        await super().send(message)
+        if message["type"] == "websocket.close":
+            self._drop_later()
+
+    def handle_ping(self) -> None:
+        if self.close_sent:
+            self.conn.data_to_send()  # the pong: nobody is listening any more
+            return
+        super().handle_ping()
+
+    def keepalive_timeout(self) -> None:
+        super().keepalive_timeout()
+        self._drop_later()
+
+    def _on_stall(self) -> None:
+        """The client took nothing for ``send_timeout``: close 1008, then drop.
+
+        The close frame goes after what is already buffered, followed by a
+        half-close, and the client's input is read and discarded from then
+        on: closing a socket with unread input would reset it, and the client
+        would lose the close frame it may yet read.
+        """
+        self.stall_timer = None
+        if self.close_sent or self.transport.is_closing():
+            self._drop_later()
+            return
+        logger.info(
+            "closing a WebSocket: nothing sent for %ss, %d bytes waiting",
+            self.send_timeout,
+            self.transport.get_write_buffer_size(),
+        )
+        self.stop_keepalive()
+        try:
+            self.conn.send_close(CloseCode.POLICY_VIOLATION, _NOT_READING)
+        except InvalidState:
+            pass
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        self.transport.write_eof()
+        self.close_sent = True
+        # The app's next receive ends the connection; its pending and next
+        # sends fail at once instead of waiting on the full buffer.
+        self.queue.put_nowait(
+            {
+                "type": "websocket.disconnect",
+                "code": CloseCode.POLICY_VIOLATION,
+                "reason": _NOT_READING,
+            }
+        )
+        self.disconnected = True
+        self.writable.set()
+        self.read_paused = False
+        self.transport.resume_reading()
+        self._drop_later()
+
+    def _drop_later(self) -> None:
+        """Abort the socket if it is still open after ``send_timeout``.
+
+        This takes the place of uvicorn's close timer, which closes the
+        transport — and closing waits until the buffer is written, which for a
+        client that does not read is never; aborting discards it. uvicorn
+        still cancels the timer when the client answers the close frame.
+        """
+        if self.close_timer is not None:
+            self.close_timer.cancel()
+        self.close_timer = self.loop.call_later(self.send_timeout, self.transport.abort)
+
+
+def protocols(
+    config: FacadeConfig,
+) -> tuple[Callable[..., H11Protocol], Callable[..., WebSocketsSansIOProtocol]]:
+    """The (HTTP, WebSocket) protocol factories for one server, sharing one pending table."""
+    pending: PendingConnections[GuardedHTTPProtocol] = PendingConnections(
+        limit=config.max_pending_connections,
+        per_address=config.max_pending_connections_per_address,
+    )
+    http = functools.partial(
+        GuardedHTTPProtocol, pending=pending, header_timeout=config.request_header_timeout_seconds
+    )
+    websocket = functools.partial(
+        GuardedWebSocketProtocol,
+        max_output_bytes=config.max_output_buffer_bytes,
+        send_timeout=config.send_timeout_seconds,
+    )
+    return http, websocket
