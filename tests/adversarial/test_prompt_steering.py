@@ -15,7 +15,7 @@ from websockets.sync.client import connect
 
 from omnia.config import AgentConfig, PromptConfig, PromptRollout, ProviderConfig
 
-from .processes import AgentProcesses
+from ..e2e.processes import AgentProcesses
 
 PROMPT = PromptConfig.model_validate(
     {
