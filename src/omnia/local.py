@@ -111,13 +111,11 @@ class LocalAgent:
             # The first signal asked for this stop; any further one, even before it began, hurries it.
             answered = min(len(self.requests.signals), 1)
             hurried = hurry
-            for process, timeout in (
-                (self.facade, self.drain_seconds + STOP_MARGIN_SECONDS),
-                (self.runtime, self.drain_seconds + STOP_MARGIN_SECONDS),
-            ):
+            for process in (self.facade, self.runtime):
                 if process.poll() is None:
                     process.send_signal(signal.SIGTERM)
-                deadline = time.monotonic() + (HURRY_SECONDS if hurried else timeout)
+                bound = HURRY_SECONDS if hurried else self.drain_seconds + STOP_MARGIN_SECONDS
+                deadline = time.monotonic() + bound
                 while process.poll() is None and time.monotonic() < deadline:
                     if len(self.requests.signals) > answered:
                         answered = len(self.requests.signals)
