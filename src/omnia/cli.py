@@ -79,9 +79,14 @@ def run(
     agent: Annotated[str | None, typer.Option(help="The AgentRuntime to run when there are several.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show the processes' JSON logs.")] = False,
 ) -> None:
-    """Run an agent locally from its manifests: runtime and facade, joined by gRPC."""
+    """Run an agent locally from its manifests: runtime and facade, joined by gRPC.
+
+    SIGINT, SIGTERM and SIGHUP each drain and stop it, then it exits 0 (see docs/operations.md).
+    """
     from omnia import local, manifests
 
+    requests = local.StopRequests()
+    requests.install()
     try:
         loaded = manifests.load(paths)
         plan = manifests.plan_local_agent(loaded, agent_name=agent, env=os.environ)
@@ -92,10 +97,11 @@ def run(
     for note in plan.notes:
         typer.echo(f"note: {note}", err=True)
     config = plan.config
-    typer.echo(f"Starting agent {config.name!r} ({config.provider.type} provider, model {config.provider.model})...")
+    _say(f"Starting agent {config.name!r} ({config.provider.type} provider, model {config.provider.model})...")
     try:
         running = local.start(
             config,
+            requests=requests,
             host=host,
             port=port,
             env={**os.environ, **plan.secret_env},
@@ -103,13 +109,33 @@ def run(
         )
     except local.LocalRunError as exc:
         raise _fail(str(exc), EXIT_RUNTIME) from None
-    ws_url = running.url.replace("http://", "ws://", 1) + "/ws"
-    typer.echo(f"Agent {config.name!r} is ready.")
-    typer.echo(f"  Chat page:  {running.url}/")
-    typer.echo(f"  WebSocket:  {ws_url}")
-    typer.echo(f"  Terminal:   omnia chat {running.url}")
-    typer.echo("Press Ctrl-C to stop.")
-    raise typer.Exit(running.wait())
+    try:
+        if not running.stop_requested:
+            ws_url = running.url.replace("http://", "ws://", 1) + "/ws"
+            _say(f"Agent {config.name!r} is ready.")
+            _say(f"  Chat page:  {running.url}/")
+            _say(f"  WebSocket:  {ws_url}")
+            _say(f"  Terminal:   omnia chat {running.url}")
+            _say("Press Ctrl-C to stop.")
+            running.wait()
+    finally:
+        code = running.stop()
+    raise typer.Exit(code)
+
+
+def _say(line: str) -> None:
+    """Print a line on standard output, if anyone still reads it.
+
+    The agent serves its clients, not its standard output: when the reader
+    has gone (a closed pipe), the rest is discarded and the agent runs on.
+    """
+    try:
+        typer.echo(line)
+    except BrokenPipeError:
+        # So that the final flush at exit does not fail in turn (the recipe of Python's signal docs).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 @app.command()

@@ -2,6 +2,8 @@
 
 The runtime and the facade are started exactly as a pod (or ``omnia run``)
 starts them, so these tests cross the real gRPC and WebSocket boundaries.
+Each is in a process group of its own, and ``stop`` leaves nothing of the
+group or of what it started (the runtime's stdio MCP servers) running.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 import httpx
 
 from omnia.config import AgentConfig
+from tests import processtrees
 
 
 def free_port() -> int:
@@ -57,8 +60,8 @@ class AgentProcesses:
         self.facade: subprocess.Popen | None = None
 
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
-        log = open(self.logs / f"{name}.log", "ab")
-        return subprocess.Popen([sys.executable, "-m", "omnia", *args], env=self.env, stdout=log, stderr=log)
+        with open(self.logs / f"{name}.log", "ab") as log:
+            return processtrees.spawn([sys.executable, "-m", "omnia", *args], env=self.env, stdout=log, stderr=log)
 
     def start_runtime(self) -> None:
         self.runtime = self._spawn(
@@ -75,9 +78,14 @@ class AgentProcesses:
         )
 
     def start(self, *, timeout: float = 60.0) -> AgentProcesses:
-        self.start_runtime()
-        self.start_facade()
-        self.wait_ready(timeout=timeout)
+        """Start both and wait until ready; on failure, nothing is left running."""
+        try:
+            self.start_runtime()
+            self.start_facade()
+            self.wait_ready(timeout=timeout)
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def wait_ready(self, *, timeout: float = 60.0) -> None:
@@ -93,11 +101,7 @@ class AgentProcesses:
         return path.read_text(errors="replace") if path.exists() else ""
 
     def stop(self) -> None:
+        """SIGTERM the facade, then the runtime (15 s each), then kill what is left of their groups."""
         for process in (self.facade, self.runtime):
-            if process is not None and process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(15)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+            if process is not None:
+                processtrees.stop(process, timeout=15)

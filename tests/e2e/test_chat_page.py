@@ -20,19 +20,17 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def quickstart():
+def quickstart(spawned):
     port = free_port()
-    process = subprocess.Popen(
+    spawned(
         [sys.executable, "-m", "omnia", "run", str(REPO / "examples/quickstart"), "--port", str(port)],
+        stop_signal=signal.SIGINT,
+        stop_timeout=60,
         stdout=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(lambda: readyz(url) == 200, timeout=120, what="omnia run")
-        yield url
-    finally:
-        process.send_signal(signal.SIGINT)
-        process.wait(60)
+    wait_until(lambda: readyz(url) == 200, timeout=120, what="omnia run")
+    return url
 
 
 async def test_the_page_streams_a_real_generated_reply_with_usage(quickstart):

@@ -89,9 +89,10 @@ def test_run_on_a_busy_port_says_so(tmp_path):
     assert f"port {port}" in result.stderr and "--port" in result.stderr
 
 
-def _start_run(path: Path, port: int) -> subprocess.Popen:
-    return subprocess.Popen(
+def _start_run(spawned, path: Path, port: int) -> subprocess.Popen:
+    return spawned(
         [sys.executable, "-m", "omnia", "run", str(path), "--port", str(port)],
+        stop_signal=signal.SIGINT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -122,10 +123,10 @@ spec: {promptPackRef: {name: p}, providerRef: {name: m}}
 """
 
 
-def test_chat_streams_replies_for_piped_lines_and_ctrl_c_stops_run(tmp_path):
+def test_chat_streams_replies_for_piped_lines_and_ctrl_c_stops_run(tmp_path, spawned):
     (tmp_path / "agent.yaml").write_text(MOCK_AGENT)
     port = free_port()
-    run = _start_run(tmp_path, port)
+    run = _start_run(spawned, tmp_path, port)
     try:
         wait_until(lambda: readyz(f"http://127.0.0.1:{port}") == 200, timeout=60, what="omnia run")
         chat = omnia("chat", f"http://127.0.0.1:{port}", input="hello\nagain\n")
@@ -143,10 +144,10 @@ def test_chat_to_nothing_listening_fails_clearly():
 
 
 @pytest.mark.model
-def test_quickstart_answers_with_real_generated_text(tmp_path):
+def test_quickstart_answers_with_real_generated_text(spawned):
     """The README's main job: the quickstart on the embedded model streams a real reply."""
     port = free_port()
-    run = _start_run(REPO / "examples/quickstart", port)
+    run = _start_run(spawned, REPO / "examples/quickstart", port)
     try:
         wait_until(lambda: readyz(f"http://127.0.0.1:{port}") == 200, timeout=120, what="omnia run")
         with connect(f"ws://127.0.0.1:{port}/ws") as ws:

@@ -49,9 +49,10 @@ def redis_server():
     server.close()
 
 
-def _run(folder, port, env):
-    return subprocess.Popen(
+def _run(spawned, folder, port, env):
+    return spawned(
         [sys.executable, "-m", "omnia", "run", str(folder), "--port", str(port)],
+        stop_signal=signal.SIGINT,
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -67,7 +68,7 @@ def _turn(ws, text):
 
 
 @pytest.mark.parametrize("source", [pytest.param("environment", id="url-from-env"), pytest.param("manifest", id="url-from-secret-manifest")])
-def test_run_keeps_sessions_in_the_configured_redis_with_its_ttl(tmp_path, redis_server, source):
+def test_run_keeps_sessions_in_the_configured_redis_with_its_ttl(tmp_path, redis_server, source, spawned):
     """The session outlives the local agent: a second `omnia run` resumes it from Redis."""
     (tmp_path / "agent.yaml").write_text(MANIFESTS)
     env = dict(os.environ)
@@ -80,7 +81,7 @@ def test_run_keeps_sessions_in_the_configured_redis_with_its_ttl(tmp_path, redis
         )
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    first = _run(tmp_path, port, env)
+    first = _run(spawned, tmp_path, port, env)
     try:
         wait_until(lambda: readyz(url) == 200, timeout=60, what="omnia run")
         with connect(f"ws://127.0.0.1:{port}/ws") as ws:
@@ -95,7 +96,7 @@ def test_run_keeps_sessions_in_the_configured_redis_with_its_ttl(tmp_path, redis
     ttl = redis.Redis.from_url(redis_server.url).ttl(keys[0])
     assert 85 * 60 < ttl <= 90 * 60
 
-    second = _run(tmp_path, port, env)
+    second = _run(spawned, tmp_path, port, env)
     try:
         wait_until(lambda: readyz(url) == 200, timeout=60, what="omnia run again")
         with connect(f"ws://127.0.0.1:{port}/ws?session_id={session_id}") as ws:

@@ -108,39 +108,34 @@ def _free_port() -> int:
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 async def test_signal_drains_the_real_process_and_exits_cleanly(
-    runtime: RuntimeDouble, sig: signal.Signals
+    runtime: RuntimeDouble, sig: signal.Signals, spawned
 ) -> None:
     """The process entry point: a signal mid-turn waits for ``done``, then exits 0."""
     port = _free_port()
-    process = subprocess.Popen(
+    process = spawned(
         [sys.executable, "-c", FACADE_PROCESS, runtime.address, str(port)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
-    try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
-            for _ in range(200):
-                try:
-                    if (await http.get("/healthz")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    await asyncio.sleep(0.05)
-        async with await connect(f"ws://127.0.0.1:{port}/ws") as ws:
-            await receive(ws)
-            await send(ws, {"type": "message", "content": "slow"})
-            await receive(ws)
-            process.send_signal(sig)
-            await asyncio.sleep(0.3)
-            assert process.poll() is None, "exited before the turn finished"
-            runtime.servicer.release.set()
-            frames = await receive_until(ws, "done")
-            error = await receive(ws)
-            code, _ = await closed(ws)
-        returncode = await asyncio.to_thread(process.wait, 10)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+        for _ in range(200):
+            try:
+                if (await http.get("/healthz")).status_code == 200:
+                    break
+            except httpx.TransportError:
+                await asyncio.sleep(0.05)
+    async with await connect(f"ws://127.0.0.1:{port}/ws") as ws:
+        await receive(ws)
+        await send(ws, {"type": "message", "content": "slow"})
+        await receive(ws)
+        process.send_signal(sig)
+        await asyncio.sleep(0.3)
+        assert process.poll() is None, "exited before the turn finished"
+        runtime.servicer.release.set()
+        frames = await receive_until(ws, "done")
+        error = await receive(ws)
+        code, _ = await closed(ws)
+    returncode = await asyncio.to_thread(process.wait, 10)
     output = process.stdout.read().decode() if process.stdout else ""
     assert frames[-1]["type"] == "done"
     assert (error["code"], code) == ("DRAINING", 1012)

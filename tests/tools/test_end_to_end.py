@@ -106,13 +106,13 @@ def test_the_runtime_starts_without_its_mcp_server_and_offers_its_tools_once_it_
         service.stop()
 
 
-def test_the_tools_example_runs_under_omnia_run():
+def test_the_tools_example_runs_under_omnia_run(spawned):
     """examples/tools: an MCP stdio server beside the manifests and a client tool, on the mock model."""
     port = free_port()
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    run = subprocess.Popen(
+    run = spawned(
         [sys.executable, "-m", "omnia", "run", str(REPO / "examples/tools"), "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        stop_signal=signal.SIGINT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
     )
     try:
         printed = []
