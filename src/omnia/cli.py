@@ -142,14 +142,14 @@ def runtime(
     termination_log: TerminationLog = None,
 ) -> None:
     """Serve the agent runtime over gRPC (container 2 of an agent pod)."""
-    from omnia import logs, telemetry
+    from omnia import logs
     from omnia.runtime import server
     from omnia.termination import StartupError
 
     try:
         agent_config = _load_config(config)
         logs.configure(level=os.environ.get("OMNIA_LOG_LEVEL", "info"), component="runtime")
-        telemetry.configure(service_name="omnia-runtime", env=os.environ)
+        _configure_tracing(service_name="omnia-runtime")
         asyncio.run(server.serve(agent_config, address=listen, health_address=health or None))
     except StartupError as exc:
         raise _cannot_start(str(exc), termination_log) from None
@@ -171,6 +171,7 @@ def facade(
     try:
         agent_config = _load_config(config)
         logs.configure(level=os.environ.get("OMNIA_LOG_LEVEL", "info"), component="facade")
+        _configure_tracing(service_name="omnia-facade")
         server.serve(
             agent_config,
             runtime_address=runtime_address,
@@ -282,6 +283,16 @@ def render(
     except manifests.ManifestLoadError as exc:
         raise _fail(str(exc), EXIT_USAGE) from None
     typer.echo(rendering.to_yaml(objects), nl=False)
+
+
+def _configure_tracing(*, service_name: str) -> None:
+    from omnia import telemetry
+    from omnia.termination import StartupError
+
+    try:
+        telemetry.configure(service_name=service_name, env=os.environ)
+    except telemetry.TracingConfigError as exc:
+        raise StartupError(str(exc)) from None
 
 
 def _load_config(path: Path):
