@@ -328,11 +328,13 @@ async def reconcile_agent(ref: Ref, ctx: Context) -> float | None:
     agent: AgentRuntime = parsed.resource
     resolution = resolve_agent(agent, ctx.cache, session_stores=ctx.defaults.session_stores)
     endpoint = builders.endpoint(agent)
+    traces = builders.tracing(agent, defaults=ctx.defaults.tracing)
     if not resolution.blocked:
         try:
             documents = await _openapi_documents(resolution.registry, ctx)
             tools = tool_configs(resolution.registry, config_maps=documents)
-            secrets = builders.secret_env(agent, provider=resolution.provider, registry=resolution.registry)
+            secrets = builders.secret_env(agent, provider=resolution.provider, registry=resolution.registry,
+                                          tracing=traces)
         except (RenderError, CredentialError) as exc:
             invalid_tools = Check.failed(status.TOOLS_READY, "ToolRegistryInvalid", str(exc))
             resolution.checks = [invalid_tools if c.type == status.TOOLS_READY else c for c in resolution.checks]
@@ -356,7 +358,7 @@ async def reconcile_agent(ref: Ref, ctx: Context) -> float | None:
     images = builders.pod_images(agent, default=ctx.defaults.image)
     discovered = toolregistries.tools_digest(resolution.registry.status) if resolution.registry else None
     config_hash = hashing.config_hash(config, secret_versions=versions, images=[images.facade, images.runtime],
-                                      discovered_tools=discovered)
+                                      discovered_tools=discovered, tracing=traces.to_dict() if traces else None)
     prompt_versions = [config.prompts.stable.version] + ([config.prompts.canary.version] if config.prompts.canary else [])
     try:
         desired = builders.build_agent_objects(
