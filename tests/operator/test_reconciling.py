@@ -613,3 +613,18 @@ async def test_the_collector_its_headers_secret_and_sampling_roll_the_agent():
     cache.put_secret(NS, "otlp", "headers", version="2")
     rotated, _ = await hash_with(builders.TracingDefaults(endpoint="http://c:4317", headers=headers))
     assert len({plain, traced, sampled, rotated}) == 4
+
+
+async def test_a_missing_headers_secret_holds_the_rollout_with_tracing_secret_not_found():
+    """The installation's headers Secret must exist in the agent's namespace; until it does, the agent
+    says so instead of rolling pods that could not start."""
+    cache, api, _ = ready_world()
+    tracing = builders.TracingDefaults(endpoint="http://c:4317", headers=SecretKeySelector(name="otlp", key="headers"))
+    with pytest.raises(kopf.TemporaryError, match="otlp"):
+        await reconciling.reconcile(AGENT, context(cache, api, tracing=tracing))
+    assert ("Deployment", NS, "agent") not in api.store
+    ready = next(c for c in api.statuses[("AgentRuntime", NS, "agent")]["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "TracingSecretNotFound")
+    cache.put_secret(NS, "otlp", "headers")
+    await reconciling.reconcile(AGENT, context(cache, api, tracing=tracing))
+    assert ("Deployment", NS, "agent") in api.store

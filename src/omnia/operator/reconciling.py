@@ -166,7 +166,11 @@ class Resolution:
 
 
 def resolve_agent(
-    agent: AgentRuntime, cache: Cache, *, session_stores: Mapping[str, DefaultStore] | None = None
+    agent: AgentRuntime,
+    cache: Cache,
+    *,
+    session_stores: Mapping[str, DefaultStore] | None = None,
+    tracing: builders.Tracing | None = None,
 ) -> Resolution:
     namespace = agent.metadata.namespace or ""
     provider_check, provider = _resolve_provider(agent, namespace, cache)
@@ -176,6 +180,8 @@ def resolve_agent(
     for reason, ref in (
         ("SessionSecretNotFound", agent.spec.session.secret_ref),
         ("AuthSecretNotFound", agent.spec.facade.auth.secret_ref),
+        # Pods could not start without it (CreateContainerConfigError): say so before rolling them.
+        ("TracingSecretNotFound", tracing.headers if tracing is not None else None),
     ):
         if ref is not None:
             message = _secret_problem(cache.secret(namespace, ref.name), ref.name, ref.key)
@@ -326,9 +332,9 @@ async def reconcile_agent(ref: Ref, ctx: Context) -> float | None:
                                   selector=selector, now=now)
         raise kopf.PermanentError(f"{ref}: {parsed.error}")
     agent: AgentRuntime = parsed.resource
-    resolution = resolve_agent(agent, ctx.cache, session_stores=ctx.defaults.session_stores)
-    endpoint = builders.endpoint(agent)
     traces = builders.tracing(agent, defaults=ctx.defaults.tracing)
+    resolution = resolve_agent(agent, ctx.cache, session_stores=ctx.defaults.session_stores, tracing=traces)
+    endpoint = builders.endpoint(agent)
     if not resolution.blocked:
         try:
             documents = await _openapi_documents(resolution.registry, ctx)
