@@ -61,6 +61,45 @@ DefaultSessionSecrets = Annotated[
 ]
 
 
+OtlpEndpoint = Annotated[
+    str | None,
+    typer.Option(help="OTLP/gRPC collector agent pods send traces to, e.g. http://otel-collector.observability.svc:4317; "
+                 "AgentRuntimes may name their own (spec.tracing)."),
+]
+OtlpHeadersSecret = Annotated[
+    str | None,
+    typer.Option(
+        metavar="NAME:KEY",
+        help="The Secret key, in each agent's namespace, holding the OTLP headers (key1=value1,key2=value2) "
+        "sent to --otlp-endpoint.",
+    ),
+]
+TraceSamplingRatio = Annotated[
+    float, typer.Option(min=0.0, max=1.0, help="Share of new traces agent pods record (parent-based).")
+]
+
+
+def _tracing(endpoint: str | None, headers_secret: str | None, sampling_ratio: float):
+    """The installation's collector from the operator's options; a malformed NAME:KEY exits 2."""
+    from pydantic import ValidationError
+
+    from omnia.api.v1alpha1 import SecretKeySelector
+    from omnia.operator import builders
+
+    headers = None
+    if headers_secret is not None:
+        name, colon, key = headers_secret.partition(":")
+        try:
+            if not colon:
+                raise ValueError("no key")
+            headers = SecretKeySelector(name=name, key=key)
+        except (ValueError, ValidationError):
+            raise _fail(f"--otlp-headers-secret: {headers_secret!r} is not NAME:KEY", EXIT_USAGE) from None
+        if not endpoint:
+            raise _fail("--otlp-headers-secret needs --otlp-endpoint, the collector the headers are for", EXIT_USAGE)
+    return builders.TracingDefaults(endpoint=endpoint or None, headers=headers, sampling_ratio=sampling_ratio)
+
+
 def _session_stores(values: list[str] | None):
     """``--default-session-secret`` values, one store per type; bad ones exit 2."""
     from omnia.operator import sessionstores
@@ -168,14 +207,14 @@ def runtime(
     termination_log: TerminationLog = None,
 ) -> None:
     """Serve the agent runtime over gRPC (container 2 of an agent pod)."""
-    from omnia import logs, telemetry
+    from omnia import logs
     from omnia.runtime import server
     from omnia.termination import StartupError
 
     try:
         agent_config = _load_config(config)
         logs.configure(level=os.environ.get("OMNIA_LOG_LEVEL", "info"), component="runtime")
-        telemetry.configure(service_name="omnia-runtime", env=os.environ)
+        _configure_tracing(service_name="omnia-runtime")
         asyncio.run(server.serve(agent_config, address=listen, health_address=health or None))
     except StartupError as exc:
         raise _cannot_start(str(exc), termination_log) from None
@@ -197,6 +236,7 @@ def facade(
     try:
         agent_config = _load_config(config)
         logs.configure(level=os.environ.get("OMNIA_LOG_LEVEL", "info"), component="facade")
+        _configure_tracing(service_name="omnia-facade")
         server.serve(
             agent_config,
             runtime_address=runtime_address,
@@ -253,6 +293,9 @@ def operator(
         str | None, typer.Option(envvar="POD_NAMESPACE", help="Namespace of the Lease; defaults to the pod's own.")
     ] = None,
     default_session_secret: DefaultSessionSecrets = None,
+    otlp_endpoint: OtlpEndpoint = None,
+    otlp_headers_secret: OtlpHeadersSecret = None,
+    trace_sampling_ratio: TraceSamplingRatio = 1.0,
 ) -> None:
     """Run the operator: reconcile AgentRuntimes, PromptPacks, Providers and ToolRegistries."""
     from omnia import logs
@@ -261,6 +304,7 @@ def operator(
     if namespace and all_namespaces:
         raise _fail("--namespace and --all-namespaces exclude each other", EXIT_USAGE)
     session_stores = _session_stores(default_session_secret)
+    tracing = _tracing(otlp_endpoint, otlp_headers_secret, trace_sampling_ratio)
     lease_namespace = None
     if leader_elect:
         pod_namespace = applying.SERVICE_ACCOUNT_DIR / "namespace"
@@ -270,7 +314,8 @@ def operator(
         if not lease_namespace:
             raise _fail("--leader-elect needs --leader-election-namespace outside a pod", EXIT_USAGE)
     defaults = builders.Defaults()
-    overrides = {"image": image, "prometheus_url": prometheus_url, "session_stores": session_stores}
+    overrides = {"image": image, "prometheus_url": prometheus_url, "session_stores": session_stores,
+                 "tracing": tracing}
     defaults = builders.Defaults(**{**defaults.__dict__, **{k: v for k, v in overrides.items() if v}})
     logs.configure(level=os.environ.get("OMNIA_LOG_LEVEL", "info"), component="operator")
     main.run(
@@ -291,23 +336,38 @@ def render(
         str | None, typer.Option(envvar="OMNIA_IMAGE", help="Image the operator would use by default.")
     ] = None,
     default_session_secret: DefaultSessionSecrets = None,
+    otlp_endpoint: OtlpEndpoint = None,
+    otlp_headers_secret: OtlpHeadersSecret = None,
+    trace_sampling_ratio: TraceSamplingRatio = 1.0,
 ) -> None:
     """Print, offline, the objects the operator would create for these manifests (multi-document YAML).
 
-    Give the operator's --default-session-secret for agents on the installation's session store.
+    Give the operator's --default-session-secret for agents on the installation's session store,
+    and its tracing options for the pods' OTEL_* variables.
     """
     from omnia import manifests
     from omnia.operator import builders
     from omnia.operator import render as rendering
 
     session_stores = _session_stores(default_session_secret)
-    defaults = builders.Defaults(image=image, session_stores=session_stores) if image else \
-        builders.Defaults(session_stores=session_stores)
+    tracing = _tracing(otlp_endpoint, otlp_headers_secret, trace_sampling_ratio)
+    defaults = builders.Defaults(image=image, session_stores=session_stores, tracing=tracing) if image else \
+        builders.Defaults(session_stores=session_stores, tracing=tracing)
     try:
         objects = rendering.render(manifests.load(paths), defaults=defaults)
     except manifests.ManifestLoadError as exc:
         raise _fail(str(exc), EXIT_USAGE) from None
     typer.echo(rendering.to_yaml(objects), nl=False)
+
+
+def _configure_tracing(*, service_name: str) -> None:
+    from omnia import telemetry
+    from omnia.termination import StartupError
+
+    try:
+        telemetry.configure(service_name=service_name, env=os.environ)
+    except telemetry.TracingConfigError as exc:
+        raise StartupError(str(exc)) from None
 
 
 def _load_config(path: Path):

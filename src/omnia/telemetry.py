@@ -9,16 +9,24 @@ the runtime as gRPC metadata.
 Exporting is configured by the standard OpenTelemetry environment variables:
 with ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``)
 set, spans go out over OTLP/gRPC in batches; without it no tracer provider is
-installed and tracing costs next to nothing.
+installed and tracing costs next to nothing. The operator sets the same
+variables in agent pods (``omnia.operator.builders.tracing_env``), so a pod and
+``omnia run`` under a collector's environment behave alike.
+
+Every variable is read from the mapping given to :func:`tracer_provider`, not
+from the SDK's own look-ups in ``os.environ``: headers, sampler and resource
+all come from one place, and the tests can give a whole environment.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from urllib.parse import unquote
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.util.re import parse_env_headers
 
 TRACER_NAME = "omnia"
 
@@ -51,21 +59,85 @@ def context_from_traceparent(traceparent: str | None) -> otel_context.Context | 
     return extracted
 
 
+SAMPLERS = (
+    "always_on",
+    "always_off",
+    "traceidratio",
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "parentbased_traceidratio",
+)
+"""The ``OTEL_TRACES_SAMPLER`` values this process understands, as the specification names them."""
+
+
+class TracingConfigError(ValueError):
+    """An ``OTEL_*`` variable has a value the SDK cannot use; the message names the variable."""
+
+
 def configure(*, service_name: str, env: Mapping[str, str]) -> trace.TracerProvider | None:
     """Install an OTLP-exporting tracer provider when the environment asks for one."""
-    if not (env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")):
+    provider = tracer_provider(service_name=service_name, env=env)
+    if provider is not None:
+        trace.set_tracer_provider(provider)
+    return provider
+
+
+def tracer_provider(*, service_name: str, env: Mapping[str, str]):
+    """The tracer provider ``env`` describes, exporting over OTLP/gRPC; ``None`` without an endpoint.
+
+    ``service_name`` is the default of ``OTEL_SERVICE_NAME``. Raises
+    :class:`TracingConfigError` for an unknown sampler or a ratio outside [0, 1].
+    """
+    endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    if not endpoint:
         return None
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-    from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-    provider = TracerProvider(
-        resource=Resource.create({"service.name": env.get("OTEL_SERVICE_NAME", service_name)})
+    headers = env.get("OTEL_EXPORTER_OTLP_TRACES_HEADERS") or env.get("OTEL_EXPORTER_OTLP_HEADERS")
+    insecure = env.get("OTEL_EXPORTER_OTLP_TRACES_INSECURE") or env.get("OTEL_EXPORTER_OTLP_INSECURE")
+    exporter = OTLPSpanExporter(
+        endpoint=endpoint,
+        headers=parse_env_headers(headers, liberal=True) if headers else None,
+        insecure=insecure.strip().lower() == "true" if insecure else None,
     )
-    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
-    trace.set_tracer_provider(provider)
+    provider = TracerProvider(resource=resource(service_name=service_name, env=env), sampler=sampler(env))
+    provider.add_span_processor(BatchSpanProcessor(exporter))
     return provider
+
+
+def resource(*, service_name: str, env: Mapping[str, str]):
+    """``OTEL_RESOURCE_ATTRIBUTES`` (``key=value`` pairs, values percent-encoded) and ``OTEL_SERVICE_NAME``."""
+    from opentelemetry.sdk.resources import Resource
+
+    attributes: dict[str, str] = {}
+    for item in (env.get("OTEL_RESOURCE_ATTRIBUTES") or "").split(","):
+        key, equals, value = item.partition("=")
+        if equals and key.strip():
+            attributes[key.strip()] = unquote(value.strip())
+    attributes["service.name"] = env.get("OTEL_SERVICE_NAME") or service_name
+    return Resource.create(attributes)
+
+
+def sampler(env: Mapping[str, str]):
+    """``OTEL_TRACES_SAMPLER`` with ``OTEL_TRACES_SAMPLER_ARG``; the SDK's default, parent-based always-on, without."""
+    name = (env.get("OTEL_TRACES_SAMPLER") or "parentbased_always_on").strip().lower()
+    if name not in SAMPLERS:
+        raise TracingConfigError(f"OTEL_TRACES_SAMPLER: {name!r} is not one of {', '.join(SAMPLERS)}")
+    argument = (env.get("OTEL_TRACES_SAMPLER_ARG") or "1.0").strip()
+    try:
+        ratio = float(argument)
+    except ValueError:
+        raise TracingConfigError(f"OTEL_TRACES_SAMPLER_ARG: {argument!r} is not a number") from None
+    if not 0.0 <= ratio <= 1.0:
+        raise TracingConfigError(f"OTEL_TRACES_SAMPLER_ARG: {ratio} is not between 0 and 1")
+    from opentelemetry.sdk.trace import sampling
+
+    root = {"always_on": sampling.ALWAYS_ON, "always_off": sampling.ALWAYS_OFF}.get(
+        name.removeprefix("parentbased_")
+    ) or sampling.TraceIdRatioBased(ratio)
+    return sampling.ParentBased(root) if name.startswith("parentbased_") else root
 
 
 def add_trace_ids(logger, method, event_dict):

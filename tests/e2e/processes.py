@@ -45,9 +45,20 @@ def readyz(url: str) -> int:
 
 
 class AgentProcesses:
-    """One runtime and one facade for ``config``; restartable runtime."""
+    """One runtime and one facade for ``config``; restartable runtime.
 
-    def __init__(self, config: AgentConfig, workdir: Path, *, env: dict[str, str] | None = None) -> None:
+    ``env`` is added to both processes' environment; ``container_env`` to one
+    of them by name (``facade`` or ``runtime``), as a pod's containers differ.
+    """
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        workdir: Path,
+        *,
+        env: dict[str, str] | None = None,
+        container_env: dict[str, dict[str, str]] | None = None,
+    ) -> None:
         self.config_path = workdir / "agent.json"
         self.config_path.write_text(config.to_json())
         self.runtime_address = f"unix://{workdir}/runtime.sock"
@@ -55,13 +66,15 @@ class AgentProcesses:
         self.url = f"http://127.0.0.1:{self.port}"
         self.ws_url = f"ws://127.0.0.1:{self.port}/ws"
         self.env = {**os.environ, "OMNIA_LOG_LEVEL": "warning", **(env or {})}
+        self.container_env = container_env or {}
         self.logs = workdir
         self.runtime: subprocess.Popen | None = None
         self.facade: subprocess.Popen | None = None
 
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
+        env = {**self.env, **self.container_env.get(name, {})}
         with open(self.logs / f"{name}.log", "ab") as log:
-            return processtrees.spawn([sys.executable, "-m", "omnia", *args], env=self.env, stdout=log, stderr=log)
+            return processtrees.spawn([sys.executable, "-m", "omnia", *args], env=env, stdout=log, stderr=log)
 
     def start_runtime(self) -> None:
         self.runtime = self._spawn(

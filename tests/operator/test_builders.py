@@ -26,13 +26,14 @@ def config_for(agent, provider=None, registry=None) -> AgentConfig:
 FIRST = object()
 
 
-def objects_for(agent, provider=None, registry=None, *, replicas=FIRST):
+def objects_for(agent, provider=None, registry=None, *, replicas=FIRST, defaults=DEFAULTS):
     """The objects as the first reconcile builds them (or with ``replicas`` as given)."""
     config = config_for(agent, provider, registry)
-    secrets = builders.secret_env(agent, provider=provider, registry=registry)
+    tracing = builders.tracing(agent, defaults=defaults.tracing)
+    secrets = builders.secret_env(agent, provider=provider, registry=registry, tracing=tracing)
     return builders.build_agent_objects(
         agent, config=config, config_hash="0123456789abcdef", secrets=secrets, registry=registry,
-        defaults=DEFAULTS,
+        defaults=defaults,
         replicas=builders.desired_replicas(agent, deployment_exists=False) if replicas is FIRST else replicas,
     )
 

@@ -10,6 +10,7 @@ import httpx
 import kopf
 import pytest
 
+from omnia.api.v1alpha1 import SecretKeySelector
 from omnia.config import AgentConfig, PromptConfig
 from omnia.operator import builders, hashing, labels, queueing, reconciling
 from omnia.operator.references import Ref
@@ -23,9 +24,11 @@ NOW = datetime.datetime(2026, 1, 1, 12, 0, tzinfo=datetime.timezone.utc)
 NS = manifests.NAMESPACE
 
 
-def context(cache: MemoryCache, api: MemoryApi, *, now=NOW, discover=None, session_stores=None) -> reconciling.Context:
+def context(cache: MemoryCache, api: MemoryApi, *, now=NOW, discover=None, session_stores=None,
+            tracing=None) -> reconciling.Context:
     clock = {"t": 0.0}
-    defaults = builders.Defaults(image="omnia:test", session_stores=session_stores or {})
+    defaults = builders.Defaults(image="omnia:test", session_stores=session_stores or {},
+                                 tracing=tracing or builders.TracingDefaults())
     return reconciling.Context(cache=cache, api=api, defaults=defaults,
                                clock=lambda: now, monotonic=lambda: clock["t"],
                                discover=discover or offline_discover())
@@ -584,3 +587,44 @@ async def test_a_change_in_the_discovered_tools_changes_the_agents_config_hash()
     first = await hash_with("aaaa")
     assert await hash_with("aaaa") == first
     assert await hash_with("bbbb") != first
+
+
+async def test_the_collector_its_headers_secret_and_sampling_roll_the_agent():
+    """The OTEL_* variables are on the pod template; a change of the collector or sampling, or a new
+    version of the headers Secret, gives a new config hash."""
+    cache, api, _ = ready_world()
+    cache.put_secret(NS, "otlp", "headers", version="1")
+    headers = SecretKeySelector(name="otlp", key="headers")
+
+    async def hash_with(tracing):
+        await reconciling.reconcile(AGENT, context(cache, api, tracing=tracing))
+        deployment = api.store[("Deployment", NS, "agent")]
+        return deployment["spec"]["template"]["metadata"]["annotations"][labels.CONFIG_HASH], deployment
+
+    plain, deployment = await hash_with(None)
+    assert not any(item["name"].startswith("OTEL_") for c in deployment["spec"]["template"]["spec"]["containers"]
+                   for item in c.get("env", []))
+    traced, deployment = await hash_with(builders.TracingDefaults(endpoint="http://c:4317", headers=headers))
+    runtime = deployment["spec"]["template"]["spec"]["containers"][1]
+    assert {"name": "OTEL_EXPORTER_OTLP_HEADERS",
+            "valueFrom": {"secretKeyRef": {"name": "otlp", "key": "headers"}}} in runtime["env"]
+    sampled, _ = await hash_with(builders.TracingDefaults(endpoint="http://c:4317", headers=headers,
+                                                          sampling_ratio=0.1))
+    cache.put_secret(NS, "otlp", "headers", version="2")
+    rotated, _ = await hash_with(builders.TracingDefaults(endpoint="http://c:4317", headers=headers))
+    assert len({plain, traced, sampled, rotated}) == 4
+
+
+async def test_a_missing_headers_secret_holds_the_rollout_with_tracing_secret_not_found():
+    """The installation's headers Secret must exist in the agent's namespace; until it does, the agent
+    says so instead of rolling pods that could not start."""
+    cache, api, _ = ready_world()
+    tracing = builders.TracingDefaults(endpoint="http://c:4317", headers=SecretKeySelector(name="otlp", key="headers"))
+    with pytest.raises(kopf.TemporaryError, match="otlp"):
+        await reconciling.reconcile(AGENT, context(cache, api, tracing=tracing))
+    assert ("Deployment", NS, "agent") not in api.store
+    ready = next(c for c in api.statuses[("AgentRuntime", NS, "agent")]["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "TracingSecretNotFound")
+    cache.put_secret(NS, "otlp", "headers")
+    await reconciling.reconcile(AGENT, context(cache, api, tracing=tracing))
+    assert ("Deployment", NS, "agent") in api.store

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 from typer.testing import CliRunner
 
@@ -96,4 +97,35 @@ def test_operator_help_lists_its_options():
                             env={**os.environ, "COLUMNS": "200"})  # rich shortens long option names to fit
     assert result.returncode == 0
     assert all(option in result.stdout for option in ("--namespace", "--all-namespaces", "--liveness", "--image",
-                                                      "--default-session-secret"))
+                                                      "--default-session-secret", "--otlp-endpoint",
+                                                      "--otlp-headers-secret", "--trace-sampling-ratio"))
+
+
+def test_render_takes_the_operators_tracing_options():
+    """``omnia render`` prints the pods the operator would make with the chart's ``tracing`` values."""
+    result = CliRunner().invoke(app, ["render", str(EXAMPLE), "--image", "omnia:test", DEFAULT_REDIS,
+                                      "--otlp-endpoint", "http://collector:4317",
+                                      "--otlp-headers-secret", "otlp:headers", "--trace-sampling-ratio", "0.2"])
+    assert result.exit_code == 0, result.output
+    deployment = next(obj for obj in yaml.safe_load_all(result.output) if obj["kind"] == "Deployment")
+    for container in deployment["spec"]["template"]["spec"]["containers"]:
+        env = {item["name"]: item for item in container["env"]}
+        assert env["OTEL_EXPORTER_OTLP_ENDPOINT"]["value"] == "http://collector:4317"
+        assert env["OTEL_TRACES_SAMPLER_ARG"]["value"] == "0.2"
+        assert env["OTEL_EXPORTER_OTLP_HEADERS"]["valueFrom"] == {"secretKeyRef": {"name": "otlp", "key": "headers"}}
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        pytest.param(["--otlp-endpoint", "http://c:4317", "--otlp-headers-secret", "otlp"], "is not NAME:KEY",
+                     id="headers-without-key"),
+        pytest.param(["--otlp-headers-secret", "otlp:headers"], "needs --otlp-endpoint", id="headers-without-endpoint"),
+        pytest.param(["--trace-sampling-ratio", "2"], "--trace-sampling-ratio", id="ratio-above-one"),
+    ],
+)
+def test_malformed_tracing_options_exit_2(arguments, message):
+    for command in ("render", "operator"):
+        result = CliRunner().invoke(app, [command, *([str(EXAMPLE)] if command == "render" else []), *arguments])
+        assert result.exit_code == 2, (command, result.output)
+        assert message in result.output

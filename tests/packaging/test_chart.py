@@ -52,6 +52,8 @@ EVERYTHING = {
     "serviceAccount": {"name": "omnia", "annotations": {"example.com/role": "operator"}},
     "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}, "interval": "15s"},
     "sessionStore": {"redis": {"secretRef": {"name": "omnia-session-redis", "key": "url"}}},
+    "tracing": {"otlp": {"endpoint": "http://otel-collector.observability.svc:4317",
+                         "headersSecretRef": {"name": "otlp", "key": "headers"}}, "samplingRatio": 0.25},
 }
 
 
@@ -210,6 +212,28 @@ def test_default_session_stores_reach_the_operators_command_line(helm: charts.He
     assert not [arg for arg in container(helm.template())["args"] if arg.startswith("--default-session-secret")]
 
 
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        pytest.param({}, ["--trace-sampling-ratio=1"], id="no-collector"),
+        pytest.param({"tracing": {"otlp": {"endpoint": "http://collector:4317"}, "samplingRatio": 0.1}},
+                     ["--otlp-endpoint=http://collector:4317", "--trace-sampling-ratio=0.1"], id="collector"),
+        pytest.param({"tracing": {"otlp": {"endpoint": "https://vendor.example:443",
+                                           "headersSecretRef": {"name": "otlp", "key": "api"}}}},
+                     ["--otlp-endpoint=https://vendor.example:443", "--otlp-headers-secret=otlp:api",
+                      "--trace-sampling-ratio=1"], id="collector-with-headers"),
+        pytest.param({"tracing": {"otlp": {"headersSecretRef": {"name": "otlp"}}}}, ["--trace-sampling-ratio=1"],
+                     id="headers-without-collector-are-not-sent-anywhere"),
+    ],
+)
+def test_tracing_values_reach_the_operators_command_line(
+    helm: charts.Helm, values: dict[str, Any], expected: list[str]
+) -> None:
+    """The chart's tracing values become the operator's options; the headers only by Secret name and key."""
+    args = container(helm.template(values))["args"]
+    assert [arg for arg in args if arg.startswith(("--otlp", "--trace"))] == expected
+
+
 def test_without_rbac_the_chart_creates_no_operator_rights(helm: charts.Helm) -> None:
     objects = helm.template({"rbac": {"create": False}})
     assert [role["metadata"]["name"] for role in find(objects, "ClusterRole")] == ["omnia-viewer", "omnia-editor"]
@@ -275,6 +299,8 @@ def test_operator_options_reach_its_command_line(helm: charts.Helm) -> None:
         "operator", "--namespace=team-a", "--liveness=0.0.0.0:9000", "--metrics=0.0.0.0:9100", "--workers=8",
         "--prometheus-url=http://prometheus.monitoring.svc:9090",
         "--default-session-secret=redis=omnia-system/omnia-session-redis:url",
+        "--otlp-endpoint=http://otel-collector.observability.svc:4317", "--otlp-headers-secret=otlp:headers",
+        "--trace-sampling-ratio=0.25",
     ]
     assert operator["ports"] == [{"name": "http", "containerPort": 9000, "protocol": "TCP"},
                                  {"name": "metrics", "containerPort": 9100, "protocol": "TCP"}]
@@ -365,6 +391,10 @@ def test_options_reach_the_pod(helm: charts.Helm) -> None:
         pytest.param({"sessionStore": {"memory": {"secretRef": {"name": "m"}}}}, id="no-default-for-memory"),
         pytest.param({"sessionStore": {"redis": {"secretRef": {"name": "Redis_URL"}}}}, id="bad-secret-name"),
         pytest.param({"sessionStore": {"redis": {"secretRef": {"name": "redis", "key": ""}}}}, id="empty-key"),
+        pytest.param({"tracing": {"samplingRatio": 1.5}}, id="sampling-ratio-above-one"),
+        pytest.param({"tracing": {"otlp": {"endpoint": "otel-collector:4317"}}}, id="endpoint-without-scheme"),
+        pytest.param({"tracing": {"otlp": {"headersSecretRef": {"name": "otlp", "key": ""}}}}, id="empty-headers-key"),
+        pytest.param({"tracing": {"otlp": {"headers": "api-key=secret"}}}, id="inline-headers"),
     ],
 )
 def test_values_schema_refuses_mistakes(helm: charts.Helm, values: dict[str, Any]) -> None:

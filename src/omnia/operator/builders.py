@@ -10,6 +10,7 @@ environment variables named in the config (``apiKeyEnv`` and friends), so the
 ConfigMap holding ``agent.json`` never contains one. The one Secret the
 operator writes, the mirror of a default session store
 (:func:`build_session_store_secret`), gets its value from the reconciler.
+The OTLP headers of traces (a collector's API key) are such a reference too.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from omnia.api.v1alpha1 import (
     ScalingMetric,
     ToolRegistry,
 )
-from omnia.api.v1alpha1.common import Resource
+from omnia.api.v1alpha1.common import Resource, SecretKeySelector
 from omnia.config import AgentConfig, PromptConfig
 from omnia.operator import labels, sessionstores
 from omnia.operator.sessionstores import DefaultStore
@@ -55,6 +56,12 @@ RESERVED_PORTS = {
 }
 """Ports the runtime takes inside the pod, which the facade cannot listen on too."""
 
+OTLP_HEADERS_ENV = "OTEL_EXPORTER_OTLP_HEADERS"
+TRACE_SAMPLER = "parentbased_traceidratio"
+"""New traces are sampled at the configured ratio; a caller's sampled trace is always followed."""
+POD_NAME_ENV = "OMNIA_POD_NAME"
+POD_NAMESPACE_ENV = "OMNIA_POD_NAMESPACE"
+
 # The distroless "nonroot" user: any non-zero id satisfies runAsNonRoot, a
 # well-known one keeps file ownership in images predictable.
 POD_USER = 65532
@@ -66,6 +73,30 @@ HTTPS_PORT = 443
 
 class BuildError(ValueError):
     """The spec cannot become manifests; the message starts with the field at fault."""
+
+
+@dataclass(frozen=True)
+class TracingDefaults:
+    """The installation's trace collector (the chart's ``tracing`` values); no endpoint, no traces."""
+
+    endpoint: str | None = None
+    headers: SecretKeySelector | None = None
+    """A key of a Secret in each agent's namespace holding the OTLP headers, sent only to ``endpoint``."""
+    sampling_ratio: float = 1.0
+
+
+@dataclass(frozen=True)
+class Tracing:
+    """Where one agent's pods send their traces, resolved from its ``spec.tracing`` and the defaults."""
+
+    endpoint: str
+    headers: SecretKeySelector | None
+    sampling_ratio: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """What the pods' variables are made of, for the config hash."""
+        headers = self.headers.model_dump(mode="json") if self.headers is not None else None
+        return {"endpoint": self.endpoint, "headers": headers, "samplingRatio": self.sampling_ratio}
 
 
 @dataclass(frozen=True)
@@ -89,6 +120,7 @@ class Defaults:
     """Where KEDA's prometheus trigger queries custom metrics such as active_connections."""
     session_stores: Mapping[str, DefaultStore] = field(default_factory=dict)
     """Session type → the store agents of that type use when they name none (``sessionstores``)."""
+    tracing: TracingDefaults = field(default_factory=TracingDefaults)
 
 
 @dataclass(frozen=True)
@@ -144,15 +176,37 @@ def pod_images(agent: AgentRuntime, *, default: str) -> PodImages:
     )
 
 
+def tracing(agent: AgentRuntime, *, defaults: TracingDefaults) -> Tracing | None:
+    """The agent's trace export, or None: ``spec.tracing`` over the installation's defaults.
+
+    The installation's headers go only to the installation's endpoint: an
+    agent that names its own collector names its own headers too, so a
+    collector's API key never reaches another collector.
+    """
+    spec = agent.spec.tracing
+    if spec is not None and not spec.enabled:
+        return None
+    own_endpoint = spec.endpoint if spec is not None else None
+    endpoint = own_endpoint or defaults.endpoint
+    if not endpoint:
+        return None
+    headers = spec.headers_secret_ref if spec is not None else None
+    if headers is None and own_endpoint is None:
+        headers = defaults.headers
+    ratio = spec.sampling_ratio if spec is not None and spec.sampling_ratio is not None else defaults.sampling_ratio
+    return Tracing(endpoint=endpoint, headers=headers, sampling_ratio=ratio)
+
+
 def secret_env(
-    agent: AgentRuntime, *, provider: Provider | None, registry: ToolRegistry | None
+    agent: AgentRuntime, *, provider: Provider | None, registry: ToolRegistry | None, tracing: Tracing | None
 ) -> list[SecretEnv]:
     """The Secret keys an agent's pods read, and the variables that carry them.
 
     Provider key, session store URL and client API keys use the names the
     rendered config points at (the URL of a default session store comes from
     its mirror beside the agent); tool handlers' secret headers and MCP
-    environment use the names ``omnia.tools.credentials`` gives them.
+    environment use the names ``omnia.tools.credentials`` gives them; the
+    OTLP headers of traces are the standard variable, in both containers.
     Raises ``CredentialError`` when two tool values would share a variable.
     """
     env: list[SecretEnv] = []
@@ -171,7 +225,40 @@ def secret_env(
     if registry is not None:
         for tool in credentials.secret_envs(registry.spec):
             env.append(SecretEnv(tool.env, tool.secret, tool.key, "runtime"))
+    if tracing is not None and tracing.headers is not None:
+        for container in ("facade", "runtime"):
+            env.append(SecretEnv(OTLP_HEADERS_ENV, tracing.headers.name, tracing.headers.key, container))
     return env
+
+
+def tracing_env(agent: AgentRuntime, *, tracing: Tracing | None, container: str) -> list[dict[str, Any]]:
+    """The standard OpenTelemetry variables of one container (``omnia.telemetry`` reads them).
+
+    The service is the agent; the resource names the pod, namespace and
+    container through the downward API (defined first, as Kubernetes expands
+    ``$(VAR)`` only from earlier variables), so ``omnia render`` without a
+    namespace gives the same pods. The headers come by reference
+    (:func:`secret_env`), never as a value here.
+    """
+    if tracing is None:
+        return []
+    name = agent.metadata.name
+    attributes = ",".join([
+        f"service.namespace=$({POD_NAMESPACE_ENV})",
+        f"k8s.namespace.name=$({POD_NAMESPACE_ENV})",
+        f"k8s.deployment.name={name}",
+        f"k8s.pod.name=$({POD_NAME_ENV})",
+        f"k8s.container.name={container}",
+    ])
+    return [
+        {"name": POD_NAME_ENV, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": POD_NAMESPACE_ENV, "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        {"name": "OTEL_SERVICE_NAME", "value": name},
+        {"name": "OTEL_RESOURCE_ATTRIBUTES", "value": attributes},
+        {"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": tracing.endpoint},
+        {"name": "OTEL_TRACES_SAMPLER", "value": TRACE_SAMPLER},
+        {"name": "OTEL_TRACES_SAMPLER_ARG", "value": format(tracing.sampling_ratio, "g")},
+    ]
 
 
 def autoscaled(agent: AgentRuntime) -> bool:
@@ -332,6 +419,7 @@ def build_deployment(
         raise BuildError(f"spec.facade.port: {port} is taken inside the pod by {RESERVED_PORTS[port]}; choose another")
     config_file = f"{labels.CONFIG_DIR}/{labels.CONFIG_KEY}"
     resources = agent.spec.resources
+    traces = tracing(agent, defaults=defaults.tracing)
     facade = {
         "name": "facade",
         "image": images.facade,
@@ -339,7 +427,7 @@ def build_deployment(
         "args": ["facade", "--config", config_file, "--runtime", RUNTIME_ADDRESS, "--port", str(port),
                  "--termination-log", TERMINATION_LOG],
         "ports": [{"name": "ws", "containerPort": port, "protocol": "TCP"}],
-        "env": _env(secrets, "facade"),
+        "env": _env(secrets, "facade") + tracing_env(agent, tracing=traces, container="facade"),
         "livenessProbe": {
             "httpGet": {"path": "/healthz", "port": "ws"},
             "periodSeconds": 10,
@@ -374,7 +462,7 @@ def build_deployment(
         "args": ["runtime", "--config", config_file, "--listen", RUNTIME_ADDRESS,
                  "--health", f"0.0.0.0:{RUNTIME_HEALTH_PORT}", "--termination-log", TERMINATION_LOG],
         "ports": [{"name": "health", "containerPort": RUNTIME_HEALTH_PORT, "protocol": "TCP"}],
-        "env": _env(secrets, "runtime"),
+        "env": _env(secrets, "runtime") + tracing_env(agent, tracing=traces, container="runtime"),
         # Start-up (imports, up to 10 s of tool discovery) gets a minute
         # before the liveness probe may restart the container.
         "startupProbe": {**health, "periodSeconds": 2, "failureThreshold": 30},

@@ -32,6 +32,7 @@ def config_hash(
     secret_versions: Mapping[str, str | None],
     images: Sequence[str],
     discovered_tools: str | None = None,
+    tracing: Mapping[str, Any] | None = None,
 ) -> str:
     """Hash of everything an agent pod depends on.
 
@@ -42,7 +43,8 @@ def config_hash(
     pods are how a change reaches the agent). Secrets are covered by their
     resourceVersions (their values never reach the operator's output; the
     mirror of a default session store by its source's, ``sessionstores.stamp``),
-    and the images by name. Any change gives a new hash, the hash is on the pod
+    and the images by name; ``tracing``, the collector, headers reference and
+    sampling the pods' OpenTelemetry variables are made of. Any change gives a new hash, the hash is on the pod
     template, so any change rolls the pods.
     """
     covered: dict[str, Any] = {
@@ -53,6 +55,9 @@ def config_hash(
     if discovered_tools is not None:
         # Only when there is a discovery, so that other agents keep their hash.
         covered["discoveredTools"] = discovered_tools
+    if tracing is not None:
+        # Likewise only with traces, so that agents without keep their hash.
+        covered["tracing"] = dict(tracing)
     return digest(covered)
 
 

@@ -166,7 +166,11 @@ class Resolution:
 
 
 def resolve_agent(
-    agent: AgentRuntime, cache: Cache, *, session_stores: Mapping[str, DefaultStore] | None = None
+    agent: AgentRuntime,
+    cache: Cache,
+    *,
+    session_stores: Mapping[str, DefaultStore] | None = None,
+    tracing: builders.Tracing | None = None,
 ) -> Resolution:
     namespace = agent.metadata.namespace or ""
     provider_check, provider = _resolve_provider(agent, namespace, cache)
@@ -176,6 +180,8 @@ def resolve_agent(
     for reason, ref in (
         ("SessionSecretNotFound", agent.spec.session.secret_ref),
         ("AuthSecretNotFound", agent.spec.facade.auth.secret_ref),
+        # Pods could not start without it (CreateContainerConfigError): say so before rolling them.
+        ("TracingSecretNotFound", tracing.headers if tracing is not None else None),
     ):
         if ref is not None:
             message = _secret_problem(cache.secret(namespace, ref.name), ref.name, ref.key)
@@ -326,13 +332,15 @@ async def reconcile_agent(ref: Ref, ctx: Context) -> float | None:
                                   selector=selector, now=now)
         raise kopf.PermanentError(f"{ref}: {parsed.error}")
     agent: AgentRuntime = parsed.resource
-    resolution = resolve_agent(agent, ctx.cache, session_stores=ctx.defaults.session_stores)
+    traces = builders.tracing(agent, defaults=ctx.defaults.tracing)
+    resolution = resolve_agent(agent, ctx.cache, session_stores=ctx.defaults.session_stores, tracing=traces)
     endpoint = builders.endpoint(agent)
     if not resolution.blocked:
         try:
             documents = await _openapi_documents(resolution.registry, ctx)
             tools = tool_configs(resolution.registry, config_maps=documents)
-            secrets = builders.secret_env(agent, provider=resolution.provider, registry=resolution.registry)
+            secrets = builders.secret_env(agent, provider=resolution.provider, registry=resolution.registry,
+                                          tracing=traces)
         except (RenderError, CredentialError) as exc:
             invalid_tools = Check.failed(status.TOOLS_READY, "ToolRegistryInvalid", str(exc))
             resolution.checks = [invalid_tools if c.type == status.TOOLS_READY else c for c in resolution.checks]
@@ -356,7 +364,7 @@ async def reconcile_agent(ref: Ref, ctx: Context) -> float | None:
     images = builders.pod_images(agent, default=ctx.defaults.image)
     discovered = toolregistries.tools_digest(resolution.registry.status) if resolution.registry else None
     config_hash = hashing.config_hash(config, secret_versions=versions, images=[images.facade, images.runtime],
-                                      discovered_tools=discovered)
+                                      discovered_tools=discovered, tracing=traces.to_dict() if traces else None)
     prompt_versions = [config.prompts.stable.version] + ([config.prompts.canary.version] if config.prompts.canary else [])
     try:
         desired = builders.build_agent_objects(

@@ -70,9 +70,10 @@ def _agent_objects(agent: AgentRuntime, manifests: Manifests, prompts: dict, *, 
     lookup(manifests.prompt_packs, spec.prompt_pack_ref, "spec.promptPackRef", "PromptPack")
     provider = lookup(manifests.providers, spec.provider_ref, "spec.providerRef", "Provider")
     registry = lookup(manifests.tool_registries, spec.tool_registry_ref, "spec.toolRegistryRef", "ToolRegistry")
+    traces = builders.tracing(agent, defaults=defaults.tracing)
     try:
         tools = tool_configs(registry, config_maps=manifests.config_maps)
-        secrets = builders.secret_env(agent, provider=provider, registry=registry)
+        secrets = builders.secret_env(agent, provider=provider, registry=registry, tracing=traces)
     except (RenderError, CredentialError) as exc:
         registry_where = manifests.origins[("ToolRegistry", registry.metadata.name)] if registry else where
         raise ManifestLoadError(f"{registry_where}: {exc}") from None
@@ -84,7 +85,10 @@ def _agent_objects(agent: AgentRuntime, manifests: Manifests, prompts: dict, *, 
     )
     images = builders.pod_images(agent, default=defaults.image)
     config_hash = hashing.config_hash(
-        config, secret_versions={item.secret: None for item in secrets}, images=[images.facade, images.runtime]
+        config,
+        secret_versions={item.secret: None for item in secrets},
+        images=[images.facade, images.runtime],
+        tracing=traces.to_dict() if traces else None,
     )
     mirrors = []
     if sessionstores.uses_default(agent):

@@ -18,6 +18,7 @@ from omnia.api.v1alpha1.agentruntime import (
     ResourceRequirements,
     ScalingMetric,
     SessionSpec,
+    TracingSpec,
 )
 from omnia.api.v1alpha1.common import (
     API_VERSION,
@@ -109,6 +110,7 @@ __all__ = [
     "MockToolCall",
     "NamedValue",
     "NetworkPolicySpec",
+    "TracingSpec",
     "ObjectMeta",
     "ObjectReference",
     "OpenApiHandler",

@@ -257,6 +257,33 @@ class NetworkPolicySpec(ApiModel):
     )
 
 
+class TracingSpec(ApiModel):
+    """Where the agent's pods send their traces; omitted values use the operator's (the chart's ``tracing``)."""
+
+    enabled: bool = Field(
+        default=True,
+        description="Export traces; false turns them off for this agent even when the installation sets a collector.",
+    )
+    endpoint: str | None = Field(
+        default=None,
+        min_length=1,
+        description="OTLP/gRPC endpoint of the collector, e.g. http://otel-collector.observability.svc:4317. "
+        "Omitted: the operator's.",
+    )
+    headers_secret_ref: SecretKeySelector | None = Field(
+        default=None,
+        description="A Secret key holding the OTLP headers (key1=value1,key2=value2), e.g. a collector's "
+        "API key. Omitted: the operator's, but only while the agent uses the operator's endpoint.",
+    )
+    sampling_ratio: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Share of new traces recorded (parent-based: a sampled caller's trace is always followed). "
+        "Omitted: the operator's.",
+    )
+
+
 class AgentRuntimeSpec(ApiModel):
     """The desired state of an AgentRuntime."""
 
@@ -297,6 +324,10 @@ class AgentRuntimeSpec(ApiModel):
     network_policy: NetworkPolicySpec | None = Field(
         default=None,
         description="Whether the operator creates a NetworkPolicy for the agent.",
+    )
+    tracing: TracingSpec | None = Field(
+        default=None,
+        description="OpenTelemetry traces of the agent's pods: collector, headers and sampling.",
     )
     max_tool_iterations: int = Field(
         default=8, ge=1, le=100, description="Most model calls in one turn, to stop runaway tool loops."
