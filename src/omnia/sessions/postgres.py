@@ -94,6 +94,21 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         );
         """,
     ),
+    (
+        2,
+        "budget usage",
+        """
+        CREATE TABLE omnia_budget_usage (
+            scope       text NOT NULL,
+            period_kind text NOT NULL,
+            period      text NOT NULL,
+            tokens      bigint NOT NULL DEFAULT 0,
+            cost_usd    double precision NOT NULL DEFAULT 0,
+            updated_at  timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (scope, period_kind, period)
+        );
+        """,
+    ),
 )
 
 _DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError)
