@@ -41,7 +41,9 @@ class BudgetHarness:
         self.config = AgentConfig(
             name=agent_name,
             namespace="team-a",
-            provider=ProviderConfig(type="mock", pricing=Pricing(input_per_million=1e6, output_per_million=1e6)),
+            provider=ProviderConfig(
+                type="mock", pricing=Pricing(input_per_million=1e6, output_per_million=1e6)
+            ),
             budget=budget,
         )
         replies = replies or [ScriptedReply(text="fine", input_tokens=10, output_tokens=5)]
@@ -93,6 +95,26 @@ async def test_usage_is_counted_before_done_so_the_next_turn_sees_it():
 
     await h.agent.run_turn(session.id, UserInput("hi"), channel=ScriptedClient(), emit=emit)
     assert seen_at_done == [TURN_TOKENS, TURN_TOKENS]
+
+
+async def test_done_carries_the_totals_after_the_turn_with_their_limits():
+    """What the facade exports as omnia_budget_spent and omnia_budget_limit."""
+    h = BudgetHarness(
+        BudgetConfig(
+            daily=BudgetLimit(tokens=1000),
+            shared=SharedBudgetConfig(name="team", monthly=BudgetLimit(costUSD=99)),
+        )
+    )
+    session, _ = await h.agent.open_session(session_id=None)
+    await h.turn(session.id)
+    done = (await h.turn(session.id))[-1]
+    assert [(s.scope, s.kind, s.spent.tokens, s.limit) for s in done.budgets] == [
+        ("agent:team-a/helper", "day", 30, BudgetLimit(tokens=1000)),
+        ("agent:team-a/helper", "month", 30, None),
+        ("shared:team-a/team", "day", 30, None),
+        ("shared:team-a/team", "month", 30, BudgetLimit(costUSD=99)),
+    ]
+    assert done.budgets[-1].spent.cost_usd == pytest.approx(30.0)
 
 
 async def test_a_turn_under_the_limit_runs_in_full_even_if_it_crosses_it():

@@ -22,8 +22,9 @@ async def test_a_counter_never_added_to_reads_zero(counter, scope):
 
 async def test_additions_accumulate_in_every_key(counter, scope):
     shared = scope.replace("agent:", "shared:")
-    for _ in range(3):
+    for _ in range(2):
         await counter.add(_keys(scope, shared), tokens=10, cost_usd=0.25)
+    assert await counter.add(_keys(scope, shared), tokens=10, cost_usd=0.25) == [Spent(30, 0.75)] * 4
     assert await counter.spent(_keys(scope, shared)) == [Spent(30, 0.75)] * 4
 
 
@@ -56,5 +57,5 @@ async def test_concurrent_additions_from_two_replicas_are_all_counted(make_count
 
 async def test_reading_no_keys_and_adding_to_none_do_nothing(counter):
     assert await counter.spent([]) == []
-    await counter.add([], tokens=1, cost_usd=1.0)
+    assert await counter.add([], tokens=1, cost_usd=1.0) == []
     await counter.ping()

@@ -13,6 +13,7 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import httpx
 import pytest
 import websockets
 
@@ -97,6 +98,13 @@ async def _client(url: str) -> tuple[int, dict]:
     raise AssertionError("never refused")
 
 
+def _sample(metrics: str, series: str) -> float:
+    for line in metrics.splitlines():
+        if line.startswith(series + " "):
+            return float(line.split()[-1])
+    raise AssertionError(f"{series} not exported")
+
+
 async def _spent(config: AgentConfig, redis_url: str) -> list[int]:
     counter = RedisCounter.from_url(redis_url)
     try:
@@ -127,6 +135,14 @@ async def test_two_replicas_overshoot_the_budget_by_at_most_the_turns_in_flight(
         assert LIMIT <= done_tokens < LIMIT + in_flight * TURN_TOKENS
         # Every turn a client saw done for was counted, once, in the day and the month.
         assert await _spent(config, redis_server.url) == [done_tokens, done_tokens]
+
+        # Each facade exports the shared total as of its last turn, and the limit.
+        for replica in replicas:
+            metrics = httpx.get(f"{replica.url}/metrics", timeout=5).text
+            labels = f'{{period="day",scope="agent:default/{config.name}",unit="tokens"}}'
+            spent = _sample(metrics, f"omnia_budget_spent{labels}")
+            assert LIMIT - in_flight * TURN_TOKENS <= spent <= done_tokens
+            assert _sample(metrics, f"omnia_budget_limit{labels}") == LIMIT
 
         # Once spent, every replica refuses new sessions' turns before the model is called.
         for replica in replicas:

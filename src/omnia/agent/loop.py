@@ -30,7 +30,7 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 
 from omnia import telemetry
-from omnia.budgets import Budgets
+from omnia.budgets import Budgets, Standing
 from omnia.agent.prompts import (
     MESSAGE_VARIABLE,
     PromptError,
@@ -98,6 +98,8 @@ class TurnDone:
     message_id: str
     provider: str
     model: str
+    budgets: tuple[Standing, ...] = ()
+    """The spending totals after this turn, of every budget the agent counts against."""
 
 
 @dataclass(frozen=True)
@@ -429,7 +431,7 @@ class Agent:
                 return
 
         committed, failure = await self._commit(session, turn)
-        await self._spend(turn)
+        standings = await self._spend(turn)
         if committed is None:
             await emit(failure)
             return
@@ -443,6 +445,7 @@ class Agent:
                 message_id=turn.message_id,
                 provider=self.provider.type,
                 model=self.provider.model,
+                budgets=standings,
             )
         )
 
@@ -451,7 +454,7 @@ class Agent:
             input_tokens=usage.input_tokens, output_tokens=usage.output_tokens
         )
 
-    async def _spend(self, turn: _TurnState) -> None:
+    async def _spend(self, turn: _TurnState) -> tuple[Standing, ...]:
         """Count what the turn cost; the model was paid whether or not the turn committed.
 
         A counter outage does not fail a turn the client already has: its
@@ -459,14 +462,15 @@ class Agent:
         with ``STORE_UNAVAILABLE`` until the counters are back.
         """
         if self.budgets is None:
-            return
+            return ()
         usage = turn.usage
         try:
-            await self.budgets.spend(
+            return await self.budgets.spend(
                 tokens=usage.input_tokens + usage.output_tokens, cost_usd=self._cost(usage)
             )
         except StoreUnavailable as exc:
             log.warning("turn usage not counted against the budget: %s", exc)
+            return ()
 
     def _context(self, session: Session, user: UserInput) -> list[Message]:
         prompt = find_version(self.config.prompts, session.prompt_version)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from omnia.budgets.base import CounterKey, Period, Spent, UsageCounter, periods
-from omnia.budgets.enforcing import Budgets, Exceeded
+from omnia.budgets.enforcing import Budgets, Exceeded, Limited, Standing, limits
 from omnia.budgets.memory import MemoryCounter
 from omnia.config import SessionConfig
 
@@ -19,11 +19,14 @@ __all__ = [
     "Budgets",
     "CounterKey",
     "Exceeded",
+    "Limited",
     "MemoryCounter",
     "Period",
     "Spent",
+    "Standing",
     "UsageCounter",
     "create_counter",
+    "limits",
     "periods",
 ]
 

@@ -77,8 +77,8 @@ class UsageCounter(Protocol):
     async def spent(self, keys: Sequence[CounterKey]) -> list[Spent]:
         """The totals of ``keys``, in order; zero for a key never added to."""
 
-    async def add(self, keys: Sequence[CounterKey], *, tokens: int, cost_usd: float) -> None:
-        """Add ``tokens`` and ``cost_usd`` to every key, as one atomic step."""
+    async def add(self, keys: Sequence[CounterKey], *, tokens: int, cost_usd: float) -> list[Spent]:
+        """Add ``tokens`` and ``cost_usd`` to every key, as one atomic step; returns the new totals."""
 
     async def ping(self) -> None: ...
 

@@ -49,10 +49,35 @@ class Exceeded:
 
 
 @dataclass(frozen=True)
-class _Limited:
+class Limited:
+    """One configured limit: of ``scope``, per ``kind`` of period (``day`` or ``month``)."""
+
     scope: str
     kind: str
     limit: BudgetLimit
+
+
+@dataclass(frozen=True)
+class Standing:
+    """What ``scope`` has spent in the current period of ``kind`` (``day`` or ``month``)."""
+
+    scope: str
+    kind: str
+    spent: Spent
+    limit: BudgetLimit | None = None
+
+
+def limits(config: BudgetConfig, *, namespace: str, agent: str) -> list[Limited]:
+    """The limits ``config`` sets, with the scope each counts in."""
+    scoped: list[tuple[str, BudgetLimits]] = [(f"agent:{namespace}/{agent}", config)]
+    if config.shared is not None:
+        scoped.append((f"shared:{namespace}/{config.shared.name}", config.shared))
+    return [
+        Limited(scope, kind, limit)
+        for scope, budget in scoped
+        for kind, limit in (("day", budget.daily), ("month", budget.monthly))
+        if limit is not None and limit.limited
+    ]
 
 
 class Budgets:
@@ -75,19 +100,8 @@ class Budgets:
         self.config = config
         self.counter = counter
         self._clock = clock
-        self._limits: list[_Limited] = []
-        self._scopes: list[str] = []
-        self._add_scope(f"agent:{namespace}/{agent}", config)
-        if config.shared is not None:
-            self._add_scope(f"shared:{namespace}/{config.shared.name}", config.shared)
-
-    def _add_scope(self, scope: str, limits: BudgetLimits) -> None:
-        if not limits.limited:
-            return
-        self._scopes.append(scope)
-        for kind, limit in (("day", limits.daily), ("month", limits.monthly)):
-            if limit is not None and limit.limited:
-                self._limits.append(_Limited(scope, kind, limit))
+        self._limits = limits(config, namespace=namespace, agent=agent)
+        self._scopes = list(dict.fromkeys(limited.scope for limited in self._limits))
 
     def keys(self, now: dt.datetime | None = None) -> list[CounterKey]:
         """The counters a turn at ``now`` adds to: both periods of every limited scope."""
@@ -107,11 +121,18 @@ class Budgets:
                 return exceeded
         return None
 
-    async def spend(self, *, tokens: int, cost_usd: float) -> None:
-        """Count a turn's usage in every counter of the current periods."""
+    async def spend(self, *, tokens: int, cost_usd: float) -> tuple[Standing, ...]:
+        """Count a turn's usage in every counter of the current periods; returns the new totals
+        (none when nothing was counted)."""
         if not self._scopes or (tokens <= 0 and cost_usd <= 0):
-            return
-        await self.counter.add(self.keys(), tokens=tokens, cost_usd=cost_usd)
+            return ()
+        keys = self.keys()
+        totals = await self.counter.add(keys, tokens=tokens, cost_usd=cost_usd)
+        by_period = {(limited.scope, limited.kind): limited.limit for limited in self._limits}
+        return tuple(
+            Standing(key.scope, key.period.kind, spent, by_period.get((key.scope, key.period.kind)))
+            for key, spent in zip(keys, totals, strict=True)
+        )
 
     async def spent(self) -> dict[CounterKey, Spent]:
         """The current periods' totals of every limited scope (for metrics and tests)."""
@@ -119,7 +140,7 @@ class Budgets:
         return dict(zip(keys, await self.counter.spent(keys), strict=True))
 
 
-def _reached(limited: _Limited, period: Period, spent: Spent) -> Exceeded | None:
+def _reached(limited: Limited, period: Period, spent: Spent) -> Exceeded | None:
     limit = limited.limit
     if limit.tokens is not None and spent.tokens >= limit.tokens:
         return Exceeded(limited.scope, period, "tokens", limit.tokens, spent.tokens)

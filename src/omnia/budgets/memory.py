@@ -18,10 +18,11 @@ class MemoryCounter:
     async def spent(self, keys: Sequence[CounterKey]) -> list[Spent]:
         return [self._totals.get(key.name, Spent()) for key in keys]
 
-    async def add(self, keys: Sequence[CounterKey], *, tokens: int, cost_usd: float) -> None:
+    async def add(self, keys: Sequence[CounterKey], *, tokens: int, cost_usd: float) -> list[Spent]:
         for key in keys:
             total = self._totals.get(key.name, Spent())
             self._totals[key.name] = Spent(total.tokens + tokens, total.cost_usd + cost_usd)
+        return await self.spent(keys)
 
     async def ping(self) -> None:
         return None

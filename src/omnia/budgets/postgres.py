@@ -44,11 +44,11 @@ class PostgresCounter:
             )
         return [Spent(int(row["tokens"] or 0), float(row["cost_usd"] or 0.0)) for row in rows]
 
-    async def add(self, keys: Sequence[CounterKey], *, tokens: int, cost_usd: float) -> None:
+    async def add(self, keys: Sequence[CounterKey], *, tokens: int, cost_usd: float) -> list[Spent]:
         if not keys:
-            return
+            return []
         async with self._db._connection("budget add") as conn:
-            await conn.execute(
+            rows = await conn.fetch(
                 """
                 INSERT INTO omnia_budget_usage (scope, period_kind, period, tokens, cost_usd)
                 SELECT scope, kind, period, $4, $5
@@ -57,9 +57,18 @@ class PostgresCounter:
                     tokens = omnia_budget_usage.tokens + excluded.tokens,
                     cost_usd = omnia_budget_usage.cost_usd + excluded.cost_usd,
                     updated_at = now()
+                RETURNING scope, period_kind, period, tokens, cost_usd
                 """,
                 *_columns(keys), int(tokens), float(cost_usd),
             )
+        # RETURNING promises no order: match the rows to the keys.
+        totals = {
+            (row["scope"], row["period_kind"], row["period"]): Spent(
+                int(row["tokens"]), float(row["cost_usd"])
+            )
+            for row in rows
+        }
+        return [totals[(key.scope, key.period.kind, key.period.label)] for key in keys]
 
     async def ping(self) -> None:
         await self._db.ping()

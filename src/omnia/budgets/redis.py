@@ -31,13 +31,17 @@ from omnia.budgets.base import CounterKey, Spent
 from omnia.sessions.base import StoreUnavailable
 
 # KEYS: the counters. ARGV: tokens, cost, then each key's expiry in seconds.
+# Returns the new totals, {tokens, cost as a string} per key (Lua numbers
+# would truncate the float).
 _ADD = """
+local totals = {}
 for i, key in ipairs(KEYS) do
-  redis.call('HINCRBY', key, 'tokens', ARGV[1])
-  redis.call('HINCRBYFLOAT', key, 'cost_usd', ARGV[2])
+  local tokens = redis.call('HINCRBY', key, 'tokens', ARGV[1])
+  local cost = redis.call('HINCRBYFLOAT', key, 'cost_usd', ARGV[2])
   redis.call('EXPIRE', key, ARGV[2 + i])
+  totals[i] = {tokens, cost}
 end
-return #KEYS
+return totals
 """
 
 PREFIX = "omnia:{budget}:"
@@ -74,12 +78,13 @@ class RedisCounter:
                 rows = await pipe.execute()
         return [Spent(int(tokens or 0), float(cost or 0.0)) for tokens, cost in rows]
 
-    async def add(self, keys: Sequence[CounterKey], *, tokens: int, cost_usd: float) -> None:
+    async def add(self, keys: Sequence[CounterKey], *, tokens: int, cost_usd: float) -> list[Spent]:
         if not keys:
-            return
+            return []
         args = [int(tokens), repr(float(cost_usd)), *(key.period.keep_seconds for key in keys)]
         async with self._reaching("add"):
-            await self._add(keys=[PREFIX + key.name for key in keys], args=args)
+            totals = await self._add(keys=[PREFIX + key.name for key in keys], args=args)
+        return [Spent(int(total), float(cost)) for total, cost in totals]
 
     async def ping(self) -> None:
         async with self._reaching("ping"):
