@@ -46,14 +46,28 @@ class CounterFactory:
             await counter.aclose()
 
 
-@pytest.fixture(params=COUNTERS)
-async def make_counter(request: pytest.FixtureRequest):
+async def _factory(request: pytest.FixtureRequest):
     server = None if request.param == "memory" else request.getfixturevalue(f"{request.param}_server")
     if server is not None and not server.running:
         server.start()
     factory = CounterFactory(request.param, server)
     yield factory
     await factory.aclose()
+    if server is not None and not server.running:  # an outage test
+        server.start()
+
+
+@pytest.fixture(params=COUNTERS)
+async def make_counter(request: pytest.FixtureRequest):
+    async for factory in _factory(request):
+        yield factory
+
+
+@pytest.fixture(params=[param for param in COUNTERS if param.values[0] != "memory"])
+async def make_durable_counter(request: pytest.FixtureRequest):
+    """Counters on a server the test may stop and start."""
+    async for factory in _factory(request):
+        yield factory
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ import datetime as dt
 import pytest
 
 from omnia.budgets import CounterKey, Spent, periods
+from omnia.sessions import StoreUnavailable
 
 NOW = dt.datetime(2026, 12, 2, 15, 0, tzinfo=dt.UTC)
 
@@ -59,3 +60,21 @@ async def test_reading_no_keys_and_adding_to_none_do_nothing(counter):
     assert await counter.spent([]) == []
     assert await counter.add([], tokens=1, cost_usd=1.0) == []
     await counter.ping()
+
+
+async def test_an_outage_is_store_unavailable_and_the_counter_recovers_without_a_restart(
+    make_durable_counter, scope
+):
+    """Enforcement fails closed on StoreUnavailable; it must never see a driver error."""
+    make_counter = make_durable_counter
+    counter = make_counter()
+    await counter.add(_keys(scope), tokens=1, cost_usd=0.0)
+    make_counter.server.stop()
+    with pytest.raises(StoreUnavailable):
+        await counter.spent(_keys(scope))
+    with pytest.raises(StoreUnavailable):
+        await counter.add(_keys(scope), tokens=1, cost_usd=0.0)
+    make_counter.server.start()
+    # What survived the restart is the server's durability (the test Redis keeps nothing).
+    totals = await counter.add(_keys(scope), tokens=1, cost_usd=0.0)
+    assert await counter.spent(_keys(scope)) == totals

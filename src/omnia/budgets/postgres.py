@@ -31,7 +31,7 @@ class PostgresCounter:
     async def spent(self, keys: Sequence[CounterKey]) -> list[Spent]:
         if not keys:
             return []
-        async with self._db._connection("budget spent") as conn:
+        async with self._db.connection("budget spent") as conn:
             rows = await conn.fetch(
                 """
                 SELECT k.i, u.tokens, u.cost_usd
@@ -47,7 +47,7 @@ class PostgresCounter:
     async def add(self, keys: Sequence[CounterKey], *, tokens: int, cost_usd: float) -> list[Spent]:
         if not keys:
             return []
-        async with self._db._connection("budget add") as conn:
+        async with self._db.connection("budget add") as conn:
             rows = await conn.fetch(
                 """
                 INSERT INTO omnia_budget_usage (scope, period_kind, period, tokens, cost_usd)

@@ -38,7 +38,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import asyncpg
 
@@ -329,6 +329,14 @@ class PostgresStore:
                     await pool.close()
             except (TimeoutError, *_DRIVER_ERRORS):
                 pool.terminate()
+
+    def connection(self, operation: str) -> AbstractAsyncContextManager[asyncpg.Connection]:
+        """A pooled connection to the migrated database, with the store's bounds and errors.
+
+        For Omnia's other tables in the same database (the budget counters);
+        see ``_connection``.
+        """
+        return self._connection(operation)
 
     @asynccontextmanager
     async def _connection(self, operation: str) -> AsyncIterator[asyncpg.Connection]:
