@@ -77,8 +77,10 @@ async def test_a_spent_budget_refuses_the_turn_before_the_model_is_called_and_st
 
     assert isinstance(refused, TurnFailed)
     assert (refused.code, refused.retryable) == ("BUDGET_EXCEEDED", False)
-    assert "daily budget of agent:team-a/helper" in refused.message
-    assert "resets at 2027-01-01T00:00:00Z" in refused.message
+    assert refused.message == (
+        "the daily budget of agent:team-a/helper is spent (30 of 30 tokens); "
+        "it resets at 2027-01-01T00:00:00Z"
+    )
     assert len(h.provider.requests) == calls
     assert len((await h.store.get(session.id)).turns) == 2
 
@@ -141,8 +143,9 @@ async def test_each_kind_of_limit_refuses_once_reached(budget):
     """Pricing is a dollar a token here, so cost and tokens reach 30 together."""
     h = BudgetHarness(budget)
     session, _ = await h.agent.open_session(session_id=None)
-    outcomes = [type((await h.turn(session.id))[-1]).__name__ for _ in range(3)]
-    assert outcomes == ["TurnDone", "TurnDone", "TurnFailed"]
+    outcomes = [(await h.turn(session.id))[-1] for _ in range(3)]
+    assert [type(o).__name__ for o in outcomes] == ["TurnDone", "TurnDone", "TurnFailed"]
+    assert "(30 of 30 tokens)" in outcomes[-1].message or "(30.0000 of 30.0000 USD)" in outcomes[-1].message
 
 
 async def test_a_new_day_resets_the_daily_budget_but_not_the_monthly_one():

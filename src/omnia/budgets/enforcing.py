@@ -41,9 +41,12 @@ class Exceeded:
     @property
     def message(self) -> str:
         what = "daily" if self.period.kind == "day" else "monthly"
-        unit = "tokens" if self.unit == "tokens" else "USD"
+        if self.unit == "tokens":
+            amounts = f"{int(self.spent)} of {int(self.limit)} tokens"
+        else:
+            amounts = f"{self.spent:.4f} of {self.limit:.4f} USD"
         return (
-            f"the {what} budget of {self.scope} is spent ({self.spent:g} of {self.limit:g} {unit}); "
+            f"the {what} budget of {self.scope} is spent ({amounts}); "
             f"it resets at {self.period.ends_at.isoformat().replace('+00:00', 'Z')}"
         )
 
