@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from omnia.api.v1alpha1 import parse_manifest
-from omnia.config import ClientInputsConfig, ClientVariableConfig
+from omnia.config import BudgetLimit, ClientInputsConfig, ClientVariableConfig, PromptRollout
 from omnia.operator import hashing
-from omnia.rendering import RenderError, prompt_config
+from omnia.rendering import RenderError, prompt_config, render_agent_config
 
 
 def _pack(**spec):
@@ -79,3 +79,31 @@ def test_packs_without_client_inputs_keep_their_snapshot_identity():
         update={"client_inputs": ClientInputsConfig(variables={"name": ClientVariableConfig()})}
     )
     assert hashing.content_hash(steerable) != hashing.content_hash(prompt)
+
+
+def _agent(**spec):
+    return parse_manifest(
+        {
+            "apiVersion": "omnia.altairalabs.ai/v1alpha1",
+            "kind": "AgentRuntime",
+            "metadata": {"name": "support", "namespace": "team-a"},
+            "spec": {"promptPackRef": {"name": "prompts"}, **spec},
+        }
+    )
+
+
+def test_a_budget_reaches_the_config_with_its_shared_name_and_limits():
+    agent = _agent(
+        budget={"daily": {"tokens": 100000}, "shared": {"name": "team", "monthly": {"costUSD": 250.5}}}
+    )
+    config = render_agent_config(agent, prompts=PromptRollout(), provider=None)
+    assert config.budget.daily == BudgetLimit(tokens=100000)
+    assert config.budget.monthly is None
+    assert (config.budget.shared.name, config.budget.shared.monthly.cost_usd) == ("team", 250.5)
+    assert config.budget.enforced
+
+
+def test_an_agent_without_a_budget_enforces_none():
+    config = render_agent_config(_agent(), prompts=PromptRollout(), provider=None)
+    assert not config.budget.enforced
+

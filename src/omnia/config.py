@@ -178,6 +178,42 @@ class SessionConfig(_Model):
     max_bytes: int = 4 * 1024 * 1024
 
 
+class BudgetLimit(_Model):
+    """Most an agent may spend in one period; an unset field is not limited."""
+
+    tokens: int | None = Field(default=None, ge=0, description="Input plus output tokens.")
+    cost_usd: float | None = Field(default=None, ge=0, alias="costUSD")
+
+    @property
+    def limited(self) -> bool:
+        return self.tokens is not None or self.cost_usd is not None
+
+
+class BudgetLimits(_Model):
+    daily: BudgetLimit | None = None
+    monthly: BudgetLimit | None = None
+
+    @property
+    def limited(self) -> bool:
+        return any(limit is not None and limit.limited for limit in (self.daily, self.monthly))
+
+
+class SharedBudgetConfig(BudgetLimits):
+    """A budget that every agent of the namespace naming it counts against."""
+
+    name: str
+
+
+class BudgetConfig(BudgetLimits):
+    """The agent's own budget (``daily``, ``monthly``) and an optional shared one."""
+
+    shared: SharedBudgetConfig | None = None
+
+    @property
+    def enforced(self) -> bool:
+        return self.limited or (self.shared is not None and self.shared.limited)
+
+
 class AuthConfig(_Model):
     type: Literal["none", "apiKey", "jwt"] = "none"
     api_keys_env: str | None = Field(
@@ -213,6 +249,7 @@ class AgentConfig(_Model):
     prompts: PromptRollout = Field(default_factory=PromptRollout)
     tools: list[ToolConfig] = Field(default_factory=list)
     session: SessionConfig = Field(default_factory=SessionConfig)
+    budget: BudgetConfig = Field(default_factory=BudgetConfig)
     facade: FacadeConfig = Field(default_factory=FacadeConfig)
     max_tool_iterations: int = 8
     max_history_messages: int = 100

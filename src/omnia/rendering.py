@@ -19,6 +19,7 @@ import yaml
 
 from omnia.api.v1alpha1 import (
     AgentRuntime,
+    BudgetSpec,
     ClientInputs,
     PromptPackSpec,
     Provider,
@@ -31,6 +32,7 @@ from omnia.config import (
     DEFAULT_CLIENT_MAX_LENGTH,
     AgentConfig,
     AuthConfig,
+    BudgetConfig,
     ClientInputsConfig,
     ClientVariableConfig,
     FacadeConfig,
@@ -278,5 +280,12 @@ def render_agent_config(
             max_pending_connections=facade.max_pending_connections,
             max_pending_connections_per_address=facade.max_pending_connections_per_address,
         ),
+        budget=budget_config(spec.budget),
         max_tool_iterations=spec.max_tool_iterations,
     )
+
+
+def budget_config(budget: BudgetSpec | None) -> BudgetConfig:
+    if budget is None:
+        return BudgetConfig()
+    return BudgetConfig.model_validate(budget.model_dump(by_alias=True, exclude_none=True))

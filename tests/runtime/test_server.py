@@ -20,7 +20,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from omnia._proto.omnia.runtime.v1 import runtime_pb2 as pb
 from omnia._proto.omnia.runtime.v1 import runtime_pb2_grpc as pb_grpc
-from omnia.config import AgentConfig, ProviderConfig, SessionConfig
+from omnia.budgets.redis import RedisCounter
+from omnia.config import AgentConfig, BudgetConfig, BudgetLimit, ProviderConfig, SessionConfig
+from omnia.tools import Toolbox
 from omnia.runtime import server
 from omnia.termination import StartupError
 
@@ -109,6 +111,29 @@ async def test_without_a_health_address_there_is_no_health_server():
 async def test_a_configuration_that_cannot_run_is_a_startup_error():
     with pytest.raises(StartupError, match="OMNIA_SESSION_URL"):
         await server.launch(config(session=SessionConfig(type="redis")), address="127.0.0.1:0", env={})
+
+
+@pytest.mark.parametrize(
+    ("budget", "counted"),
+    [
+        pytest.param(BudgetConfig(), False, id="no-limit-no-counter"),
+        pytest.param(BudgetConfig(daily=BudgetLimit(tokens=10)), True, id="limited-in-the-session-store"),
+    ],
+)
+async def test_budgets_are_counted_in_the_session_store_only_when_limited(budget, counted):
+    """No limit, no counter and no traffic; a limit counts where the sessions live (same URL)."""
+    env = {"OMNIA_SESSION_URL": "redis://127.0.0.1:1/0"}
+    agent = server.build_agent(
+        config(session=SessionConfig(type="redis"), budget=budget), env=env, toolbox=Toolbox([], env=env)
+    )
+    try:
+        assert (agent.budgets is not None) == counted
+        if counted:
+            assert isinstance(agent.budgets.counter, RedisCounter)
+    finally:
+        await agent.store.aclose()
+        if agent.budgets is not None:
+            await agent.budgets.counter.aclose()
 
 
 async def test_a_health_port_taken_is_a_startup_error():

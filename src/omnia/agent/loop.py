@@ -10,11 +10,17 @@ A turn is committed to the store *before* ``TurnDone`` is emitted: a client
 that saw ``done`` never loses that turn. A turn that fails (model error,
 store outage) commits nothing and emits ``TurnFailed``; a cancelled turn
 commits what was generated so far, with finish reason ``cancelled``.
+
+Budgets are checked before the model is called (a spent budget refuses the
+turn with ``BUDGET_EXCEEDED``, and nothing is stored) and the turn's usage
+is counted after it ends, committed or not, *before* its last event: the
+client's next message is checked against a total that includes this turn.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +30,7 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 
 from omnia import telemetry
+from omnia.budgets import Budgets, Standing
 from omnia.agent.prompts import (
     MESSAGE_VARIABLE,
     PromptError,
@@ -55,6 +62,8 @@ from omnia.sessions.base import (
     Turn,
     TurnConflict,
 )
+
+log = logging.getLogger(__name__)
 
 # --- what the loop emits ------------------------------------------------------
 
@@ -89,6 +98,8 @@ class TurnDone:
     message_id: str
     provider: str
     model: str
+    budgets: tuple[Standing, ...] = ()
+    """The spending totals after this turn, of every budget the agent counts against."""
 
 
 @dataclass(frozen=True)
@@ -238,8 +249,10 @@ class Agent:
         tools: ToolCatalog | None = None,
         new_id: Callable[[], str] = _new_id,
         tracer: trace.Tracer | None = None,
+        budgets: Budgets | None = None,
     ) -> None:
         self.config = config
+        self.budgets = budgets
         self.provider = provider
         self.store = store
         self.executor = executor or NoServerTools()
@@ -377,6 +390,16 @@ class Agent:
         except PromptError as exc:
             await emit(TurnFailed("INVALID_MESSAGE", str(exc), False))
             return
+        if self.budgets is not None:
+            try:
+                exceeded = await self.budgets.check()
+            except StoreUnavailable as exc:
+                await emit(TurnFailed("STORE_UNAVAILABLE", f"budget counters unavailable: {exc}", True))
+                return
+            if exceeded is not None:
+                # Not retryable: the limit holds until the period ends, which the message names.
+                await emit(TurnFailed("BUDGET_EXCEEDED", exceeded.message, False))
+                return
         user_record = {"role": "user", "content": messages[-1].content}
         if user.id:
             user_record["id"] = user.id
@@ -399,29 +422,55 @@ class Agent:
         else:
             error = generation.exception()
             if isinstance(error, ProviderError):
+                await self._spend(turn)
                 await emit(TurnFailed("PROVIDER_ERROR", error.message, error.retryable))
                 return
             if error is not None:
+                await self._spend(turn)
                 await emit(TurnFailed("INTERNAL", f"turn failed: {error}", False))
                 return
 
-        committed = await self._commit(session, turn, emit)
+        committed, failure = await self._commit(session, turn)
+        standings = await self._spend(turn)
         if committed is None:
+            await emit(failure)
             return
         usage = turn.usage
         await emit(
             TurnDone(
                 finish_reason=turn.finish_reason,
                 usage=usage,
-                cost_usd=self.config.provider.pricing.cost(
-                    input_tokens=usage.input_tokens, output_tokens=usage.output_tokens
-                ),
+                cost_usd=self._cost(usage),
                 turn_index=committed.index,
                 message_id=turn.message_id,
                 provider=self.provider.type,
                 model=self.provider.model,
+                budgets=standings,
             )
         )
+
+    def _cost(self, usage: Usage) -> float:
+        return self.config.provider.pricing.cost(
+            input_tokens=usage.input_tokens, output_tokens=usage.output_tokens
+        )
+
+    async def _spend(self, turn: _TurnState) -> tuple[Standing, ...]:
+        """Count what the turn cost; the model was paid whether or not the turn committed.
+
+        A counter outage does not fail a turn the client already has: its
+        usage goes uncounted (and logged), and the next turn's check fails
+        with ``STORE_UNAVAILABLE`` until the counters are back.
+        """
+        if self.budgets is None:
+            return ()
+        usage = turn.usage
+        try:
+            return await self.budgets.spend(
+                tokens=usage.input_tokens + usage.output_tokens, cost_usd=self._cost(usage)
+            )
+        except StoreUnavailable as exc:
+            log.warning("turn usage not counted against the budget: %s", exc)
+            return ()
 
     def _context(self, session: Session, user: UserInput) -> list[Message]:
         prompt = find_version(self.config.prompts, session.prompt_version)
@@ -555,39 +604,32 @@ class Agent:
         except TimeoutError:
             return ToolOutcome(f"tool {tool.name!r} timed out after {budget:g}s", is_error=True)
 
-    async def _commit(self, session: Session, turn: _TurnState, emit: Emit) -> Turn | None:
+    async def _commit(self, session: Session, turn: _TurnState) -> tuple[Turn | None, TurnFailed | None]:
+        """The committed turn, or why it could not be committed."""
         usage = turn.usage
         record = Turn(
             index=session.next_index,
             messages=tuple(turn.records),
             input_tokens=usage.input_tokens,
             output_tokens=usage.output_tokens,
-            cost_usd=self.config.provider.pricing.cost(
-                input_tokens=usage.input_tokens, output_tokens=usage.output_tokens
-            ),
+            cost_usd=self._cost(usage),
             finish_reason=turn.finish_reason,
         )
         try:
             await self.store.append_turn(session.id, record)
         except TurnConflict:
-            await emit(
-                TurnFailed(
-                    "SESSION_CONFLICT",
-                    "another connection added a turn to this session first; resend the message",
-                    True,
-                )
+            return None, TurnFailed(
+                "SESSION_CONFLICT",
+                "another connection added a turn to this session first; resend the message",
+                True,
             )
-            return None
         except SessionFull as exc:
-            await emit(TurnFailed("SESSION_FULL", str(exc), False))
-            return None
+            return None, TurnFailed("SESSION_FULL", str(exc), False)
         except SessionNotFound:
-            await emit(TurnFailed("SESSION_NOT_FOUND", f"session {session.id} expired", False))
-            return None
+            return None, TurnFailed("SESSION_NOT_FOUND", f"session {session.id} expired", False)
         except StoreUnavailable as exc:
-            await emit(TurnFailed("STORE_UNAVAILABLE", f"session store unavailable: {exc}", True))
-            return None
-        return record
+            return None, TurnFailed("STORE_UNAVAILABLE", f"session store unavailable: {exc}", True)
+        return record, None
 
 
 @dataclass

@@ -91,6 +91,19 @@ class Metrics:
             ["type"],
             registry=registry,
         )
+        self.budget_spent = Gauge(
+            "omnia_budget_spent",
+            "Spent in the current UTC day or month, by budget scope and unit (tokens, costUSD), "
+            "as of this replica's last turn; the total of all replicas.",
+            ["scope", "period", "unit"],
+            registry=registry,
+        )
+        self.budget_limit = Gauge(
+            "omnia_budget_limit",
+            "Configured budget limit, by scope, period (day, month) and unit (tokens, costUSD).",
+            ["scope", "period", "unit"],
+            registry=registry,
+        )
         self._tool_names: set[str] = set()
         # Children resolved once: the per-frame path is then one locked add.
         self.received_by_type = {
@@ -104,6 +117,24 @@ class Metrics:
             else:
                 self._tool_names.add(name)
         self.tool_calls.labels(name).inc()
+
+    def budget_standing(
+        self,
+        *,
+        scope: str,
+        period: str,
+        tokens: int,
+        cost_usd: float,
+        limit_tokens: int | None,
+        limit_cost_usd: float | None,
+    ) -> None:
+        """Record a budget's totals after a turn (scopes come from the agent's configuration)."""
+        self.budget_spent.labels(scope, period, "tokens").set(tokens)
+        self.budget_spent.labels(scope, period, "costUSD").set(cost_usd)
+        if limit_tokens is not None:
+            self.budget_limit.labels(scope, period, "tokens").set(limit_tokens)
+        if limit_cost_usd is not None:
+            self.budget_limit.labels(scope, period, "costUSD").set(limit_cost_usd)
 
     def connection_opened(self) -> None:
         self.active_connections.inc()

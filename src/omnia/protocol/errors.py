@@ -30,6 +30,8 @@ class ErrorCode(enum.StrEnum):
     STORE_UNAVAILABLE = "STORE_UNAVAILABLE"
     SESSION_CONFLICT = "SESSION_CONFLICT"
     SESSION_FULL = "SESSION_FULL"
+    # Raised by the runtime before a turn starts (see docs/budgets.md).
+    BUDGET_EXCEEDED = "BUDGET_EXCEEDED"
 
 
 RETRYABLE: frozenset[ErrorCode] = frozenset(

@@ -82,8 +82,16 @@ class MockProvider:
         yield Finish(
             reason="tool_calls" if calls else "stop",
             usage=Usage(
-                input_tokens=sum(_words(message) for message in request.messages),
-                output_tokens=len(reply.text.split()) + sum(_words_of_call(c) for c in calls),
+                input_tokens=(
+                    reply.input_tokens
+                    if reply.input_tokens is not None
+                    else sum(_words(message) for message in request.messages)
+                ),
+                output_tokens=(
+                    reply.output_tokens
+                    if reply.output_tokens is not None
+                    else len(reply.text.split()) + sum(_words_of_call(c) for c in calls)
+                ),
             ),
         )
 

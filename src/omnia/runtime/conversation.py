@@ -30,6 +30,7 @@ from omnia.agent import (
     TurnFailed,
     UserInput,
 )
+from omnia.budgets import Standing
 
 log = logging.getLogger(__name__)
 
@@ -73,11 +74,26 @@ def to_server_event(event: TurnEvent) -> pb.ServerEvent:
                     message_id=event.message_id,
                     provider=event.provider,
                     model=event.model,
+                    budgets=[
+                        _standing(standing) for standing in event.budgets
+                    ],
                 )
             )
         case TurnFailed(code=code, message=message, retryable=retryable):
             return error_event(code, message, retryable=retryable)
     raise TypeError(f"unknown turn event {event!r}")
+
+
+def _standing(standing: Standing) -> pb.BudgetStanding:
+    limit = standing.limit
+    return pb.BudgetStanding(
+        scope=standing.scope,
+        period=standing.kind,
+        tokens=standing.spent.tokens,
+        cost_usd=standing.spent.cost_usd,
+        limit_tokens=limit.tokens if limit else None,
+        limit_cost_usd=limit.cost_usd if limit else None,
+    )
 
 
 class _Waiters:

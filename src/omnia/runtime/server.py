@@ -25,6 +25,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from omnia._proto.omnia.runtime.v1 import runtime_pb2
 from omnia._proto.omnia.runtime.v1 import runtime_pb2_grpc as pb_grpc
+from omnia import budgets
 from omnia.agent import Agent
 from omnia.config import AgentConfig
 from omnia.providers import ProviderError, create_provider
@@ -51,15 +52,29 @@ def build_agent(config: AgentConfig, *, env: Mapping[str, str], toolbox: Toolbox
     ``ProviderError`` for a provider that cannot be made (a key not set, a
     model file missing).
     """
+    store = create_store(config.session, env=env, namespace=f"{config.namespace}/{config.name}")
     agent = Agent(
         config=config,
         provider=create_provider(config.provider, env=env),
-        store=create_store(config.session, env=env, namespace=f"{config.namespace}/{config.name}"),
+        store=store,
         executor=toolbox,
         tools=toolbox,
+        budgets=_budgets(config, env=env),
     )
     agent.check()
     return agent
+
+
+def _budgets(config: AgentConfig, *, env: Mapping[str, str]) -> budgets.Budgets | None:
+    """The agent's budgets, counted in its session store; ``None`` when it has no limit."""
+    if not config.budget.enforced:
+        return None
+    return budgets.Budgets(
+        config.budget,
+        namespace=config.namespace,
+        agent=config.name,
+        counter=budgets.create_counter(config.session, env=env),
+    )
 
 
 async def start(
@@ -135,6 +150,8 @@ class Running:
         await self.toolbox.aclose()
         await self.agent.provider.aclose()
         await self.agent.store.aclose()
+        if self.agent.budgets is not None:
+            await self.agent.budgets.counter.aclose()
 
 
 async def launch(

@@ -67,7 +67,7 @@ def create_store(
             max_turns=config.max_turns,
             max_bytes=config.max_bytes,
         )
-    url = _store_url(config, env=env)
+    url = store_url(config, env=env)
     if config.type == "redis":
         from omnia.sessions.redis import RedisStore
 
@@ -91,7 +91,7 @@ def create_store(
     raise StoreConfigError(f"session store type {config.type!r} is not available in this build")
 
 
-def _store_url(config: SessionConfig, *, env: Mapping[str, str]) -> str:
+def store_url(config: SessionConfig, *, env: Mapping[str, str]) -> str:
     name = config.url_env or DEFAULT_URL_ENV
     url = env.get(name, "").strip()
     if not url:

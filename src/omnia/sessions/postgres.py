@@ -38,7 +38,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import asyncpg
 
@@ -91,6 +91,21 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
             created_at    double precision NOT NULL,
             bytes         integer NOT NULL,
             PRIMARY KEY (session_pk, turn_index)
+        );
+        """,
+    ),
+    (
+        2,
+        "budget usage",
+        """
+        CREATE TABLE omnia_budget_usage (
+            scope       text NOT NULL,
+            period_kind text NOT NULL,
+            period      text NOT NULL,
+            tokens      bigint NOT NULL DEFAULT 0,
+            cost_usd    double precision NOT NULL DEFAULT 0,
+            updated_at  timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (scope, period_kind, period)
         );
         """,
     ),
@@ -314,6 +329,14 @@ class PostgresStore:
                     await pool.close()
             except (TimeoutError, *_DRIVER_ERRORS):
                 pool.terminate()
+
+    def connection(self, operation: str) -> AbstractAsyncContextManager[asyncpg.Connection]:
+        """A pooled connection to the migrated database, with the store's bounds and errors.
+
+        For Omnia's other tables in the same database (the budget counters);
+        see ``_connection``.
+        """
+        return self._connection(operation)
 
     @asynccontextmanager
     async def _connection(self, operation: str) -> AsyncIterator[asyncpg.Connection]:

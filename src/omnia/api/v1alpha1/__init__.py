@@ -9,6 +9,8 @@ from omnia.api.v1alpha1.agentruntime import (
     AgentRuntimeSpec,
     AgentRuntimeStatus,
     AutoscalingSpec,
+    BudgetLimit,
+    BudgetSpec,
     ContainerResources,
     FacadeAuth,
     FacadeSpec,
@@ -18,6 +20,7 @@ from omnia.api.v1alpha1.agentruntime import (
     ResourceRequirements,
     ScalingMetric,
     SessionSpec,
+    SharedBudget,
     TracingSpec,
 )
 from omnia.api.v1alpha1.common import (
@@ -85,6 +88,8 @@ __all__ = [
     "AgentRuntimeSpec",
     "AgentRuntimeStatus",
     "AutoscalingSpec",
+    "BudgetLimit",
+    "BudgetSpec",
     "ClientHandler",
     "ClientInputs",
     "ClientVariable",
@@ -133,6 +138,7 @@ __all__ = [
     "SecretKeySelector",
     "SecretReference",
     "SessionSpec",
+    "SharedBudget",
     "ToolHandler",
     "ToolRegistry",
     "ToolRegistrySpec",

@@ -57,6 +57,42 @@ class SessionSpec(ApiModel):
     )
 
 
+class BudgetLimit(ApiModel):
+    """The most that may be spent in one period; a field left out is not limited."""
+
+    tokens: int | None = Field(
+        default=None, ge=0, description="Input plus output tokens of all turns in the period."
+    )
+    cost_usd: float | None = Field(
+        default=None, ge=0, alias="costUSD",
+        description="Cost in US dollars of all turns in the period, from the Provider's pricing.",
+    )
+
+
+class SharedBudget(ApiModel):
+    """A budget every AgentRuntime of the namespace that names it counts against."""
+
+    name: str = Field(
+        min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        description="The budget's name in the namespace; agents naming the same one spend it together.",
+    )
+    daily: BudgetLimit | None = Field(default=None, description="Limit per UTC day.")
+    monthly: BudgetLimit | None = Field(default=None, description="Limit per UTC calendar month.")
+
+
+class BudgetSpec(ApiModel):
+    """Token and cost limits, checked before every turn across all replicas."""
+
+    daily: BudgetLimit | None = Field(default=None, description="This agent's limit per UTC day.")
+    monthly: BudgetLimit | None = Field(
+        default=None, description="This agent's limit per UTC calendar month."
+    )
+    shared: SharedBudget | None = Field(
+        default=None,
+        description="A namespace budget this agent also counts against, shared with every agent naming it.",
+    )
+
+
 AuthType = Literal["none", "apiKey", "jwt"]
 
 
@@ -300,6 +336,12 @@ class AgentRuntimeSpec(ApiModel):
         json_schema_extra={"default": defaults_of(SessionSpec)},
         description="Where conversation state is kept: in memory per pod, or in Redis or PostgreSQL "
         "so that any replica can resume a session."
+    )
+    budget: BudgetSpec | None = Field(
+        default=None,
+        description="Token and cost budgets per day and month, of this agent and shared in the namespace. "
+        "A turn is refused with BUDGET_EXCEEDED once a limit is reached; counted in the session store, "
+        "so replicas share the totals when it is redis or postgres.",
     )
     facade: FacadeSpec = Field(
         default_factory=FacadeSpec,

@@ -1,7 +1,7 @@
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -134,20 +134,38 @@ class Usage(_message.Message):
     def __init__(self, input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cost_usd: _Optional[float] = ...) -> None: ...
 
 class Done(_message.Message):
-    __slots__ = ("finish_reason", "usage", "turn_index", "message_id", "provider", "model")
+    __slots__ = ("finish_reason", "usage", "turn_index", "message_id", "provider", "model", "budgets")
     FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
     TURN_INDEX_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    BUDGETS_FIELD_NUMBER: _ClassVar[int]
     finish_reason: str
     usage: Usage
     turn_index: int
     message_id: str
     provider: str
     model: str
-    def __init__(self, finish_reason: _Optional[str] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., turn_index: _Optional[int] = ..., message_id: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ...) -> None: ...
+    budgets: _containers.RepeatedCompositeFieldContainer[BudgetStanding]
+    def __init__(self, finish_reason: _Optional[str] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., turn_index: _Optional[int] = ..., message_id: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., budgets: _Optional[_Iterable[_Union[BudgetStanding, _Mapping]]] = ...) -> None: ...
+
+class BudgetStanding(_message.Message):
+    __slots__ = ("scope", "period", "tokens", "cost_usd", "limit_tokens", "limit_cost_usd")
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COST_USD_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_COST_USD_FIELD_NUMBER: _ClassVar[int]
+    scope: str
+    period: str
+    tokens: int
+    cost_usd: float
+    limit_tokens: int
+    limit_cost_usd: float
+    def __init__(self, scope: _Optional[str] = ..., period: _Optional[str] = ..., tokens: _Optional[int] = ..., cost_usd: _Optional[float] = ..., limit_tokens: _Optional[int] = ..., limit_cost_usd: _Optional[float] = ...) -> None: ...
 
 class Error(_message.Message):
     __slots__ = ("code", "message", "retryable")
