@@ -385,3 +385,48 @@ def test_a_real_pod_s_failure_turns_the_agent_not_ready_with_reason_and_message(
                                    check=True)
     assert json.loads(events.stdout)["items"], f"no {reason} Event for {name}"
     control_plane.kubectl("delete", "agentruntime", name, f"--namespace={namespace}", "--wait=false")
+
+
+def test_traces_arrive_from_a_deployed_agent(control_plane, deployed):
+    """Why: traces must leave operator-made pods: an OTLP receiver on the pods' network sees the turn."""
+    import grpc
+    from concurrent import futures
+
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
+
+    import realnode
+    from tests.e2e.test_traces_e2e import Receiver
+
+    namespace, _ = deployed
+    servicer = Receiver()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port(f"{realnode.GATEWAY}:0")
+    server.start()
+    try:
+        pack = {"apiVersion": "omnia.altairalabs.ai/v1alpha1", "kind": "PromptPack",
+                "metadata": {"name": "traced-prompts"}, "spec": {"version": "1.0.0", "systemPrompt": "Be brief."}}
+        agent = {"apiVersion": "omnia.altairalabs.ai/v1alpha1", "kind": "AgentRuntime",
+                 "metadata": {"name": "traced"},
+                 "spec": {"replicas": 1, "promptPackRef": {"name": "traced-prompts"},
+                          "providerRef": {"name": "claude-provider"},
+                          "tracing": {"endpoint": f"http://{realnode.GATEWAY}:{port}", "samplingRatio": 1.0}}}
+        harness.apply(control_plane, [pack, agent], namespace=namespace)
+        selector = "app.kubernetes.io/name=omnia-agent,app.kubernetes.io/instance=traced"
+        wait_for(lambda: realpods.ready_pods(control_plane, namespace, selector), timeout=180,
+                 what="the traced agent's pod ready")
+        (pod,) = realpods.ready_pods(control_plane, namespace, selector)
+        with realpods.port_forward(control_plane, f"pod/{pod['metadata']['name']}", namespace=namespace,
+                                   port=8080) as local:
+            _, frames = realpods.chat_once(f"ws://127.0.0.1:{local}/ws", "hello")
+        assert frames[-1]["type"] == "done"
+        wait_for(lambda: {"invoke_agent", "chat"} <= {span.name.split(" ")[0] for _, _, span in servicer.spans()},
+                 timeout=60, what="invoke_agent and chat spans at the receiver")
+        spans = {span.name.split(" ")[0]: (attributes, span) for _, attributes, span in servicer.spans()}
+        invoke_attributes, invoke = spans["invoke_agent"]
+        _, chat = spans["chat"]
+        assert chat.trace_id == invoke.trace_id and chat.parent_span_id == invoke.span_id
+        assert invoke_attributes["k8s.pod.name"] == pod["metadata"]["name"]
+        assert invoke_attributes["k8s.namespace.name"] == namespace
+    finally:
+        server.stop(grace=None)
