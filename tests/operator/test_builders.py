@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import promql_parser
 import pytest
 
 from omnia.config import AgentConfig, PromptConfig, PromptRollout
@@ -333,9 +334,43 @@ def test_keda_scaled_object_scales_to_zero_on_a_prometheus_trigger():
     assert prometheus["type"] == "prometheus" and prometheus["metricType"] == "AverageValue"
     assert prometheus["metadata"] == {
         "serverAddress": "http://prometheus:9090",
-        "query": 'sum(active_connections{namespace="team-a",pod=~"agent-[a-z0-9]+-[a-z0-9]+"})',
+        "query": 'sum(active_connections{namespace="team-a",agent="agent"})',
         "threshold": "100",
     }
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param("support-agent", id="hyphen"),
+    pytest.param("support.agent.v2", id="dots"),
+    pytest.param("a-b.c-d", id="both"),
+])
+def test_keda_query_selects_the_agent_by_label_and_is_valid_promql(name):
+    """Kubernetes names carry '-' and '.'; the query must parse as PromQL for every one of them.
+
+    A regular expression over pod names escaped with re.escape wrote '\\-',
+    which PromQL rejects; an exact label match needs no escaping at all.
+    """
+    agent = model(manifests.agent(name, autoscaling={
+        "enabled": True, "engine": "keda", "minReplicas": 0, "maxReplicas": 5,
+        "metrics": [{"type": "custom", "name": "active_connections", "target": 100}]}))
+    query = builders.build_scaled_object(agent, prometheus_url="http://p:9090")["spec"]["triggers"][0]["metadata"]["query"]
+    assert query == f'sum(active_connections{{namespace="team-a",agent="{name}"}})'
+    assert "\\" not in query
+    parsed = promql_parser.parse(query)
+    assert isinstance(parsed, promql_parser.AggregateExpr) and parsed.expr.name == "active_connections"
+    assert {(m.name, m.value) for m in parsed.expr.matchers.matchers} >= {("namespace", "team-a"), ("agent", name)}
+
+
+@pytest.mark.parametrize("value, literal", [
+    pytest.param('a"b', '"a\\"b"', id="quote"),
+    pytest.param("a\\b", '"a\\\\b"', id="backslash"),
+])
+def test_prometheus_query_escapes_promql_strings(value, literal):
+    """Names reach the query only after Kubernetes validated them, but the literal is still quoted properly."""
+    query = builders.prometheus_query("m", namespace=value, agent="x")
+    assert query == f'sum(m{{namespace={literal},agent="x"}})'
+    parsed = promql_parser.parse(query)
+    assert ("namespace", value) in {(m.name, m.value) for m in parsed.expr.matchers.matchers}
 
 
 def test_scale_to_zero_without_a_custom_metric_is_an_error():

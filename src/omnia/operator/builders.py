@@ -497,11 +497,7 @@ def build_scaled_object(agent: AgentRuntime, *, prometheus_url: str) -> dict[str
     for index, metric in enumerate(_metrics(agent)):
         where = f"spec.autoscaling.metrics[{index}]"
         if metric.type == "custom":
-            # Pods of a Deployment are <name>-<replicaset hash>-<suffix>; the
-            # pattern does not match the pods of an agent called <name>-<x>.
-            query = (
-                f'sum({metric.name}{{namespace="{namespace}",pod=~"{re.escape(name)}-[a-z0-9]+-[a-z0-9]+"}})'
-            )
+            query = prometheus_query(metric.name, namespace=namespace, agent=name)
             triggers.append(
                 {
                     "type": "prometheus",
@@ -539,6 +535,24 @@ def build_scaled_object(agent: AgentRuntime, *, prometheus_url: str) -> dict[str
             "triggers": triggers,
         },
     }
+
+
+def prometheus_query(metric: str, *, namespace: str, agent: str) -> str:
+    """The PromQL KEDA asks for an agent's total of ``metric``: a sum over its pods' series.
+
+    The pods are selected by the ``agent`` label the facade puts on its
+    connection gauges, an exact match: a pattern over pod names would need
+    regular-expression escaping, which PromQL strings do not share with
+    Python's ``re.escape`` (``\\-`` is no PromQL escape), and would lean on how
+    Deployments name their pods. ``namespace`` is the label
+    Prometheus gives every target it discovers in Kubernetes.
+    """
+    return f"sum({metric}{{namespace={_promql_string(namespace)},agent={_promql_string(agent)}}})"
+
+
+def _promql_string(value: str) -> str:
+    """``value`` as a double-quoted PromQL string literal (Go's escapes: backslash and quote)."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def build_pdb(agent: AgentRuntime) -> dict[str, Any]:
