@@ -526,6 +526,37 @@ def test_rotating_the_default_session_store_rolls_the_agents_that_use_it(
         print(f"--- operator log ({process.log_file}) ---\n{process.log_tail(150)}")
 
 
+# --- pods refused by the API server ----------------------------------------------------
+
+
+def test_a_resource_quota_refusing_pods_shows_on_the_agent(control_plane, namespace, operator):
+    """A namespace quota of one pod and an agent of two: the AgentRuntime says QuotaExceeded with
+    the API's message (and a Warning Event), not only a rollout that never ends; more room, Ready."""
+    quota = {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "agents"},
+             "spec": {"hard": {"pods": "1"}}}
+    harness.apply(control_plane, [quota], namespace=namespace)
+    wait_for(lambda: ((get(control_plane, "resourcequota/agents", namespace) or {}).get("status") or {}).get("hard"),
+             timeout=30, what="the quota's status")
+    harness.apply(control_plane, [mock_provider(), prompt_pack(), mock_agent("agent", replicas=2)], namespace=namespace)
+
+    def refused():
+        agent = get(control_plane, "agentruntime/agent", namespace)
+        found = condition(agent, "Ready")
+        return agent if found.get("reason") == "QuotaExceeded" else None
+
+    agent = wait_for(refused, timeout=120, what="Ready=False QuotaExceeded",
+                     explain=lambda: (get(control_plane, "agentruntime/agent", namespace) or {}).get("status"))
+    found = condition(agent, "Ready")
+    assert found["status"] == "False" and agent["status"]["phase"] == "Degraded"
+    assert "is forbidden: exceeded quota: agents" in found["message"], found["message"]
+    assert "limited: pods=1" in found["message"], found["message"]
+    wait_for(lambda: any(e["reason"] == "QuotaExceeded" and e["type"] == "Warning"
+                         for e in events(control_plane, namespace, "agent")), timeout=30, what="a QuotaExceeded Event")
+
+    patch(control_plane, "resourcequota/agents", namespace, {"spec": {"hard": {"pods": "2"}}})
+    wait_ready(control_plane, namespace, "agent", timeout=180)
+
+
 # --- the optional objects -------------------------------------------------------------
 
 
