@@ -33,7 +33,7 @@ pytestmark = pytest.mark.cluster
 EXAMPLE = harness.REPO / "examples" / "support-agent"
 API_KEY = "sk-test-not-a-real-key-0123456789"
 OWNED = ("serviceaccount", "configmap", "service", "deployment", "horizontalpodautoscaler", "poddisruptionbudget",
-         "secret")
+         "networkpolicy", "secret")
 SESSION_SECRET = "omnia-session-redis"
 REDIS_URL = "redis://:not-a-real-password@redis.invalid:6379/0"
 
@@ -561,23 +561,30 @@ def test_a_resource_quota_refusing_pods_shows_on_the_agent(control_plane, namesp
 
 
 def test_optional_objects_follow_the_spec(control_plane, namespace, operator):
-    """PDB above one replica, NetworkPolicy when enabled, HPA when autoscaling: each created and deleted
+    """PDB above one replica, NetworkPolicy unless opted out, HPA when autoscaling: each created and deleted
     with the spec; an autoscaled Deployment keeps the autoscaler's replicas."""
     harness.apply(control_plane, [mock_provider(), prompt_pack(), mock_agent("agent", replicas=1)], namespace=namespace)
     wait_ready(control_plane, namespace, "agent")
     assert get(control_plane, "poddisruptionbudget/agent", namespace) is None
-    assert get(control_plane, "networkpolicy/agent", namespace) is None
     assert get(control_plane, "horizontalpodautoscaler/agent", namespace) is None
+    ingress_nginx = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}
+    monitoring = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    policy = get(control_plane, "networkpolicy/agent", namespace)["spec"]
+    assert policy["ingress"] == [{"from": [ingress_nginx, monitoring], "ports": [{"port": 8080, "protocol": "TCP"}]}]
 
+    web = {"namespaceSelector": {"matchLabels": {"team": "web"}}}
     patch(control_plane, "agentruntime/agent", namespace,
-          {"spec": {"replicas": 3, "networkPolicy": {"enabled": True}, "session": {"type": "redis"}}})
+          {"spec": {"replicas": 3, "networkPolicy": {"ingressFrom": [web]}, "session": {"type": "redis"}}})
     wait_for(lambda: (a := ready(control_plane, namespace, "agent")) and a["status"]["readyReplicas"] == 3,
              timeout=90, what="3 replicas")
     assert get(control_plane, "poddisruptionbudget/agent", namespace)["spec"]["minAvailable"] == 1
     policy = get(control_plane, "networkpolicy/agent", namespace)["spec"]
-    assert policy["ingress"] == [{"ports": [{"port": 8080, "protocol": "TCP"}]}]
-    assert {(p["protocol"], p["port"]) for p in policy["egress"][0]["ports"]} == {
-        ("UDP", 53), ("TCP", 53), ("TCP", 443), ("TCP", 6379)}
+    assert policy["ingress"] == [{"from": [web, monitoring], "ports": [{"port": 8080, "protocol": "TCP"}]}]
+    # The mock provider calls nothing: DNS and the session store only, to any address.
+    assert policy["egress"] == [
+        {"ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]},
+        {"ports": [{"port": 6379, "protocol": "TCP"}]},
+    ]
 
     patch(control_plane, "agentruntime/agent", namespace,
           {"spec": {"networkPolicy": {"enabled": False},

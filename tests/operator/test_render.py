@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 from typer.testing import CliRunner
 
@@ -29,7 +30,7 @@ def test_support_agent_renders_its_snapshot_and_every_owned_object():
         ("Secret", "support-agent-session-store"),
         ("ServiceAccount", "support-agent"), ("ConfigMap", "support-agent-config"), ("Service", "support-agent"),
         ("Deployment", "support-agent"), ("HorizontalPodAutoscaler", "support-agent"),
-        ("PodDisruptionBudget", "support-agent"),
+        ("PodDisruptionBudget", "support-agent"), ("NetworkPolicy", "support-agent"),
     ]
     deployment = objects[5]
     assert deployment["spec"]["replicas"] == 2  # starts at minReplicas; then left to the HPA
@@ -51,7 +52,7 @@ def test_render_prints_multi_document_yaml_that_kubectl_can_apply():
     result = CliRunner().invoke(app, ["render", str(EXAMPLE), "--image", "omnia:test", DEFAULT_REDIS])
     assert result.exit_code == 0, result.output
     documents = list(yaml.safe_load_all(result.output))
-    assert len(documents) == 8 and all({"apiVersion", "kind", "metadata"} <= set(d) for d in documents)
+    assert len(documents) == 9 and all({"apiVersion", "kind", "metadata"} <= set(d) for d in documents)
     assert "agent.json: |" in result.output  # readable in a GitOps diff
 
 
@@ -97,3 +98,22 @@ def test_operator_help_lists_its_options():
     assert result.returncode == 0
     assert all(option in result.stdout for option in ("--namespace", "--all-namespaces", "--liveness", "--image",
                                                       "--default-session-secret"))
+
+
+@pytest.mark.parametrize(("arguments", "ingress", "scrape", "collector"), [
+    pytest.param([], ("ingress-nginx",), ("monitoring",), None, id="defaults"),
+    pytest.param(["--ingress-namespace", "traefik", "--ingress-namespace", "gateways", "--scrape-namespace", "",
+                  "--trace-collector", "http://otel.observability.svc:4317"],
+                 ("traefik", "gateways"), (), "http://otel.observability.svc:4317", id="given"),
+])
+def test_operator_network_policy_options_reach_the_builders(monkeypatch, arguments, ingress, scrape, collector):
+    """The namespaces admitted by default and the trace collector are installation choices, passed as options."""
+    from omnia.operator import main
+
+    seen = {}
+    monkeypatch.setattr(main, "run", lambda **kwargs: seen.update(kwargs))
+    result = CliRunner().invoke(app, ["operator", *arguments])
+    assert result.exit_code == 0, result.output
+    defaults = seen["defaults"]
+    assert (defaults.ingress_namespaces, defaults.scrape_namespaces, defaults.trace_collector) == (
+        ingress, scrape, collector)
