@@ -173,7 +173,7 @@ def test_support_agent_example_goes_from_apply_to_available_pods(control_plane, 
     assert [(o["kind"], o["metadata"]["name"]) for o in objects][1:] == [
         ("Secret", "support-agent-session-store"), ("ServiceAccount", "support-agent"), ("ConfigMap", "support-agent-config"), ("Service", "support-agent"),
         ("Deployment", "support-agent"), ("HorizontalPodAutoscaler", "support-agent"),
-        ("PodDisruptionBudget", "support-agent"),
+        ("PodDisruptionBudget", "support-agent"), ("NetworkPolicy", "support-agent"),
     ]
     for obj in objects:
         live = get(control_plane, f"{obj['kind'].lower()}/{obj['metadata']['name']}", namespace)
