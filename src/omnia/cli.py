@@ -7,6 +7,7 @@ invalid manifests, bad options) — the message always names what to fix.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -296,6 +297,17 @@ def operator(
     otlp_endpoint: OtlpEndpoint = None,
     otlp_headers_secret: OtlpHeadersSecret = None,
     trace_sampling_ratio: TraceSamplingRatio = 1.0,
+    ingress_namespace: Annotated[
+        list[str] | None,
+        typer.Option(help="Namespace admitted to agents' facade port when their networkPolicy.ingressFrom is "
+                     "empty (the ingress controller's); repeat for several, or give it empty for none. "
+                     "Default: ingress-nginx."),
+    ] = None,
+    scrape_namespace: Annotated[
+        list[str] | None,
+        typer.Option(help="Namespace admitted to every agent's facade port, for Prometheus to read /metrics; "
+                     "repeat for several, or give it empty for none. Default: monitoring."),
+    ] = None,
 ) -> None:
     """Run the operator: reconcile AgentRuntimes, PromptPacks, Providers and ToolRegistries."""
     from omnia import logs
@@ -317,6 +329,11 @@ def operator(
     overrides = {"image": image, "prometheus_url": prometheus_url, "session_stores": session_stores,
                  "tracing": tracing}
     defaults = builders.Defaults(**{**defaults.__dict__, **{k: v for k, v in overrides.items() if v}})
+    # Given at all, a list replaces the default; an empty value stands for none.
+    if ingress_namespace is not None:
+        defaults = dataclasses.replace(defaults, ingress_namespaces=tuple(n for n in ingress_namespace if n))
+    if scrape_namespace is not None:
+        defaults = dataclasses.replace(defaults, scrape_namespaces=tuple(n for n in scrape_namespace if n))
     logs.configure(level=os.environ.get("OMNIA_LOG_LEVEL", "info"), component="operator")
     main.run(
         namespaces=namespace or (),

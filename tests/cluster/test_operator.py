@@ -33,7 +33,7 @@ pytestmark = pytest.mark.cluster
 EXAMPLE = harness.REPO / "examples" / "support-agent"
 API_KEY = "sk-test-not-a-real-key-0123456789"
 OWNED = ("serviceaccount", "configmap", "service", "deployment", "horizontalpodautoscaler", "poddisruptionbudget",
-         "secret")
+         "networkpolicy", "secret")
 SESSION_SECRET = "omnia-session-redis"
 REDIS_URL = "redis://:not-a-real-password@redis.invalid:6379/0"
 
@@ -173,7 +173,7 @@ def test_support_agent_example_goes_from_apply_to_available_pods(control_plane, 
     assert [(o["kind"], o["metadata"]["name"]) for o in objects][1:] == [
         ("Secret", "support-agent-session-store"), ("ServiceAccount", "support-agent"), ("ConfigMap", "support-agent-config"), ("Service", "support-agent"),
         ("Deployment", "support-agent"), ("HorizontalPodAutoscaler", "support-agent"),
-        ("PodDisruptionBudget", "support-agent"),
+        ("PodDisruptionBudget", "support-agent"), ("NetworkPolicy", "support-agent"),
     ]
     for obj in objects:
         live = get(control_plane, f"{obj['kind'].lower()}/{obj['metadata']['name']}", namespace)
@@ -526,27 +526,65 @@ def test_rotating_the_default_session_store_rolls_the_agents_that_use_it(
         print(f"--- operator log ({process.log_file}) ---\n{process.log_tail(150)}")
 
 
+# --- pods refused by the API server ----------------------------------------------------
+
+
+def test_a_resource_quota_refusing_pods_shows_on_the_agent(control_plane, namespace, operator):
+    """A namespace quota of one pod and an agent of two: the AgentRuntime says QuotaExceeded with
+    the API's message (and a Warning Event), not only a rollout that never ends; more room, Ready."""
+    quota = {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "agents"},
+             "spec": {"hard": {"pods": "1"}}}
+    harness.apply(control_plane, [quota], namespace=namespace)
+    wait_for(lambda: ((get(control_plane, "resourcequota/agents", namespace) or {}).get("status") or {}).get("hard"),
+             timeout=30, what="the quota's status")
+    harness.apply(control_plane, [mock_provider(), prompt_pack(), mock_agent("agent", replicas=2)], namespace=namespace)
+
+    def refused():
+        agent = get(control_plane, "agentruntime/agent", namespace)
+        found = condition(agent, "Ready")
+        return agent if found.get("reason") == "QuotaExceeded" else None
+
+    agent = wait_for(refused, timeout=120, what="Ready=False QuotaExceeded",
+                     explain=lambda: (get(control_plane, "agentruntime/agent", namespace) or {}).get("status"))
+    found = condition(agent, "Ready")
+    assert found["status"] == "False" and agent["status"]["phase"] == "Degraded"
+    assert "is forbidden: exceeded quota: agents" in found["message"], found["message"]
+    assert "limited: pods=1" in found["message"], found["message"]
+    wait_for(lambda: any(e["reason"] == "QuotaExceeded" and e["type"] == "Warning"
+                         for e in events(control_plane, namespace, "agent")), timeout=30, what="a QuotaExceeded Event")
+
+    patch(control_plane, "resourcequota/agents", namespace, {"spec": {"hard": {"pods": "2"}}})
+    wait_ready(control_plane, namespace, "agent", timeout=180)
+
+
 # --- the optional objects -------------------------------------------------------------
 
 
 def test_optional_objects_follow_the_spec(control_plane, namespace, operator):
-    """PDB above one replica, NetworkPolicy when enabled, HPA when autoscaling: each created and deleted
+    """PDB above one replica, NetworkPolicy unless opted out, HPA when autoscaling: each created and deleted
     with the spec; an autoscaled Deployment keeps the autoscaler's replicas."""
     harness.apply(control_plane, [mock_provider(), prompt_pack(), mock_agent("agent", replicas=1)], namespace=namespace)
     wait_ready(control_plane, namespace, "agent")
     assert get(control_plane, "poddisruptionbudget/agent", namespace) is None
-    assert get(control_plane, "networkpolicy/agent", namespace) is None
     assert get(control_plane, "horizontalpodautoscaler/agent", namespace) is None
+    ingress_nginx = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}
+    monitoring = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    policy = get(control_plane, "networkpolicy/agent", namespace)["spec"]
+    assert policy["ingress"] == [{"from": [ingress_nginx, monitoring], "ports": [{"port": 8080, "protocol": "TCP"}]}]
 
+    web = {"namespaceSelector": {"matchLabels": {"team": "web"}}}
     patch(control_plane, "agentruntime/agent", namespace,
-          {"spec": {"replicas": 3, "networkPolicy": {"enabled": True}, "session": {"type": "redis"}}})
+          {"spec": {"replicas": 3, "networkPolicy": {"ingressFrom": [web]}, "session": {"type": "redis"}}})
     wait_for(lambda: (a := ready(control_plane, namespace, "agent")) and a["status"]["readyReplicas"] == 3,
              timeout=90, what="3 replicas")
     assert get(control_plane, "poddisruptionbudget/agent", namespace)["spec"]["minAvailable"] == 1
     policy = get(control_plane, "networkpolicy/agent", namespace)["spec"]
-    assert policy["ingress"] == [{"ports": [{"port": 8080, "protocol": "TCP"}]}]
-    assert {(p["protocol"], p["port"]) for p in policy["egress"][0]["ports"]} == {
-        ("UDP", 53), ("TCP", 53), ("TCP", 443), ("TCP", 6379)}
+    assert policy["ingress"] == [{"from": [web, monitoring], "ports": [{"port": 8080, "protocol": "TCP"}]}]
+    # The mock provider calls nothing: DNS and the session store only, to any address.
+    assert policy["egress"] == [
+        {"ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]},
+        {"ports": [{"port": 6379, "protocol": "TCP"}]},
+    ]
 
     patch(control_plane, "agentruntime/agent", namespace,
           {"spec": {"networkPolicy": {"enabled": False},

@@ -15,6 +15,9 @@ from omnia.facade.server import FacadeServer
 
 from .harness import RuntimeDouble
 
+AGENT = "support-agent"
+"""The AgentRuntime name the test facades report in their ``agent`` metric label."""
+
 # Generous limits so that only the tests about limits meet them.
 TEST_CONFIG = FacadeConfig(
     port=0,
@@ -43,6 +46,10 @@ class RunningFacade:
 
     def metric(self, name: str, labels: dict[str, str] | None = None) -> float:
         return self.registry.get_sample_value(name, labels or {}) or 0.0
+
+    def connections(self) -> float:
+        """The autoscaling gauge, ``active_connections{agent=AGENT}``."""
+        return self.metric("active_connections", {"agent": AGENT})
 
 
 StartFacade = Callable[..., Awaitable[RunningFacade]]
@@ -73,6 +80,7 @@ async def start_facade(runtime: RuntimeDouble) -> AsyncIterator[StartFacade]:
         registry = CollectorRegistry()
         app = create_app(
             config,
+            agent=AGENT,
             runtime=client,
             registry=registry,
             authenticator=authenticator or auth.Anonymous(),

@@ -145,10 +145,10 @@ async def test_connections_beyond_the_limit_are_refused_with_1013(
         async with await connect(facade.ws_url) as third:
             refused = await receive(third)
             code, _ = await closed(third)
-        assert facade.metric("active_connections") == 2
+        assert facade.connections() == 2
     assert (refused["code"], refused["retryable"], code) == ("CAPACITY_EXCEEDED", True, 1013)
     # A freed slot is usable again.
-    assert await eventually(lambda: facade.metric("active_connections") == 0)
+    assert await eventually(lambda: facade.connections() == 0)
     async with await connect(facade.ws_url) as fourth:
         assert (await receive(fourth))["type"] == "connected"
     assert facade.metric("omnia_connections_total", {"result": "rejected_capacity"}) == 1

@@ -45,8 +45,8 @@ async def test_metrics_describe_connections_turns_tokens_and_errors(
     assert response.headers["content-type"].startswith("text/plain")
     text = response.text
     for line in [
-        "active_connections 1.0",
-        "omnia_active_connections 1.0",
+        'active_connections{agent="support-agent"} 1.0',
+        'omnia_active_connections{agent="support-agent"} 1.0',
         'omnia_connections_total{result="accepted"} 1.0',
         'omnia_turns_total{outcome="done"} 2.0',
         'omnia_turns_total{outcome="error"} 1.0',
@@ -68,8 +68,8 @@ async def test_metrics_describe_connections_turns_tokens_and_errors(
 async def test_active_connections_falls_back_when_clients_leave(facade: RunningFacade) -> None:
     async with await connect(facade.ws_url) as ws:
         await receive(ws)
-        assert facade.metric("active_connections") == 1
-    assert await eventually(lambda: facade.metric("active_connections") == 0)
+        assert facade.connections() == 1
+    assert await eventually(lambda: facade.connections() == 0)
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ def test_tool_names_steered_by_clients_cannot_grow_the_series_without_bound():
     """Tool names come from the model; a client can make it invent them. After
     MAX_TOOL_LABELS distinct names, new ones are counted under OTHER."""
     registry = CollectorRegistry()
-    metrics = Metrics(registry)
+    metrics = Metrics(registry, agent="support-agent")
     for i in range(MAX_TOOL_LABELS + 50):
         metrics.tool_called(f"invented_{i}")
     metrics.tool_called("invented_0")

@@ -70,7 +70,7 @@ async def test_idle_connections_are_told_when_the_runtime_dies(
         error = await receive(ws)
         code, _ = await closed(ws)
     assert (error["code"], code) == ("RUNTIME_UNAVAILABLE", 1013)
-    assert await eventually(lambda: facade.metric("active_connections") == 0)
+    assert await eventually(lambda: facade.connections() == 0)
 
 
 async def test_unreachable_runtime_answers_within_the_open_timeout(

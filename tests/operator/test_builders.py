@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import promql_parser
 import pytest
 
 from omnia.config import AgentConfig, PromptConfig, PromptRollout
@@ -259,17 +260,17 @@ def test_replicas_are_never_fought_over_with_the_autoscaler(spec, exists, expect
 @pytest.mark.parametrize(
     ("spec", "kinds"),
     [
-        pytest.param({}, {"ServiceAccount", "ConfigMap", "Service", "Deployment"}, id="one-replica"),
-        pytest.param({"replicas": 2}, {"ServiceAccount", "ConfigMap", "Service", "Deployment", "PodDisruptionBudget"},
-                     id="pdb-above-one-replica"),
+        pytest.param({}, {"ServiceAccount", "ConfigMap", "Service", "Deployment", "NetworkPolicy"}, id="one-replica"),
+        pytest.param({"replicas": 2}, {"ServiceAccount", "ConfigMap", "Service", "Deployment", "PodDisruptionBudget",
+                                       "NetworkPolicy"}, id="pdb-above-one-replica"),
         pytest.param({"autoscaling": {"enabled": True, "minReplicas": 1}},
-                     {"ServiceAccount", "ConfigMap", "Service", "Deployment", "HorizontalPodAutoscaler"},
+                     {"ServiceAccount", "ConfigMap", "Service", "Deployment", "HorizontalPodAutoscaler", "NetworkPolicy"},
                      id="hpa-min-one-no-pdb"),
-        pytest.param({"networkPolicy": {"enabled": True}},
-                     {"ServiceAccount", "ConfigMap", "Service", "Deployment", "NetworkPolicy"}, id="network-policy"),
+        pytest.param({"networkPolicy": {"enabled": False}},
+                     {"ServiceAccount", "ConfigMap", "Service", "Deployment"}, id="network-policy-opted-out"),
         pytest.param({"autoscaling": {"enabled": True, "engine": "keda", "minReplicas": 2, "maxReplicas": 4}},
-                     {"ServiceAccount", "ConfigMap", "Service", "Deployment", "ScaledObject", "PodDisruptionBudget"},
-                     id="keda"),
+                     {"ServiceAccount", "ConfigMap", "Service", "Deployment", "ScaledObject", "PodDisruptionBudget",
+                      "NetworkPolicy"}, id="keda"),
     ],
 )
 def test_optional_objects_follow_the_spec_and_the_rest_are_listed_absent(spec, kinds):
@@ -306,19 +307,81 @@ def test_images_come_from_the_spec_or_the_operator_default():
     assert builders.pod_images(agent, default="omnia:1") == builders.PodImages(facade="omnia:1", runtime="example/runtime:2")
 
 
+def namespace_peer(name: str) -> dict:
+    return {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": name}}}
+
+
+def tcp(*ports: int) -> list[dict]:
+    return [{"protocol": "TCP", "port": port} for port in ports]
+
+
+KEY = {"secretRef": {"name": "llm", "key": "apiKey"}}
+DNS = {"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}
+
+
 def test_network_policy_admits_the_facade_port_and_the_egress_the_agent_needs():
-    """DNS, HTTPS, the session store and the ports of the provider's baseURL and the tool endpoints."""
-    agent = model(manifests.agent(facade={"port": 8081}, session={"type": "postgres"}, toolRegistryRef={"name": "tools"},
-                                  networkPolicy={"enabled": True}))
+    """DNS and the session store's port anywhere; an in-cluster provider and MCP server only in their namespaces."""
+    agent = model(manifests.agent(facade={"port": 8081}, session={"type": "postgres"}, toolRegistryRef={"name": "tools"}))
     provider = model(manifests.provider(type="vllm", baseURL="http://vllm.models.svc:8000/v1"))
     registry = model(manifests.registry("tools", {"name": "kb", "type": "mcp", "mcp": {"url": "http://kb:9000/mcp"}}))
-    policy = builders.build_network_policy(agent, config=config_for(agent, provider, registry), registry=registry)
+    policy = builders.build_network_policy(agent, config=config_for(agent, provider, registry), registry=registry,
+                                           defaults=DEFAULTS)
     assert policy["spec"]["podSelector"] == {"matchLabels": labels.selector_labels("agent")}
     assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
-    assert policy["spec"]["ingress"] == [{"ports": [{"protocol": "TCP", "port": 8081}]}]
-    assert policy["spec"]["egress"] == [{"ports": [
-        {"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}, {"protocol": "TCP", "port": 443},
-        {"protocol": "TCP", "port": 5432}, {"protocol": "TCP", "port": 8000}, {"protocol": "TCP", "port": 9000}]}]
+    assert policy["spec"]["ingress"] == [{"from": [namespace_peer("ingress-nginx"), namespace_peer("monitoring")],
+                                          "ports": tcp(8081)}]
+    assert policy["spec"]["egress"] == [
+        DNS,
+        {"ports": tcp(5432)},
+        {"to": [namespace_peer("models")], "ports": tcp(8000)},
+        {"to": [{"podSelector": {}}], "ports": tcp(9000)},
+    ]
+
+
+def test_network_policy_ingress_comes_from_the_peers_the_agent_names():
+    """Named peers replace the installation's ingress namespaces; Prometheus' namespace is still admitted."""
+    peers = [{"namespaceSelector": {"matchLabels": {"team": "web"}}},
+             {"podSelector": {"matchExpressions": [{"key": "role", "operator": "In", "values": ["client"]}]}}]
+    agent = model(manifests.agent(networkPolicy={"ingressFrom": peers}))
+    policy = builders.build_network_policy(agent, config=config_for(agent), registry=None, defaults=DEFAULTS)
+    assert policy["spec"]["ingress"] == [{"from": [*peers, namespace_peer("monitoring")], "ports": tcp(8080)}]
+
+
+def test_network_policy_without_any_peer_admits_no_ingress():
+    """A rule without 'from' would admit every source; no peers means no ingress rule at all."""
+    agent = model(manifests.agent())
+    defaults = builders.Defaults(ingress_namespaces=(), scrape_namespaces=())
+    policy = builders.build_network_policy(agent, config=config_for(agent), registry=None, defaults=defaults)
+    assert policy["spec"]["ingress"] == []
+
+
+@pytest.mark.parametrize(("provider", "trace_collector", "egress"), [
+    pytest.param({"type": "mock"}, None, [DNS], id="mock-talks-to-nothing"),
+    pytest.param({"type": "claude", "credentials": KEY}, None, [DNS, {"ports": tcp(443)}], id="hosted-api-is-https-anywhere"),
+    pytest.param({"type": "openai", "baseURL": "http://10.1.2.3:8000/v1", "credentials": KEY}, None,
+                 [DNS, {"to": [{"ipBlock": {"cidr": "10.1.2.3/32"}}], "ports": tcp(8000)}], id="an-address"),
+    pytest.param({"type": "ollama", "baseURL": "http://ollama.ai.svc.cluster.local:11434"},
+                 "http://otel-collector.observability.svc:4317",
+                 [DNS, {"to": [namespace_peer("ai")], "ports": tcp(11434)},
+                  {"to": [namespace_peer("observability")], "ports": tcp(4317)}], id="trace-collector"),
+    pytest.param({"type": "vllm", "baseURL": "https://llm.example.com:8443/v1"}, "https://otlp.example.com",
+                 [DNS, {"ports": tcp(8443, 443)}], id="external-hosts-by-port"),
+])
+def test_network_policy_egress_follows_the_provider_and_the_trace_collector(provider, trace_collector, egress):
+    agent = model(manifests.agent())
+    config = config_for(agent, model(manifests.provider(**provider)))
+    defaults = builders.Defaults(tracing=builders.TracingDefaults(endpoint=trace_collector))
+    policy = builders.build_network_policy(agent, config=config, registry=None, defaults=defaults)
+    assert policy["spec"]["egress"] == egress
+
+
+def test_network_policy_egress_follows_the_agents_own_trace_collector():
+    """``spec.tracing.endpoint`` overrides the installation's collector, and so does the policy's egress."""
+    agent = model(manifests.agent(tracing={"endpoint": "http://tempo.traces.svc:4317"}))
+    defaults = builders.Defaults(tracing=builders.TracingDefaults(endpoint="http://otel.observability.svc:4317"))
+    policy = builders.build_network_policy(agent, config=config_for(agent), registry=None, defaults=defaults)
+    assert {"to": [namespace_peer("traces")], "ports": tcp(4317)} in policy["spec"]["egress"]
+    assert not any(rule.get("to") == [namespace_peer("observability")] for rule in policy["spec"]["egress"])
 
 
 def test_keda_scaled_object_scales_to_zero_on_a_prometheus_trigger():
@@ -334,9 +397,43 @@ def test_keda_scaled_object_scales_to_zero_on_a_prometheus_trigger():
     assert prometheus["type"] == "prometheus" and prometheus["metricType"] == "AverageValue"
     assert prometheus["metadata"] == {
         "serverAddress": "http://prometheus:9090",
-        "query": 'sum(active_connections{namespace="team-a",pod=~"agent-[a-z0-9]+-[a-z0-9]+"})',
+        "query": 'sum(active_connections{namespace="team-a",agent="agent"})',
         "threshold": "100",
     }
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param("support-agent", id="hyphen"),
+    pytest.param("support.agent.v2", id="dots"),
+    pytest.param("a-b.c-d", id="both"),
+])
+def test_keda_query_selects_the_agent_by_label_and_is_valid_promql(name):
+    """Kubernetes names carry '-' and '.'; the query must parse as PromQL for every one of them.
+
+    A regular expression over pod names escaped with re.escape wrote '\\-',
+    which PromQL rejects; an exact label match needs no escaping at all.
+    """
+    agent = model(manifests.agent(name, autoscaling={
+        "enabled": True, "engine": "keda", "minReplicas": 0, "maxReplicas": 5,
+        "metrics": [{"type": "custom", "name": "active_connections", "target": 100}]}))
+    query = builders.build_scaled_object(agent, prometheus_url="http://p:9090")["spec"]["triggers"][0]["metadata"]["query"]
+    assert query == f'sum(active_connections{{namespace="team-a",agent="{name}"}})'
+    assert "\\" not in query
+    parsed = promql_parser.parse(query)
+    assert isinstance(parsed, promql_parser.AggregateExpr) and parsed.expr.name == "active_connections"
+    assert {(m.name, m.value) for m in parsed.expr.matchers.matchers} >= {("namespace", "team-a"), ("agent", name)}
+
+
+@pytest.mark.parametrize("value, literal", [
+    pytest.param('a"b', '"a\\"b"', id="quote"),
+    pytest.param("a\\b", '"a\\\\b"', id="backslash"),
+])
+def test_prometheus_query_escapes_promql_strings(value, literal):
+    """Names reach the query only after Kubernetes validated them, but the literal is still quoted properly."""
+    query = builders.prometheus_query("m", namespace=value, agent="x")
+    assert query == f'sum(m{{namespace={literal},agent="x"}})'
+    parsed = promql_parser.parse(query)
+    assert ("namespace", value) in {(m.name, m.value) for m in parsed.expr.matchers.matchers}
 
 
 def test_scale_to_zero_without_a_custom_metric_is_an_error():

@@ -62,7 +62,7 @@ async def test_an_agent_whose_references_resolve_gets_its_objects_and_a_status()
     assert await reconciling.reconcile(AGENT, context(cache, api)) is None
     assert [call[:3] for call in api.writes() if call[0] == "apply"] == [
         ("apply", "ServiceAccount", "agent"), ("apply", "ConfigMap", "agent-config"),
-        ("apply", "Service", "agent"), ("apply", "Deployment", "agent")]
+        ("apply", "Service", "agent"), ("apply", "Deployment", "agent"), ("apply", "NetworkPolicy", "agent")]
     status = api.statuses[("AgentRuntime", NS, "agent")]
     assert status["phase"] == "Progressing"
     assert status["activePromptVersions"] == ["1.0.0"]
@@ -163,7 +163,7 @@ async def test_an_autoscaled_deployment_hands_its_replicas_to_the_autoscaler_fir
 
 
 async def test_objects_the_spec_no_longer_asks_for_are_deleted_if_the_agent_owns_them():
-    cache, api, agent = ready_world()
+    cache, api, agent = ready_world(networkPolicy={"enabled": False})
     api.store[("HorizontalPodAutoscaler", NS, "agent")] = {"metadata": {"uid": "hpa-1", "ownerReferences": [{"uid": "uid-agent"}]}}
     api.store[("NetworkPolicy", NS, "agent")] = {"metadata": {"uid": "np-1", "ownerReferences": [{"uid": "someone-else"}]}}
     await reconciling.reconcile(AGENT, context(cache, api))

@@ -30,7 +30,7 @@ def test_support_agent_renders_its_snapshot_and_every_owned_object():
         ("Secret", "support-agent-session-store"),
         ("ServiceAccount", "support-agent"), ("ConfigMap", "support-agent-config"), ("Service", "support-agent"),
         ("Deployment", "support-agent"), ("HorizontalPodAutoscaler", "support-agent"),
-        ("PodDisruptionBudget", "support-agent"),
+        ("PodDisruptionBudget", "support-agent"), ("NetworkPolicy", "support-agent"),
     ]
     deployment = objects[5]
     assert deployment["spec"]["replicas"] == 2  # starts at minReplicas; then left to the HPA
@@ -52,7 +52,7 @@ def test_render_prints_multi_document_yaml_that_kubectl_can_apply():
     result = CliRunner().invoke(app, ["render", str(EXAMPLE), "--image", "omnia:test", DEFAULT_REDIS])
     assert result.exit_code == 0, result.output
     documents = list(yaml.safe_load_all(result.output))
-    assert len(documents) == 8 and all({"apiVersion", "kind", "metadata"} <= set(d) for d in documents)
+    assert len(documents) == 9 and all({"apiVersion", "kind", "metadata"} <= set(d) for d in documents)
     assert "agent.json: |" in result.output  # readable in a GitOps diff
 
 
@@ -129,3 +129,20 @@ def test_malformed_tracing_options_exit_2(arguments, message):
         result = CliRunner().invoke(app, [command, *([str(EXAMPLE)] if command == "render" else []), *arguments])
         assert result.exit_code == 2, (command, result.output)
         assert message in result.output
+
+
+@pytest.mark.parametrize(("arguments", "ingress", "scrape"), [
+    pytest.param([], ("ingress-nginx",), ("monitoring",), id="defaults"),
+    pytest.param(["--ingress-namespace", "traefik", "--ingress-namespace", "gateways", "--scrape-namespace", ""],
+                 ("traefik", "gateways"), (), id="given"),
+])
+def test_operator_network_policy_options_reach_the_builders(monkeypatch, arguments, ingress, scrape):
+    """The namespaces admitted by default are installation choices, passed as options."""
+    from omnia.operator import main
+
+    seen = {}
+    monkeypatch.setattr(main, "run", lambda **kwargs: seen.update(kwargs))
+    result = CliRunner().invoke(app, ["operator", *arguments])
+    assert result.exit_code == 0, result.output
+    defaults = seen["defaults"]
+    assert (defaults.ingress_namespaces, defaults.scrape_namespaces) == (ingress, scrape)

@@ -149,3 +149,66 @@ def test_counters_endpoint_and_selector_are_reported():
 def test_events_for_condition_changes(before, after, expected):
     found = status.events(before, after, quiet=("Ready",))
     assert [(type_, reason) for type_, reason, _ in found] == expected
+
+
+# --- pods the API server refuses --------------------------------------------
+
+QUOTA_MESSAGE = ('pods "support-agent-7d9c8b6f5-x2kqp" is forbidden: exceeded quota: agents, '
+                 "requested: pods=1, used: pods=1, limited: pods=1")
+
+
+def deployment_body(*conditions: dict) -> dict:
+    """A Deployment of two replicas of which the ReplicaSet could create one, as the API server returns it."""
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "support-agent", "namespace": "team-a", "generation": 1,
+                     "annotations": {"deployment.kubernetes.io/revision": "1"}},
+        "spec": {"replicas": 2, "template": {"metadata": {"annotations": {"omnia.altairalabs.ai/config-hash": "h"}}}},
+        "status": {
+            "observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1,
+            "availableReplicas": 1, "unavailableReplicas": 1,
+            "conditions": [
+                {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable",
+                 "message": "Deployment has minimum availability.",
+                 "lastUpdateTime": "2026-01-01T12:00:05Z", "lastTransitionTime": "2026-01-01T12:00:05Z"},
+                {"type": "Progressing", "status": "True", "reason": "ReplicaSetUpdated",
+                 "message": 'ReplicaSet "support-agent-7d9c8b6f5" is progressing.',
+                 "lastUpdateTime": "2026-01-01T12:00:05Z", "lastTransitionTime": "2026-01-01T12:00:00Z"},
+                *conditions,
+            ],
+        },
+    }
+
+
+REPLICA_FAILURE = {"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate", "message": QUOTA_MESSAGE,
+                   "lastUpdateTime": "2026-01-01T12:00:01Z", "lastTransitionTime": "2026-01-01T12:00:01Z"}
+
+
+@pytest.mark.parametrize(("conditions", "expected"), [
+    pytest.param([REPLICA_FAILURE], ("QuotaExceeded", QUOTA_MESSAGE), id="quota"),
+    pytest.param([{**REPLICA_FAILURE, "message": 'pods "support-agent-7d9c8b6f5-x2kqp" is forbidden: '
+                   "maximum memory usage per Container is 512Mi, but limit is 1Gi"}],
+                 ("PodsRefused", 'pods "support-agent-7d9c8b6f5-x2kqp" is forbidden: '
+                  "maximum memory usage per Container is 512Mi, but limit is 1Gi"), id="limit-range"),
+    pytest.param([{**REPLICA_FAILURE, "status": "False"}], None, id="failure-over"),
+    pytest.param([], None, id="no-failure"),
+])
+def test_pods_refused_by_the_api_server_are_named_with_its_message(conditions, expected):
+    """A ResourceQuota (or a LimitRange) refusing pods shows on the agent, not only as a rollout that never ends."""
+    refused = status.refused_pods(DeploymentSummary.from_body(deployment_body(*conditions)))
+    assert (None if refused is None else (refused.reason, refused.message)) == expected
+
+
+def test_a_quota_refusing_pods_makes_the_agent_not_ready_with_a_warning():
+    """Ready says QuotaExceeded with the API's message, the phase is Degraded, and an Event says so once."""
+    before = agent_status(deployment=DeploymentSummary.from_body(deployment_body()))
+    after = status.agent_status(
+        before, generation=4, references=GOOD_REFERENCES, problem=None, invalid=False,
+        deployment=DeploymentSummary.from_body(deployment_body(REPLICA_FAILURE)), config_hash="h",
+        prompt_versions=["1.0.0"], endpoint=None, selector="s", now=T1,
+    )
+    ready = next(c for c in after.conditions if c.type == "Ready")
+    assert (after.phase, ready.status, ready.reason, ready.message) == ("Degraded", "False", "QuotaExceeded", QUOTA_MESSAGE)
+    assert status.events(before.conditions, after.conditions, quiet=status.QUIET_CONDITIONS["AgentRuntime"]) == [
+        ("Warning", "QuotaExceeded", QUOTA_MESSAGE)]

@@ -40,6 +40,7 @@ EVERYTHING = {
         "logLevel": "debug",
         "agentImage": "registry.example.com/omnia-agent:0.1.0",
         "prometheusURL": "http://prometheus.monitoring.svc:9090",
+        "agentNetworkPolicy": {"ingressNamespaces": ["traefik", "gateways"], "scrapeNamespaces": []},
         "port": 9000,
         "metricsPort": 9100,
         "env": [{"name": "HTTPS_PROXY", "value": "http://proxy:3128"}],
@@ -298,6 +299,7 @@ def test_operator_options_reach_its_command_line(helm: charts.Helm) -> None:
     assert operator["args"] == [
         "operator", "--namespace=team-a", "--liveness=0.0.0.0:9000", "--metrics=0.0.0.0:9100", "--workers=8",
         "--prometheus-url=http://prometheus.monitoring.svc:9090",
+        "--ingress-namespace=traefik", "--ingress-namespace=gateways", "--scrape-namespace=",
         "--default-session-secret=redis=omnia-system/omnia-session-redis:url",
         "--otlp-endpoint=http://otel-collector.observability.svc:4317", "--otlp-headers-secret=otlp:headers",
         "--trace-sampling-ratio=0.25",
@@ -492,3 +494,10 @@ def test_every_namespaced_object_is_in_the_release_namespace_or_a_watched_one(he
         elif obj["kind"] not in ("ClusterRole", "ClusterRoleBinding"):
             assert namespace == "platform", obj["kind"]
 
+
+
+def test_agents_network_policy_defaults_reach_the_operator(helm: charts.Helm) -> None:
+    """The ingress controller's and Prometheus' namespaces are admitted by default; no trace collector is."""
+    args = container(helm.template())["args"]
+    assert [arg for arg in args if arg.startswith(("--ingress-namespace", "--scrape-namespace"))] == [
+        "--ingress-namespace=ingress-nginx", "--scrape-namespace=monitoring"]

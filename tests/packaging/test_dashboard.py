@@ -36,7 +36,7 @@ SUFFIXES = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_count"
 def exported_series() -> dict[str, set[str]]:
     """Every series name the facade's registry exports, with the labels it carries."""
     registry = CollectorRegistry()
-    metrics = Metrics(registry)
+    metrics = Metrics(registry, agent="support-agent")
     # prometheus_client keeps label names on the metric objects only: a family
     # with no children yet has no samples to read them from.
     label_names = {

@@ -27,9 +27,9 @@ EXPOSED_SUFFIX = {"counter": "_total", "histogram": "", "gauge": ""}
 def exposed_metric_names() -> list[str]:
     """What the facade and the operator export, each on its own registry."""
     names = []
-    for metrics in (facade_metrics.Metrics, operator_metrics.Metrics):
+    for register in (lambda r: facade_metrics.Metrics(r, agent="agent"), operator_metrics.Metrics):
         registry = CollectorRegistry()
-        metrics(registry)
+        register(registry)
         names += [family.name + EXPOSED_SUFFIX[family.type] for family in registry.collect()]
     return names
 

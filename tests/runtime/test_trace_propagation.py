@@ -35,7 +35,7 @@ async def test_traceparent_header_parents_the_runtime_spans():
     )
     grpc_server, port = await runtime_server.start(AgentRuntimeService(agent), address="127.0.0.1:0")
     runtime = RuntimeClient.connect(f"127.0.0.1:{port}")
-    app = create_app(config.facade, runtime=runtime, registry=CollectorRegistry())
+    app = create_app(config.facade, agent=config.name, runtime=runtime, registry=CollectorRegistry())
     facade = FacadeServer(app, config=config.facade, host="127.0.0.1", port=0)
     await facade.start()
     try:

@@ -36,18 +36,21 @@ WEBSOCKET_PATH = "/ws"
 def create_app(
     config: FacadeConfig,
     *,
+    agent: str,
     runtime: RuntimeClient,
     registry: CollectorRegistry,
     authenticator: auth.Authenticator | None = None,
 ) -> Starlette:
     """The facade's ASGI app; its ``Relay`` is ``app.state.relay`` (for ``drain``).
 
+    ``agent`` is the AgentRuntime's name, the ``agent`` label of the connection gauges.
+
     Without an ``authenticator``, one is built from ``config.auth`` and the
     process environment (where API keys are mounted from a Secret).
     """
     if authenticator is None:
         authenticator = auth.from_config(config.auth, environ=os.environ)
-    relay = Relay(config, runtime=runtime, metrics=Metrics(registry), authenticator=authenticator)
+    relay = Relay(config, runtime=runtime, metrics=Metrics(registry, agent=agent), authenticator=authenticator)
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})

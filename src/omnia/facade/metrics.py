@@ -10,7 +10,10 @@ counted as ``OTHER`` — so no client can grow the series count.
 ``active_connections`` is deliberately unprefixed: it is the name the
 AgentRuntime's autoscaling section and the generated HPA refer to.
 ``omnia_active_connections`` carries the same value under the naming of the
-rest of the metrics.
+rest of the metrics. Both carry an ``agent`` label, the AgentRuntime's name,
+so that KEDA's query selects an agent's pods by a label match rather than a
+regular expression over pod names (which an agent called ``support`` would
+share with one called ``support-eu``).
 """
 
 from __future__ import annotations
@@ -25,17 +28,21 @@ MAX_TOOL_LABELS = 100
 
 
 class Metrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry, *, agent: str) -> None:
+        # The children exist from the start, so an idle agent reports 0
+        # rather than no series at all (which KEDA would read as no data).
         self.active_connections = Gauge(
             "active_connections",
-            "Open WebSocket connections (the autoscaling metric).",
+            "Open WebSocket connections (the autoscaling metric), by agent.",
+            ["agent"],
             registry=registry,
-        )
+        ).labels(agent)
         self.omnia_active_connections = Gauge(
             "omnia_active_connections",
-            "Open WebSocket connections.",
+            "Open WebSocket connections, by agent.",
+            ["agent"],
             registry=registry,
-        )
+        ).labels(agent)
         self.connections = Counter(
             "omnia_connections",
             "WebSocket connections by how they ended up: accepted or rejected and why.",

@@ -140,7 +140,9 @@ async def run(
     runtime = RuntimeClient.connect(runtime_address)
     port = config.facade.port if port is None else port
     try:
-        app = create_app(config.facade, runtime=runtime, registry=registry or CollectorRegistry())
+        app = create_app(
+            config.facade, agent=config.name, runtime=runtime, registry=registry or CollectorRegistry()
+        )
         server = FacadeServer(app, config=config.facade, host=host, port=port)
     except ValueError as exc:
         await runtime.close()

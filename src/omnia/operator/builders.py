@@ -16,6 +16,7 @@ The OTLP headers of traces (a collector's API key) are such a reference too.
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -44,6 +45,12 @@ from omnia.tools import credentials
 DEFAULT_IMAGE = f"ghcr.io/altairalabs/omnia:{__version__}"
 DEFAULT_PROMETHEUS_URL = "http://prometheus-operated.monitoring.svc:9090"
 DEFAULT_MEMORY_TARGET = "70%"
+DEFAULT_INGRESS_NAMESPACE = "ingress-nginx"
+DEFAULT_SCRAPE_NAMESPACE = "monitoring"
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+"""Set by the API server on every namespace: a namespaceSelector matching one namespace by name."""
+HOSTED_PROVIDERS = frozenset({"claude", "openai", "gemini"})
+"""Provider types whose SDK calls a public HTTPS API when the Provider names no baseURL."""
 RUNTIME_ADDRESS = "127.0.0.1:9090"
 RUNTIME_HEALTH_PORT = 9091
 """The runtime's ``grpc.health.v1`` service, on the pod's address for the kubelet's probes."""
@@ -121,6 +128,10 @@ class Defaults:
     session_stores: Mapping[str, DefaultStore] = field(default_factory=dict)
     """Session type → the store agents of that type use when they name none (``sessionstores``)."""
     tracing: TracingDefaults = field(default_factory=TracingDefaults)
+    ingress_namespaces: Sequence[str] = (DEFAULT_INGRESS_NAMESPACE,)
+    """Namespaces admitted to the facade port of agents whose ``networkPolicy.ingressFrom`` is empty."""
+    scrape_namespaces: Sequence[str] = (DEFAULT_SCRAPE_NAMESPACE,)
+    """Namespaces admitted to every agent's facade port, for Prometheus to read ``/metrics``."""
 
 
 @dataclass(frozen=True)
@@ -336,8 +347,8 @@ def build_agent_objects(
         objects.append(build_pdb(agent))
     else:
         absent.append(PDB)
-    if agent.spec.network_policy is not None and agent.spec.network_policy.enabled:
-        objects.append(build_network_policy(agent, config=config, registry=registry))
+    if agent.spec.network_policy.enabled:
+        objects.append(build_network_policy(agent, config=config, registry=registry, defaults=defaults))
     else:
         absent.append(NETWORK_POLICY)
     return AgentObjects(objects=objects, absent=absent)
@@ -585,11 +596,7 @@ def build_scaled_object(agent: AgentRuntime, *, prometheus_url: str) -> dict[str
     for index, metric in enumerate(_metrics(agent)):
         where = f"spec.autoscaling.metrics[{index}]"
         if metric.type == "custom":
-            # Pods of a Deployment are <name>-<replicaset hash>-<suffix>; the
-            # pattern does not match the pods of an agent called <name>-<x>.
-            query = (
-                f'sum({metric.name}{{namespace="{namespace}",pod=~"{re.escape(name)}-[a-z0-9]+-[a-z0-9]+"}})'
-            )
+            query = prometheus_query(metric.name, namespace=namespace, agent=name)
             triggers.append(
                 {
                     "type": "prometheus",
@@ -629,6 +636,24 @@ def build_scaled_object(agent: AgentRuntime, *, prometheus_url: str) -> dict[str
     }
 
 
+def prometheus_query(metric: str, *, namespace: str, agent: str) -> str:
+    """The PromQL KEDA asks for an agent's total of ``metric``: a sum over its pods' series.
+
+    The pods are selected by the ``agent`` label the facade puts on its
+    connection gauges, an exact match: a pattern over pod names would need
+    regular-expression escaping, which PromQL strings do not share with
+    Python's ``re.escape`` (``\\-`` is no PromQL escape), and would lean on how
+    Deployments name their pods. ``namespace`` is the label
+    Prometheus gives every target it discovers in Kubernetes.
+    """
+    return f"sum({metric}{{namespace={_promql_string(namespace)},agent={_promql_string(agent)}}})"
+
+
+def _promql_string(value: str) -> str:
+    """``value`` as a double-quoted PromQL string literal (Go's escapes: backslash and quote)."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def build_pdb(agent: AgentRuntime) -> dict[str, Any]:
     """Voluntary disruptions (node drains) keep at least one pod serving."""
     return {
@@ -640,20 +665,33 @@ def build_pdb(agent: AgentRuntime) -> dict[str, Any]:
 
 
 def build_network_policy(
-    agent: AgentRuntime, *, config: AgentConfig, registry: ToolRegistry | None
+    agent: AgentRuntime, *, config: AgentConfig, registry: ToolRegistry | None, defaults: Defaults
 ) -> dict[str, Any]:
-    """Ingress only to the facade port; egress to DNS, HTTPS and the ports the agent needs.
+    """Ingress to the facade port from the peers admitted; egress only to what the agent talks to.
 
-    Those are the session store's (by type), the provider's baseURL and the
-    tool handlers' URLs, so an agent on a vLLM server at :8000 or with an MCP
-    server at :8000 keeps working with the policy on. The runtime's health
-    port is not admitted: only the kubelet probes it, from the pod's own
-    node, and NetworkPolicy always allows traffic from a pod's node.
+    Ingress: the peers of ``networkPolicy.ingressFrom`` or, when it names
+    none, the installation's ingress namespaces; always the scrape
+    namespaces (Prometheus reads ``/metrics`` on the same port). With no peer
+    at all the policy admits no ingress: a rule without ``from`` would admit
+    everyone. The runtime's health port is not admitted: only the kubelet
+    probes it, from the pod's own node, whose traffic NetworkPolicy allows.
+
+    Egress: DNS; the session store's port (its URL is in a Secret the
+    operator does not read, so any address); the provider's endpoint (a
+    hosted provider without baseURL: HTTPS anywhere); every tool handler's
+    URL; the trace collector. A URL naming an in-cluster Service
+    (``name.namespace.svc``) is admitted to that namespace only, a bare
+    Service name to the agent's namespace, an IP address to that address;
+    other host names have no fixed address, so only their port is limited.
     """
-    egress_ports = [{"protocol": "UDP", "port": DNS_PORT}, {"protocol": "TCP", "port": DNS_PORT}]
-    tcp_ports = [HTTPS_PORT, *_egress_ports(config, registry)]
-    for port in sorted(set(tcp_ports), key=tcp_ports.index):
-        egress_ports.append({"protocol": "TCP", "port": port})
+    spec = agent.spec.network_policy
+    named = [peer.model_dump(mode="json", by_alias=True, exclude_defaults=True) for peer in spec.ingress_from]
+    peers = named or [_namespace_peer(name) for name in defaults.ingress_namespaces]
+    peers += [_namespace_peer(name) for name in defaults.scrape_namespaces]
+    ingress = [{"from": peers, "ports": [{"protocol": "TCP", "port": agent.spec.facade.port}]}] if peers else []
+    egress = [{"ports": [{"protocol": "UDP", "port": DNS_PORT}, {"protocol": "TCP", "port": DNS_PORT}]}]
+    exported = tracing(agent, defaults=defaults.tracing)
+    egress += _egress_rules(_destinations(config, registry, trace_collector=exported.endpoint if exported else None))
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -661,8 +699,8 @@ def build_network_policy(
         "spec": {
             "podSelector": {"matchLabels": labels.selector_labels(agent.metadata.name)},
             "policyTypes": ["Ingress", "Egress"],
-            "ingress": [{"ports": [{"protocol": "TCP", "port": agent.spec.facade.port}]}],
-            "egress": [{"ports": egress_ports}],
+            "ingress": ingress,
+            "egress": egress,
         },
     }
 
@@ -853,20 +891,77 @@ def _average_value(metric: ScalingMetric, where: str) -> str:
     return str(target)
 
 
-def _egress_ports(config: AgentConfig, registry: ToolRegistry | None) -> list[int]:
-    ports = []
+@dataclass(frozen=True)
+class Destination:
+    """Somewhere an agent's pods connect to: a TCP port, and the peer it is on if that is known."""
+
+    port: int
+    peer: Mapping[str, Any] | None = None
+    """A NetworkPolicyPeer; None for any address."""
+
+
+def _destinations(config: AgentConfig, registry: ToolRegistry | None, *, trace_collector: str | None) -> list[Destination]:
+    found = []
     store_port = SESSION_STORE_PORTS.get(config.session.type)
     if store_port is not None:
-        ports.append(store_port)
-    urls = [config.provider.base_url]
+        found.append(Destination(store_port))
+    provider = config.provider
+    if provider.base_url is None and provider.type in HOSTED_PROVIDERS:
+        found.append(Destination(HTTPS_PORT))
+    urls = [provider.base_url]
     for handler in registry.spec.handlers if registry else ():
         block = getattr(handler, handler.type)
         urls += [getattr(block, attribute, None) for attribute in ("url", "spec_url", "base_url")]
+    urls.append(trace_collector)
     for url in urls:
-        port = _url_port(url)
-        if port is not None:
-            ports.append(port)
-    return ports
+        destination = _url_destination(url)
+        if destination is not None:
+            found.append(destination)
+    return found
+
+
+def _egress_rules(destinations: Sequence[Destination]) -> list[dict[str, Any]]:
+    """One rule per peer (any address first), with its ports in the order first met."""
+    grouped: dict[str, tuple[Mapping[str, Any] | None, list[int]]] = {}
+    for destination in sorted(destinations, key=lambda d: d.peer is not None):
+        key = json.dumps(destination.peer, sort_keys=True)
+        _, ports = grouped.setdefault(key, (destination.peer, []))
+        if destination.port not in ports:
+            ports.append(destination.port)
+    rules = []
+    for peer, ports in grouped.values():
+        rule: dict[str, Any] = {} if peer is None else {"to": [dict(peer)]}
+        rule["ports"] = [{"protocol": "TCP", "port": port} for port in ports]
+        rules.append(rule)
+    return rules
+
+
+def _url_destination(url: str | None) -> Destination | None:
+    port = _url_port(url)
+    if url is None or port is None:
+        return None
+    host = (urlsplit(url).hostname or "").rstrip(".")
+    if host == "localhost":
+        return None
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    if address is not None:
+        if address.is_loopback:
+            return None
+        cidr = f"{address}/{address.max_prefixlen}"
+        return Destination(port, {"ipBlock": {"cidr": cidr}})
+    parts = host.split(".")
+    if len(parts) == 1:
+        return Destination(port, {"podSelector": {}})
+    if len(parts) >= 3 and parts[2] == "svc":
+        return Destination(port, _namespace_peer(parts[1]))
+    return Destination(port)
+
+
+def _namespace_peer(name: str) -> dict[str, Any]:
+    return {"namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: name}}}
 
 
 def _url_port(url: str | None) -> int | None:

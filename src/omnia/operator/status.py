@@ -42,6 +42,8 @@ INVALID_SPEC = "InvalidSpec"
 ROLLOUT_COMPLETE = "RolloutComplete"
 ROLLING_OUT = "RollingOut"
 PROMPT_PACK_PENDING = "PromptPackPending"
+QUOTA_EXCEEDED = "QuotaExceeded"
+PODS_REFUSED = "PodsRefused"
 
 WAITING_REASONS = frozenset({PROMPT_PACK_PENDING})
 """Reasons of a False condition that only mean "a moment": no Warning for them."""
@@ -198,6 +200,26 @@ def rollout_checks(deployment: DeploymentSummary | None, *, config_hash: str | N
     return available, Check.passed(PROGRESSING, ROLLING_OUT, counts)
 
 
+def refused_pods(deployment: DeploymentSummary | None) -> Check | None:
+    """Why the API server refuses the agent's pods, from the Deployment's ``ReplicaFailure``; None if it does not.
+
+    The ReplicaSet controller cannot create a pod (a namespace ResourceQuota
+    used up, a LimitRange or an admission policy saying no) and reports
+    ``FailedCreate`` with the API's message on the ReplicaSet, which the
+    Deployment controller copies to the Deployment. The counters only show
+    a rollout that never finishes; this says why. ``QuotaExceeded`` when the
+    message is the quota admission's ("exceeded quota: …"), ``PodsRefused``
+    for any other refusal.
+    """
+    if deployment is None:
+        return None
+    failure = deployment.conditions.get("ReplicaFailure")
+    if failure is None or failure.status != "True":
+        return None
+    reason = QUOTA_EXCEEDED if "exceeded quota" in failure.message else PODS_REFUSED
+    return Check.failed(READY, reason, failure.message or failure.reason)
+
+
 def agent_status(
     previous: AgentRuntimeStatus,
     *,
@@ -220,7 +242,9 @@ def agent_status(
     missing Secret, KEDA not installed, an invalid spec with ``invalid``).
     ``pods`` is what is wrong with the running pods (``podhealth``): it
     makes Ready False, after the problems above and before the rollout's
-    counters, which only say that pods are missing, not why.
+    counters, which only say that pods are missing, not why. Pods the API
+    server refuses to create (:func:`refused_pods`) come before those that
+    run badly: they are why pods are missing.
     When something stopped it, the pods keep what they run: the config hash
     and prompt versions stay those of the last successful reconcile.
     """
@@ -234,8 +258,11 @@ def agent_status(
     rollout_done = progressing.reason == ROLLOUT_COMPLETE
 
     first_failure = problem or next((check for check in references if not check.ok), None)
+    refused = refused_pods(deployment)
     if first_failure is not None:
         ready = Check.failed(READY, first_failure.reason, first_failure.message)
+    elif refused is not None:
+        ready = refused
     elif pods is not None:
         ready = Check.failed(READY, pods.reason, pods.message)
     elif not available.ok:
@@ -249,7 +276,7 @@ def agent_status(
         phase = "Failed"
     elif blocked or progressing.reason == "ProgressDeadlineExceeded":
         phase = "Degraded" if deployment is not None else "Pending"
-    elif pods is not None:
+    elif refused is not None or pods is not None:
         phase = "Degraded"
     elif not rollout_done:
         phase = "Progressing"

@@ -284,12 +284,62 @@ class Images(ApiModel):
     )
 
 
+class LabelSelectorRequirement(ApiModel):
+    """One expression of a label selector, as in Kubernetes' LabelSelector."""
+
+    key: str = Field(min_length=1, description="The label key.")
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"] = Field(
+        description="In, NotIn, Exists or DoesNotExist."
+    )
+    values: list[str] = Field(
+        default_factory=list, description="Values for In and NotIn; empty for Exists and DoesNotExist."
+    )
+
+
+class LabelSelector(ApiModel):
+    """Kubernetes' LabelSelector: all of matchLabels and matchExpressions must hold; empty selects everything."""
+
+    match_labels: dict[str, str] = Field(default_factory=dict, description="Labels that must all match.")
+    match_expressions: list[LabelSelectorRequirement] = Field(
+        default_factory=list, description="Expressions that must all hold."
+    )
+
+
+class NetworkPolicyPeer(ApiModel):
+    """Pods that may connect to the agent, as in a NetworkPolicy's ingress ``from``.
+
+    namespaceSelector alone admits every pod of the selected namespaces;
+    podSelector alone, the selected pods of the agent's own namespace; both,
+    the selected pods of the selected namespaces.
+    """
+
+    validation_rules = (
+        Rule(
+            cel="has(self.namespaceSelector) || has(self.podSelector)",
+            message="a peer needs a namespaceSelector, a podSelector or both",
+            check=lambda peer: peer.namespace_selector is not None or peer.pod_selector is not None,
+        ),
+    )
+
+    namespace_selector: LabelSelector | None = Field(
+        default=None, description="Namespaces whose pods may connect (by the namespaces' labels)."
+    )
+    pod_selector: LabelSelector | None = Field(
+        default=None, description="Pods that may connect (by their labels), in the selected namespaces or the agent's."
+    )
+
+
 class NetworkPolicySpec(ApiModel):
-    """The NetworkPolicy the operator can create for the agent."""
+    """The NetworkPolicy the operator creates for the agent, unless disabled."""
 
     enabled: bool = Field(
-        default=False,
-        description="Create a NetworkPolicy admitting only the traffic the agent needs.",
+        default=True,
+        description="Create a NetworkPolicy admitting only the traffic the agent needs; false opts out.",
+    )
+    ingress_from: list[NetworkPolicyPeer] = Field(
+        default_factory=list,
+        description="Who may connect to the facade port. Empty: the namespaces Omnia was installed to "
+        "admit (its ingress controller's). Prometheus' namespaces are always admitted, for /metrics.",
     )
 
 
@@ -363,9 +413,11 @@ class AgentRuntimeSpec(ApiModel):
         description="Container images of the facade and runtime; "
         "omitted values use the images Omnia was installed with.",
     )
-    network_policy: NetworkPolicySpec | None = Field(
-        default=None,
-        description="Whether the operator creates a NetworkPolicy for the agent.",
+    network_policy: NetworkPolicySpec = Field(
+        default_factory=NetworkPolicySpec,
+        json_schema_extra={"default": defaults_of(NetworkPolicySpec)},
+        description="The NetworkPolicy the operator creates for the agent (on unless disabled): "
+        "ingress to the facade port from the peers named, egress only to what the agent needs.",
     )
     tracing: TracingSpec | None = Field(
         default=None,
