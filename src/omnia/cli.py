@@ -114,7 +114,7 @@ def _session_stores(values: list[str] | None):
 @app.command()
 def run(
     paths: Annotated[list[Path], typer.Argument(help="Manifest files or folders.")],
-    port: Annotated[int, typer.Option(help="Port of the facade (WebSocket, chat page).")] = 8080,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port of the facade (WebSocket, chat page).")] = 8080,
     host: Annotated[str, typer.Option(help="Address the facade listens on.")] = "127.0.0.1",
     agent: Annotated[str | None, typer.Option(help="The AgentRuntime to run when there are several.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show the processes' JSON logs.")] = False,
@@ -137,6 +137,13 @@ def run(
     for note in plan.notes:
         typer.echo(f"note: {note}", err=True)
     config = plan.config
+    child_env = {**os.environ, **plan.secret_env}
+    problem = local.host_problem(host)
+    if problem:
+        raise _fail(problem, EXIT_USAGE)
+    problem = asyncio.run(local.store_problem(config, env=child_env))
+    if problem:
+        raise _fail(f"{plan.where}: spec.session: {problem}", EXIT_USAGE)
     _say(f"Starting agent {config.name!r} ({config.provider.type} provider, model {config.provider.model})...")
     try:
         running = local.start(
@@ -144,7 +151,7 @@ def run(
             requests=requests,
             host=host,
             port=port,
-            env={**os.environ, **plan.secret_env},
+            env=child_env,
             log_level="info" if verbose else "warning",
         )
     except local.LocalRunError as exc:

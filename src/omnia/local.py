@@ -24,6 +24,7 @@ or a background job starts it with SIGINT ignored, ``nohup`` with SIGHUP too):
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import os
@@ -166,6 +167,50 @@ def _descendants(pid: int) -> list[int]:
         found.append(current)
         queue.extend(children.get(current, ()))
     return found
+
+
+def host_problem(host: str) -> str | None:
+    """Why ``host`` cannot be listened on here (unknown, or not this machine's), or None.
+
+    Binding port 0 tells a foreign address (EADDRNOTAVAIL) apart from a busy
+    port, which :func:`port_is_free` reports separately.
+    """
+    try:
+        infos = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError):
+        return f"--host {host!r} is not a known host name or address"
+    for family, kind, proto, _, address in infos:
+        with socket.socket(family, kind, proto) as sock:
+            try:
+                sock.bind(address)
+            except OSError:
+                continue
+        return None
+    return f"--host {host!r} is not an address of this machine; use 127.0.0.1, 0.0.0.0 or one of its own addresses"
+
+
+async def store_problem(config: AgentConfig, *, env: Mapping[str, str], timeout: float = 3.0) -> str | None:
+    """Why the agent's shared session store cannot be reached, or None; memory stores always can.
+
+    One ping, bounded by ``timeout``, so a wrong host or a stopped store is
+    said before any process starts rather than as a failure of the first turn.
+    """
+    from omnia import sessions
+
+    if config.session.type == "memory":
+        return None
+    store = sessions.create_store(config.session, env=env)
+    try:
+        async with asyncio.timeout(timeout):
+            await store.ping()
+    except TimeoutError:
+        return f"cannot reach the {config.session.type} session store: no answer within {timeout:g}s"
+    except sessions.StoreUnavailable as exc:
+        return f"cannot reach the {config.session.type} session store: {exc}"
+    finally:
+        with contextlib.suppress(Exception):
+            await store.aclose()
+    return None
 
 
 def port_is_free(host: str, port: int) -> bool:

@@ -9,6 +9,7 @@ cluster.
 from __future__ import annotations
 
 import base64
+import difflib
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -17,6 +18,8 @@ from typing import Any
 
 import yaml
 
+from omnia import sessions
+from omnia.agent import prompts as prompting
 from omnia.api.v1alpha1 import (
     AgentRuntime,
     ManifestError,
@@ -38,6 +41,8 @@ from omnia.rendering import (
 from omnia.tools import credentials
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
+OMNIA_GROUP = "omnia.altairalabs.ai"
+OMNIA_KINDS = ("AgentRuntime", "PromptPack", "Provider", "ToolRegistry")
 
 
 class ManifestLoadError(Exception):
@@ -110,7 +115,12 @@ def _add(manifests: Manifests, obj: dict, *, where: str, path: Path) -> None:
         target = manifests.config_maps if kind == "ConfigMap" else manifests.secrets
         target[name] = _secret_data(obj, where=where) if kind == "Secret" else _string_map(obj.get("data"), where)
         return
-    if kind not in ("AgentRuntime", "PromptPack", "Provider", "ToolRegistry"):
+    if kind not in OMNIA_KINDS and str(obj.get("apiVersion", "")).partition("/")[0] == OMNIA_GROUP:
+        # Ignoring it would leave the real mistake to a confusing "not among the manifests" later.
+        close = difflib.get_close_matches(str(kind), OMNIA_KINDS, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else f"; the kinds are {', '.join(OMNIA_KINDS)}"
+        raise ManifestLoadError(f"{where}: kind {kind!r} is not a kind of {OMNIA_GROUP}{hint}")
+    if kind not in OMNIA_KINDS:
         manifests.ignored.append(f"{where}: {kind or 'a document without kind'} {name or ''}".rstrip())
         return
     try:
@@ -164,6 +174,8 @@ class LocalAgentPlan:
     config: AgentConfig
     secret_env: dict[str, str]
     notes: list[str]
+    where: str
+    """The AgentRuntime's file and document, for messages about it."""
 
 
 def plan_local_agent(
@@ -248,13 +260,19 @@ def plan_local_agent(
     except RenderError as exc:
         registry_where = manifests.origins[("ToolRegistry", registry.metadata.name)]
         raise ManifestLoadError(f"{registry_where}: {exc}") from None
+    pack_where = manifests.origins[("PromptPack", pack.metadata.name)]
     try:
-        prompts = PromptRollout(stable=prompt_config(pack.spec, source_text=source_text))
-        config = render_agent_config(agent, prompts=prompts, provider=provider, tools=tools)
-    except RenderError as exc:
-        pack_where = manifests.origins[("PromptPack", pack.metadata.name)]
+        prompt = prompt_config(pack.spec, source_text=source_text)
+        prompting.check_sources(prompt)
+        config = render_agent_config(agent, prompts=PromptRollout(stable=prompt), provider=provider, tools=tools)
+    except (RenderError, prompting.PromptError) as exc:
         raise ManifestLoadError(f"{pack_where}: PromptPack {pack.metadata.name!r}: {exc}") from None
-    return LocalAgentPlan(config=config, secret_env=secret_env, notes=notes)
+    if config.session.type != "memory":
+        try:
+            sessions.store_url(config.session, env={**env, **secret_env})
+        except sessions.StoreConfigError as exc:
+            raise ManifestLoadError(f"{where}: spec.session: {exc}") from None
+    return LocalAgentPlan(config=config, secret_env=secret_env, notes=notes, where=where)
 
 
 def _pick_agent(manifests: Manifests, agent_name: str | None) -> AgentRuntime:

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from omnia.agent import PromptError, PromptRenderer, choose_version, find_version
-from omnia.agent.prompts import ClientChoice, InputError, client_choice
+from omnia.agent.prompts import ClientChoice, InputError, check_sources, client_choice
 from omnia.config import ClientInputsConfig, PromptConfig, PromptRollout
 
 
@@ -196,3 +196,35 @@ def test_a_declaration_that_cannot_work_fails_at_start_up(inputs, fragment):
     prompt = PromptConfig(version="1.0.0", client_inputs=ClientInputsConfig.model_validate(inputs))
     with pytest.raises(PromptError, match=re.escape(fragment)):
         PromptRenderer(prompt)
+
+
+@pytest.mark.parametrize(
+    ("system_prompt", "templates", "expected"),
+    [
+        pytest.param("Hi {{ oops", {}, "systemPrompt, line 1:", id="system-prompt-does-not-compile"),
+        pytest.param("hi", {"t": "{% if %}"}, "templates.t, line 1:", id="template-does-not-compile"),
+        pytest.param("Hi {{ nmae }}", {}, "systemPrompt: 'nmae' is not defined", id="undefined-variable"),
+        pytest.param(
+            "{% if name %}{{ tone }}{% endif %}", {}, "'tone' is not defined", id="undefined-in-untaken-branch"
+        ),
+        pytest.param("Hi {{ message }}", {}, "'message' is not defined", id="message-only-in-named-templates"),
+    ],
+)
+def test_check_sources_names_the_field_of_a_broken_template(system_prompt, templates, expected):
+    """Mistakes are found by reading the templates, before any message renders them."""
+    prompt = PromptConfig(version="1", system_prompt=system_prompt, templates=templates, variables={"name": "A"})
+    with pytest.raises(PromptError, match=re.escape(expected)):
+        check_sources(prompt)
+
+
+def test_check_sources_accepts_declared_builtin_and_local_names():
+    """Pack variables, client inputs, `message` in named templates, Jinja globals and loop names are defined."""
+    prompt = PromptConfig(
+        version="1",
+        system_prompt="{% for i in range(2) %}{{ i }}{{ loop.index }}{% endfor %}{{ name }}{{ tone }}"
+        "{% set x = 1 %}{{ x }}",
+        templates={"t": "{{ message }} {{ name }}"},
+        variables={"name": "A"},
+        client_inputs=ClientInputsConfig(variables={"tone": {"type": "string"}}),
+    )
+    check_sources(prompt)

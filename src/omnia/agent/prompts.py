@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import jinja2
+import jinja2.meta
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from omnia.config import ClientInputsConfig, ClientVariableConfig, PromptConfig, PromptRollout
@@ -109,6 +110,34 @@ def _value_problem(declared: ClientVariableConfig, value: Any) -> str | None:
 
 def _excerpt(text: str, limit: int = 40) -> str:
     return repr(text if len(text) <= limit else text[:limit] + "…")
+
+
+def check_sources(prompt: PromptConfig) -> None:
+    """Compile every template and name the variables nothing defines, without rendering anything.
+
+    A variable is defined by the pack's ``variables`` or its client inputs;
+    named templates also see :data:`MESSAGE_VARIABLE`, set when a client
+    picks one. Unlike :meth:`PromptRenderer.check`, this finds an undefined
+    variable in a branch the defaults do not take, and runs no template code.
+    The error names the field, ``systemPrompt`` or ``templates.NAME``.
+    """
+    env = ImmutableSandboxedEnvironment()
+    defined = set(prompt.variables) | set(prompt.client_inputs.variables) | set(env.globals)
+    sources = {"systemPrompt": prompt.system_prompt}
+    sources.update({f"templates.{name}": text for name, text in prompt.templates.items()})
+    for field_name, source in sources.items():
+        try:
+            parsed = env.parse(source)
+        except jinja2.TemplateSyntaxError as exc:
+            raise PromptError(f"{field_name}, line {exc.lineno}: {exc.message}") from None
+        allowed = defined if field_name == "systemPrompt" else defined | {MESSAGE_VARIABLE}
+        undefined = sorted(jinja2.meta.find_undeclared_variables(parsed) - allowed)
+        if undefined:
+            names = ", ".join(repr(name) for name in undefined)
+            raise PromptError(
+                f"{field_name}: {names} {'is' if len(undefined) == 1 else 'are'} not defined; "
+                "declare it in spec.variables or spec.clientInputs.variables"
+            )
 
 
 class PromptRenderer:
