@@ -1,8 +1,8 @@
 """The examples as their READMEs run them: `omnia run examples/NAME`, against real servers on loopback.
 
-Where an example names a server this machine does not have (Ollama on port 11434), the test
-runs a copy whose URL points at a loopback server speaking the same wire format, so the
-example itself stays as documented.
+Where a turn needs a server a test cannot assume (Ollama on port 11434, Anthropic's API), the
+test runs a copy whose Provider URL points at a loopback server speaking the same wire format,
+so the example itself stays as documented.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import pytest
 from websockets.sync.client import connect
 
 from omnia.testing import servers
-from tests.providers import openai_wire
+from tests.providers import anthropic_wire, openai_wire
 from tests.providers.serving import ScriptedServer, serving
 
 from .processes import free_port, readyz, wait_until
@@ -150,3 +150,34 @@ def test_support_agent_starts_with_anthropic_api_key_and_a_redis_url(spawned, re
     assert "note: Provider 'claude-provider': API key from the environment variable ANTHROPIC_API_KEY" in output
     assert FAKE_ANTHROPIC_KEY not in output
     assert run.returncode == 0, output
+
+
+@pytest.fixture(scope="module")
+def anthropic_compatible() -> Iterator[ScriptedServer]:
+    with serving(ScriptedServer(anthropic_wire.PATH)) as server:
+        yield server
+
+
+@pytest.mark.services
+def test_support_agent_streams_a_claude_reply_with_the_vendor_key(tmp_path, spawned, redis_server, anthropic_compatible):
+    """A copy of the example whose Provider also names a loopback baseURL (omnia run has no flag to
+    override it): ANTHROPIC_API_KEY reaches Anthropic's wire, and the turn streams back through Redis."""
+    example = shutil.copytree(REPO / "examples/support-agent", tmp_path / "support-agent")
+    provider = example / "provider.yaml"
+    provider.write_text(provider.read_text().replace(
+        "  type: claude\n", f"  type: claude\n  baseURL: {anthropic_compatible.base_url}\n", 1
+    ))
+    anthropic_compatible.script(anthropic_wire.text("Your order", " has shipped."))
+    port = free_port()
+    env = _bare_env(ANTHROPIC_API_KEY=FAKE_ANTHROPIC_KEY, OMNIA_SESSION_URL=redis_server.url)
+    run = _run(spawned, example, port, env=env)
+    try:
+        wait_until(lambda: readyz(f"http://127.0.0.1:{port}") == 200, timeout=60, what="omnia run")
+        frames = _converse(port, "Where is my order?")
+    finally:
+        output = _stop(run)
+    assert frames[-1]["type"] == "done", (frames, output)
+    assert "".join(f["content"] for f in frames if f["type"] == "chunk") == "Your order has shipped."
+    [request] = anthropic_compatible.seen
+    assert request.headers["authorization"] == f"Bearer {FAKE_ANTHROPIC_KEY}"
+    assert request.body["model"] == "claude-sonnet-4-5"
