@@ -44,6 +44,10 @@ MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 OMNIA_GROUP = "omnia.altairalabs.ai"
 OMNIA_KINDS = ("AgentRuntime", "PromptPack", "Provider", "ToolRegistry")
 
+# Locally, a hosted Provider's key may also come from the variable its vendor's own
+# tools read. Only ``omnia run`` looks here: in a cluster keys come from Secrets alone.
+VENDOR_KEY_ENVS = {"claude": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY", "gemini": "GEMINI_API_KEY"}
+
 
 class ManifestLoadError(Exception):
     """Manifests that cannot make an agent; ``str()`` is the message for the user."""
@@ -213,11 +217,13 @@ def plan_local_agent(
     if provider is not None and provider.spec.credentials is not None:
         ref = provider.spec.credentials.secret_ref
         provider_where = manifests.origins[("Provider", provider.metadata.name)]
-        secret_env[PROVIDER_API_KEY_ENV] = lookup.get(
+        secret_env[PROVIDER_API_KEY_ENV], source = lookup.get_with_source(
             ref.name,
             ref.key,
             field=f"{provider_where}: Provider {provider.metadata.name!r} spec.credentials.secretRef",
+            fallback_env=VENDOR_KEY_ENVS.get(provider.spec.type),
         )
+        notes.append(f"Provider {provider.metadata.name!r}: API key from {source}")
     if spec.session.secret_ref is not None:
         ref = spec.session.secret_ref
         secret_env[SESSION_URL_ENV] = lookup.get(ref.name, ref.key, field=f"{where}: spec.session.secretRef")
@@ -296,13 +302,26 @@ class _SecretLookup:
         self._env = env
 
     def get(self, name: str, key: str, *, field: str) -> str:
+        return self.get_with_source(name, key, field=field)[0]
+
+    def get_with_source(
+        self, name: str, key: str, *, field: str, fallback_env: str | None = None
+    ) -> tuple[str, str]:
+        """The value and where it came from, for a note that names the source but never the value.
+
+        Order: the variable named after the Secret key, the Secret's manifest, then
+        ``fallback_env`` (a vendor's conventional variable) when it is set and not empty.
+        """
         variable = secret_env_name(name, key)
         if variable in self._env:
-            return self._env[variable]
+            return self._env[variable], f"the environment variable {variable}"
         secret = self._manifests.secrets.get(name)
         if secret is not None and key in secret:
-            return secret[key]
+            return secret[key], f"Secret {name!r} among the manifests"
+        if fallback_env is not None and self._env.get(fallback_env, "").strip():
+            return self._env[fallback_env], f"the environment variable {fallback_env}"
+        also = f", or {fallback_env}," if fallback_env is not None else ""
         raise ManifestLoadError(
             f"{field}: Secret {name!r} key {key!r} not found; set the environment variable "
-            f"{variable} or add the Secret's manifest"
+            f"{variable}{also} or add the Secret's manifest"
         )
