@@ -18,17 +18,12 @@ reply was lost would count a turn twice), every error ``StoreUnavailable``.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.asyncio import Redis
 
 from omnia.budgets.base import CounterKey, Spent
-from omnia.sessions.base import StoreUnavailable
+from omnia.sessions import redis as sessions_redis
 
 # KEYS: the counters. ARGV: tokens, cost, then each key's expiry in seconds.
 # Returns the new totals, {tokens, cost as a string} per key (Lua numbers
@@ -57,16 +52,8 @@ class RedisCounter:
 
     @classmethod
     def from_url(cls, url: str, *, timeout_seconds: float = 2.0, max_connections: int = 8) -> RedisCounter:
-        pool = BlockingConnectionPool.from_url(
-            url,
-            max_connections=max_connections,
-            timeout=timeout_seconds,
-            socket_timeout=timeout_seconds,
-            socket_connect_timeout=timeout_seconds,
-            retry=Retry(NoBackoff(), 0),
-            health_check_interval=30,
-        )
-        return cls(Redis(connection_pool=pool), timeout_seconds=timeout_seconds)
+        client = sessions_redis.connect(url, timeout_seconds=timeout_seconds, max_connections=max_connections)
+        return cls(client, timeout_seconds=timeout_seconds)
 
     async def spent(self, keys: Sequence[CounterKey]) -> list[Spent]:
         if not keys:
@@ -93,12 +80,5 @@ class RedisCounter:
     async def aclose(self) -> None:
         await self._client.aclose(close_connection_pool=True)
 
-    @asynccontextmanager
-    async def _reaching(self, operation: str) -> AsyncIterator[None]:
-        try:
-            async with asyncio.timeout(self._timeout):
-                yield
-        except TimeoutError as exc:
-            raise StoreUnavailable(f"redis budget {operation}: no answer within {self._timeout:g}s") from exc
-        except (RedisError, OSError) as exc:
-            raise StoreUnavailable(f"redis budget {operation}: {exc or type(exc).__name__}") from exc
+    def _reaching(self, operation: str):
+        return sessions_redis.reaching(f"redis budget {operation}", timeout=self._timeout)

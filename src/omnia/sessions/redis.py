@@ -127,21 +127,8 @@ class RedisStore:
         max_connections: int = 32,
     ) -> RedisStore:
         """A store on ``url`` (``redis://``, ``rediss://`` or ``unix://``); connects lazily."""
-        pool = BlockingConnectionPool.from_url(
-            url,
-            max_connections=max_connections,
-            timeout=timeout_seconds,
-            socket_timeout=timeout_seconds,
-            socket_connect_timeout=timeout_seconds,
-            # No retries: a failed command is reported, not repeated. The
-            # pool already replaces connections broken by an outage before
-            # handing them out, and repeating a write whose reply was lost
-            # would turn a committed turn into a conflict.
-            retry=Retry(NoBackoff(), 0),
-            health_check_interval=30,
-        )
         return cls(
-            Redis(connection_pool=pool),
+            connect(url, timeout_seconds=timeout_seconds, max_connections=max_connections),
             namespace=namespace,
             ttl_seconds=ttl_seconds,
             max_turns=max_turns,
@@ -202,13 +189,37 @@ class RedisStore:
         header = f"{self._prefix}{{{session_id}}}"
         return [header, f"{header}:turns"]
 
-    @asynccontextmanager
-    async def _reaching(self, operation: str) -> AsyncIterator[None]:
-        """Bound the operation by the timeout; driver and socket errors become ``StoreUnavailable``."""
-        try:
-            async with asyncio.timeout(self._timeout):
-                yield
-        except TimeoutError as exc:
-            raise StoreUnavailable(f"redis {operation}: no answer within {self._timeout:g}s") from exc
-        except (RedisError, OSError) as exc:
-            raise StoreUnavailable(f"redis {operation}: {exc or type(exc).__name__}") from exc
+    def _reaching(self, operation: str):
+        return reaching(f"redis {operation}", timeout=self._timeout)
+
+
+def connect(url: str, *, timeout_seconds: float, max_connections: int) -> Redis:
+    """A client on ``url`` (``redis://``, ``rediss://`` or ``unix://``) that connects lazily.
+
+    No retries: a failed command is reported, not repeated. The pool already
+    replaces connections broken by an outage before handing them out, and
+    repeating a write whose reply was lost would turn a committed turn (or a
+    counted one) into a conflict or a double count.
+    """
+    pool = BlockingConnectionPool.from_url(
+        url,
+        max_connections=max_connections,
+        timeout=timeout_seconds,
+        socket_timeout=timeout_seconds,
+        socket_connect_timeout=timeout_seconds,
+        retry=Retry(NoBackoff(), 0),
+        health_check_interval=30,
+    )
+    return Redis(connection_pool=pool)
+
+
+@asynccontextmanager
+async def reaching(operation: str, *, timeout: float) -> AsyncIterator[None]:
+    """Bound ``operation`` by ``timeout``; driver and socket errors become ``StoreUnavailable``."""
+    try:
+        async with asyncio.timeout(timeout):
+            yield
+    except TimeoutError as exc:
+        raise StoreUnavailable(f"{operation}: no answer within {timeout:g}s") from exc
+    except (RedisError, OSError) as exc:
+        raise StoreUnavailable(f"{operation}: {exc or type(exc).__name__}") from exc
