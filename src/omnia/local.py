@@ -40,6 +40,7 @@ from pathlib import Path
 
 import httpx
 
+from omnia import processes
 from omnia.config import AgentConfig
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -139,34 +140,13 @@ def kill_tree(process: subprocess.Popen) -> None:
     lives, so killing the group after the child has gone is safe.
     """
     if process.poll() is None:
-        for pid in reversed(_descendants(process.pid)):
+        for pid in reversed(processes.descendants(process.pid)):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
         process.kill()
         process.wait()
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signal.SIGKILL)
-
-
-def _descendants(pid: int) -> list[int]:
-    """Children of ``pid``, their children, and so on, from ``/proc`` (empty elsewhere)."""
-    children: dict[int, list[int]] = {}
-    with contextlib.suppress(OSError):
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            # The command name, in parentheses, may itself contain spaces.
-            children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry.name))
-    found, queue = [], list(children.get(pid, ()))
-    while queue:
-        current = queue.pop(0)
-        found.append(current)
-        queue.extend(children.get(current, ()))
-    return found
 
 
 def host_problem(host: str) -> str | None:

@@ -57,6 +57,9 @@ CLUSTER_DOMAIN = "cluster.local"
 
 PAUSE_IMAGE = "localhost/pause:3.10-omnia"
 
+STOP_TIMEOUT = 10.0
+"""Seconds each part of the node gets to exit on SIGTERM before SIGKILL."""
+
 # Values the kubelet, kube-proxy and the bridge plugin may write; recorded
 # before the node starts and written back after.
 SYSCTLS = (
@@ -430,7 +433,7 @@ class RealNode:
         self._processes: list[controlplane.Process] = []
         self._forwarder: _Forwarder | None = None
         self._stopped = False
-        self._finalizer = weakref.finalize(self, _stop_processes, self._processes)
+        self._finalizer = weakref.finalize(self, controlplane._stop_all, self._processes, STOP_TIMEOUT)
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -496,7 +499,7 @@ class RealNode:
             )
         if self._forwarder is not None:
             self._forwarder.stop()
-        _stop_processes(self._processes)
+        controlplane._stop_all(self._processes, STOP_TIMEOUT)
         # containerd-shim processes daemonise away from containerd; find them by our socket.
         for pid in _processes_with(str(self._containerd_socket)):
             with contextlib.suppress(ProcessLookupError):
@@ -849,11 +852,6 @@ def reclaim() -> None:
     time.sleep(0.5)
     machine.restore(workdir=workdir)
     STATE_FILE.unlink(missing_ok=True)
-
-
-def _stop_processes(processes: list[controlplane.Process]) -> None:
-    while processes:
-        processes.pop().stop(timeout=10)
 
 
 def _containerd_config(*, root: Path, state: Path, socket: Path, cni_bin: Path, cni_conf: Path, runc: Path) -> str:

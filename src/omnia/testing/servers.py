@@ -31,6 +31,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TypeVar
 
+from omnia import processes
+
 START_TIMEOUT_SECONDS = 30.0
 STOP_TIMEOUT_SECONDS = 15.0
 POSTGRES_ROOTS = (Path("/usr/lib/postgresql"),)
@@ -107,32 +109,8 @@ def _version_key(name: str) -> tuple[int, ...]:
     return tuple(int(part) for part in name.split(".") if part.isdigit())
 
 
-def _descendants(pid: int) -> list[int]:
-    """``pid`` and every process below it, parents first (Linux ``/proc``).
-
-    Process groups are not enough: PostgreSQL backends each call setsid().
-    """
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # The command name, in parentheses, may itself contain spaces.
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry.name))
-    found, queue = [], [pid]
-    while queue:
-        current = queue.pop(0)
-        found.append(current)
-        queue.extend(children.get(current, ()))
-    return found
-
-
 def _signal_all(pid: int, signum: int) -> None:
-    for target in _descendants(pid):
+    for target in [pid, *processes.descendants(pid)]:
         try:
             os.kill(target, signum)
         except (ProcessLookupError, PermissionError):
