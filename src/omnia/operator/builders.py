@@ -161,7 +161,7 @@ SCALED_OBJECT = ObjectKind("keda.sh/v1alpha1", "ScaledObject")
 PDB = ObjectKind("policy/v1", "PodDisruptionBudget")
 NETWORK_POLICY = ObjectKind("networking.k8s.io/v1", "NetworkPolicy")
 
-PRE_STOP_SECONDS = 5
+PRE_STOP_SECONDS = 10
 """How long agent pods keep serving after deletion starts, while endpoints are withdrawn."""
 
 OPTIONAL_KINDS = (HPA, SCALED_OBJECT, PDB, NETWORK_POLICY)
