@@ -234,6 +234,14 @@ def facade(
     runtime_address: Annotated[str, typer.Option("--runtime", help="The runtime's gRPC address.")] = "127.0.0.1:9090",
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "0.0.0.0",
     port: Annotated[int | None, typer.Option(help="Port; defaults to the configured facade port.")] = None,
+    linger: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="Seconds to keep listening after the drain, answering late connections with DRAINING "
+            "(while a load balancer still routes here).",
+        ),
+    ] = 0.0,
     termination_log: TerminationLog = None,
 ) -> None:
     """Serve the WebSocket facade (container 1 of an agent pod)."""
@@ -250,6 +258,7 @@ def facade(
             runtime_address=runtime_address,
             host=host,
             port=port if port is not None else agent_config.facade.port,
+            linger_seconds=linger,
         )
     except StartupError as exc:
         raise _cannot_start(str(exc), termination_log) from None

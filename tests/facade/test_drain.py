@@ -140,3 +140,25 @@ async def test_signal_drains_the_real_process_and_exits_cleanly(
     assert frames[-1]["type"] == "done"
     assert (error["code"], code) == ("DRAINING", 1012)
     assert returncode == 0, output
+
+
+async def test_a_lingering_facade_answers_late_connections_with_draining_until_it_stops(
+    start_facade: StartFacade,
+) -> None:
+    """After the drain, a connection still routed here is told to reconnect, not refused."""
+    facade = await start_facade(linger_seconds=30.0)
+    stopping = await _draining(facade)
+    while facade.server.relay.connections:
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.2)
+    assert not stopping.done(), "stopped without lingering"
+
+    async with await connect(facade.ws_url) as late:
+        error = await receive(late)
+        code, _ = await closed(late)
+    async with facade.http() as http:
+        ready = (await http.get("/readyz")).status_code
+
+    facade.server.force_stop()
+    await asyncio.wait_for(stopping, 10)
+    assert ((error["code"], error["retryable"]), code, ready) == (DRAINING, 1012, 503)
