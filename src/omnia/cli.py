@@ -327,7 +327,7 @@ def operator(
 ) -> None:
     """Run the operator: reconcile AgentRuntimes, PromptPacks, Providers and ToolRegistries."""
     from omnia import logs
-    from omnia.operator import applying, builders, main
+    from omnia.operator import builders, credentials, main
 
     if namespace and all_namespaces:
         raise _fail("--namespace and --all-namespaces exclude each other", EXIT_USAGE)
@@ -335,7 +335,7 @@ def operator(
     tracing = _tracing(otlp_endpoint, otlp_headers_secret, trace_sampling_ratio)
     lease_namespace = None
     if leader_elect:
-        pod_namespace = applying.SERVICE_ACCOUNT_DIR / "namespace"
+        pod_namespace = credentials.SERVICE_ACCOUNT_DIR / "namespace"
         lease_namespace = leader_election_namespace or (
             pod_namespace.read_text().strip() if pod_namespace.exists() else None
         )
