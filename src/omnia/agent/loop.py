@@ -35,6 +35,7 @@ from omnia.agent.prompts import (
     MESSAGE_VARIABLE,
     PromptError,
     PromptRenderer,
+    check_sources,
     choose_version,
     client_choice,
     find_version,
@@ -276,10 +277,15 @@ class Agent:
         return renderer
 
     def check(self) -> None:
-        """Fail at start-up, not at the first turn, on templates that cannot render."""
+        """Fail at start-up, not at the first turn, on templates that cannot render.
+
+        Both checks: the sources (syntax, variables nothing defines, in every
+        branch) and a render with the defaults.
+        """
         rollout = self.config.prompts
         for prompt in (rollout.stable, rollout.canary, *rollout.retained):
             if prompt is not None:
+                check_sources(prompt)
                 self.renderer(prompt).check()
 
     async def open_session(
