@@ -250,6 +250,10 @@ class LocalProvider:
         finally:
             stop.set()
 
+    async def prepare(self) -> None:
+        """Load the model now (in a worker thread), so that the first turn does not wait for it."""
+        await self.engine.ready()
+
     async def aclose(self) -> None:
         """Nothing to release: the engine is shared and lives with the process."""
 
