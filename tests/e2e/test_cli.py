@@ -157,7 +157,9 @@ def test_quickstart_answers_with_real_generated_text(spawned):
             while frames[-1:] == [] or frames[-1]["type"] not in ("done", "error"):
                 frames.append(json.loads(ws.recv(timeout=120)))
     finally:
-        _stop(run)
+        output = _stop(run)
+    # The model is loaded before the agent is said to be ready, and the output says so.
+    assert output.index("Loading the model") < output.index("is ready (model") < output.index("Chat page:")
     chunks = [f["content"] for f in frames if f["type"] == "chunk"]
     done = frames[-1]
     assert done["type"] == "done", done

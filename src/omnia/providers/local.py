@@ -144,7 +144,11 @@ class LocalEngine:
         params.api_keys = [self.api_key]
         params.ui = False
         params.verbosity = 0
-        return xllamacpp.Server(params)
+        try:
+            return xllamacpp.Server(params)
+        except RuntimeError as exc:
+            # llama.cpp says only that it failed; the usual cause is a file that is not a GGUF model.
+            raise ProviderError(f"llama.cpp cannot load {self.model_path} ({exc}); is it a GGUF model file?") from None
 
 
 class LocalProvider:

@@ -192,14 +192,14 @@ async def launch(
 async def _prepare(agent: Agent) -> None:
     """Load the model before serving: nobody is told the agent is ready while it still loads."""
     provider = agent.provider
-    log.info("loading model", extra={"provider": provider.type, "model": provider.model})
+    log.info("preparing the model", extra={"provider": provider.type, "model": provider.model})
     started = time.monotonic()
     try:
         await provider.prepare()
     except ProviderError as exc:
         await provider.aclose()
         raise StartupError(f"the {provider.type} model {provider.model} cannot be loaded: {exc}") from None
-    log.info("model loaded", extra={"provider": provider.type, "model": provider.model,
+    log.info("model ready", extra={"provider": provider.type, "model": provider.model,
                                     "seconds": round(time.monotonic() - started, 2)})
 
 
