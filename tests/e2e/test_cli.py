@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
+import pty
 import signal
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 from websockets.sync.client import connect
+
+from omnia import __version__
 
 from .processes import free_port, readyz, wait_until
 
@@ -166,3 +171,92 @@ def test_quickstart_answers_with_real_generated_text(spawned):
     assert chunks and any(c.strip() for c in chunks)
     assert len("".join(chunks).split()) >= 2
     assert done["usage"]["input_tokens"] > 10 and done["usage"]["output_tokens"] > 0
+
+
+def test_version_flag_prints_the_same_version_as_the_command():
+    flag, command = omnia("--version"), omnia("version")
+    assert flag.returncode == command.returncode == 0
+    assert flag.stdout.strip() == command.stdout.strip() == __version__
+
+
+@pytest.mark.parametrize("command", ["", "run", "chat", "render", "operator"])
+def test_help_of_the_main_commands_shows_examples(command):
+    """Each example is a whole command line of that command, readable at 80 columns."""
+    result = omnia(*([command] if command else []), "--help", env={**os.environ, "COLUMNS": "80", "NO_COLOR": "1"})
+    assert result.returncode == 0, result.stderr
+    examples = result.stdout.split("Examples", 1)[1].splitlines()
+    commands = [line.strip() for line in examples if line.strip()]
+    assert len(commands) >= 2
+    assert all(line.startswith(("omnia ", "OMNIA_", "echo ")) for line in commands), commands
+    if command:
+        assert all(f"omnia {command}" in line for line in commands)
+
+
+def _chat_once(port: int) -> None:
+    with connect(f"ws://127.0.0.1:{port}/ws") as ws:
+        assert json.loads(ws.recv(timeout=10))["type"] == "connected"
+        ws.send(json.dumps({"type": "message", "content": "hello"}))
+        while json.loads(ws.recv(timeout=30))["type"] not in ("done", "error"):
+            pass
+
+
+def test_verbose_run_logs_one_json_line_per_turn_when_not_in_a_terminal(tmp_path, spawned):
+    (tmp_path / "agent.yaml").write_text(MOCK_AGENT)
+    port = free_port()
+    run = spawned(
+        [sys.executable, "-m", "omnia", "run", str(tmp_path), "--port", str(port), "--verbose"],
+        stop_signal=signal.SIGINT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        wait_until(lambda: readyz(f"http://127.0.0.1:{port}") == 200, timeout=60, what="omnia run")
+        _chat_once(port)
+    finally:
+        run.send_signal(signal.SIGINT)
+        _, errors = run.communicate(timeout=60)
+    entries = [json.loads(line) for line in errors.splitlines() if line.startswith("{")]
+    assert "\\u001b" not in errors and "\x1b" not in errors
+    (turn,) = [entry for entry in entries if entry["event"] == "turn done"]
+    assert turn["component"] == "runtime" and turn["session_id"]
+    assert turn["input_tokens"] > 0 and turn["output_tokens"] > 0 and turn["latency_ms"] >= 0
+
+
+def test_verbose_run_in_a_terminal_logs_one_readable_line_per_turn(tmp_path, spawned):
+    """Standard error a real terminal (a pseudo-terminal): the children see it and write lines for people."""
+    (tmp_path / "agent.yaml").write_text(MOCK_AGENT)
+    port = free_port()
+    controller, terminal = pty.openpty()
+    written = bytearray()
+    reading = threading.Thread(target=_drain, args=(controller, written), daemon=True)
+    reading.start()
+    try:
+        run = spawned(
+            [sys.executable, "-m", "omnia", "run", str(tmp_path), "--port", str(port), "--verbose"],
+            stop_signal=signal.SIGINT, stdout=subprocess.DEVNULL, stderr=terminal,
+            env={**os.environ, "NO_COLOR": "1"},
+        )
+        os.close(terminal)
+        wait_until(lambda: readyz(f"http://127.0.0.1:{port}") == 200, timeout=60, what="omnia run")
+        _chat_once(port)
+        wait_until(lambda: b"turn done" in written, timeout=10, what="the turn's log line")
+        run.send_signal(signal.SIGINT)
+        run.wait(timeout=60)
+    finally:
+        reading.join(timeout=10)
+        os.close(controller)
+    lines = written.decode(errors="replace").splitlines()
+    (turn,) = [line for line in lines if "turn done" in line]
+    assert not any(line.lstrip().startswith("{") for line in lines)
+    for field in ("session_id=", "input_tokens=", "output_tokens=", "latency_ms=", "component=runtime"):
+        assert field in turn
+
+
+def _drain(controller: int, into: bytearray) -> None:
+    """Read a pseudo-terminal until every writer has closed it (EIO on Linux)."""
+    while True:
+        try:
+            chunk = os.read(controller, 4096)
+        except OSError:
+            return
+        if not chunk:
+            return
+        into.extend(chunk)
