@@ -245,11 +245,19 @@ def chat(
         str | None, typer.Option(envvar="OMNIA_API_KEY", help="API key, when the facade requires one.")
     ] = None,
 ) -> None:
-    """Chat with an agent in the terminal; one message per line, Ctrl-D to end."""
+    """Chat with an agent in the terminal; one message per line, Ctrl-D to end.
+
+    In a terminal: a "> " prompt with line editing and history (kept, private, in
+    $XDG_STATE_HOME/omnia/chat_history). From a pipe: one message per line, no prompt.
+    """
     from omnia import chat as chatting
 
+    if sys.stdin.isatty() and sys.stdout.isatty():
+        messages = chatting.TerminalPrompt(history=chatting.history_file())
+    else:
+        messages = chatting.PipedLines(sys.stdin)
     try:
-        code = asyncio.run(chatting.chat(url, session_id=session, api_key=api_key))
+        code = asyncio.run(chatting.chat(url, session_id=session, api_key=api_key, messages=messages))
     except chatting.ChatError as exc:
         raise _fail(str(exc), EXIT_RUNTIME) from None
     except KeyboardInterrupt:

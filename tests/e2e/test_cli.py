@@ -16,6 +16,7 @@ import pytest
 from websockets.sync.client import connect
 
 from omnia import __version__
+from omnia.chat import PROMPT as PROMPT_MARKER
 
 from .processes import free_port, readyz, wait_until
 
@@ -260,3 +261,92 @@ def _drain(controller: int, into: bytearray) -> None:
         if not chunk:
             return
         into.extend(chunk)
+
+
+EDITING_AGENT = PROMPTS + """\
+---
+apiVersion: omnia.altairalabs.ai/v1alpha1
+kind: Provider
+metadata: {name: m}
+spec:
+  type: mock
+  mock:
+    replies:
+      - {match: "hello world", text: "REPLY-TO-HELLO-WORLD"}
+      - {match: "other", text: "REPLY-TO-OTHER"}
+---
+apiVersion: omnia.altairalabs.ai/v1alpha1
+kind: AgentRuntime
+metadata: {name: editing}
+spec: {promptPackRef: {name: p}, providerRef: {name: m}}
+"""
+
+UP, CTRL_A, CTRL_D, ENTER = "\x1b[A", "\x01", "\x04", "\r"
+
+
+class _Terminal:
+    """``omnia chat`` on a pseudo-terminal: what it writes is collected, keys are typed into it."""
+
+    def __init__(self, spawned, url: str, state: Path) -> None:
+        self.controller, terminal = pty.openpty()
+        self.written = bytearray()
+        env = {**os.environ, "TERM": "xterm", "XDG_STATE_HOME": str(state), "PROMPT_TOOLKIT_NO_CPR": "1"}
+        self.process = spawned(
+            [sys.executable, "-m", "omnia", "chat", url],
+            stdin=terminal, stdout=terminal, stderr=terminal, env=env,
+        )
+        os.close(terminal)
+        self.reading = threading.Thread(target=_drain, args=(self.controller, self.written), daemon=True)
+        self.reading.start()
+
+    def text(self) -> str:
+        return self.written.decode(errors="replace")
+
+    def wait_for(self, needle: str, *, count: int = 1) -> None:
+        wait_until(lambda: self.text().count(needle) >= count, timeout=30, what=f"{needle!r} x{count}")
+
+    def wait_for_prompt(self) -> None:
+        """The marker after the greeting; prompt_toolkit draws its trailing space as a cursor move."""
+        marker = PROMPT_MARKER.strip()
+        wait_until(lambda: marker in self.text().partition("Ctrl-D ends")[2], timeout=30, what="the prompt")
+
+    def type(self, keys: str) -> None:
+        os.write(self.controller, keys.encode())
+
+    def finish(self) -> int:
+        self.type(CTRL_D)
+        code = self.process.wait(timeout=30)
+        self.reading.join(timeout=10)
+        os.close(self.controller)
+        return code
+
+
+def test_chat_in_a_terminal_has_a_prompt_line_editing_and_history_kept_across_runs(tmp_path, spawned):
+    """Typed as a person types: edit the line with Emacs keys, recall it with Up, again in the next run."""
+    (tmp_path / "agent.yaml").write_text(EDITING_AGENT)
+    port = free_port()
+    run = _start_run(spawned, tmp_path, port)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: readyz(url) == 200, timeout=60, what="omnia run")
+        first = _Terminal(spawned, url, tmp_path / "state")
+        first.wait_for_prompt()
+        first.type("world" + CTRL_A + "hello " + ENTER)  # typed "world", went to the start, put "hello " before it
+        first.wait_for("REPLY-TO-HELLO-WORLD")
+        first.type("other" + ENTER)
+        first.wait_for("REPLY-TO-OTHER")
+        first.type(UP + UP + ENTER)  # two messages back: "hello world"
+        first.wait_for("REPLY-TO-HELLO-WORLD", count=2)
+        assert first.finish() == 0
+
+        second = _Terminal(spawned, url, tmp_path / "state")
+        second.wait_for_prompt()
+        second.type(UP + ENTER)  # the last message of the earlier run: "hello world" (the repeat)
+        second.wait_for("REPLY-TO-HELLO-WORLD")
+        assert second.finish() == 0
+    finally:
+        _stop(run)
+    assert "REPLY-TO-OTHER" not in second.text()
+    history = tmp_path / "state" / "omnia" / "chat_history"
+    assert "+hello world" in history.read_text()
+    assert history.stat().st_mode & 0o777 == 0o600
