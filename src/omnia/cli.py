@@ -17,6 +17,7 @@ import typer
 
 from omnia import __version__
 
+
 def _examples(*lines: str) -> str:
     """A help epilog: one command a line (kept as written), a comment after ``#``."""
     return "[bold]Examples[/bold]\n\n" + "\n".join(f"  {line}" for line in lines)

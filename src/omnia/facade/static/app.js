@@ -91,7 +91,11 @@
 
   function markdown(source) {
     const html = marked.parse(source, { gfm: true, breaks: true, async: false });
-    return DOMPurify.sanitize(html, { USE_PROFILES: { html: true }, FORBID_TAGS: ["style", "form"] });
+    // No controls either: a reply is read, not filled in (a task list's checkbox is an input, and stays).
+    return DOMPurify.sanitize(html, {
+      USE_PROFILES: { html: true },
+      FORBID_TAGS: ["style", "form", "button", "textarea", "select"],
+    });
   }
 
   function startReply() {
