@@ -6,6 +6,8 @@ Messages come from one of two sources, the same loop reading either:
   history (prompt_toolkit: arrows, Emacs keys, Up/Down through earlier
   messages, kept across runs in a private file). The prompt runs on the
   event loop, so the WebSocket keeps answering pings while a person types.
+  Ctrl-C while a reply streams cancels that turn (a ``cancel`` frame), as
+  the chat page's Stop button does; on the prompt it ends the chat.
 - anything else (``PipedLines``): one message per line, no prompt, so a
   script's output is only the replies.
 
@@ -17,10 +19,12 @@ so the model learns the terminal cannot run them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import signal
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Protocol, TextIO
 from urllib.parse import urlencode, urlsplit, urlunsplit
@@ -133,15 +137,16 @@ async def chat(
                 flush=True,
             )
             if messages.interactive:
-                print("Type a message and press Enter; Up and Down recall earlier ones; Ctrl-D ends.",
-                      file=out, flush=True)
+                print("Type a message and press Enter; Up and Down recall earlier ones; Ctrl-C stops a reply;"
+                      " Ctrl-D ends.", file=out, flush=True)
             status = 0
             while (text := await messages.next()) is not None:
                 if not text.strip():
                     continue
                 await ws.send(json.dumps({"type": "message", "content": text}))
-                if not await _read_turn(ws, out):
-                    status = 1
+                with _interrupt_cancels_the_turn(ws, enabled=messages.interactive):
+                    if not await _read_turn(ws, out):
+                        status = 1
             return status
     except InvalidStatus as exc:
         raise ChatError(f"{target}: the server refused the connection ({exc.response.status_code})") from None
@@ -149,6 +154,31 @@ async def chat(
         raise ChatError(f"cannot reach {target}: {exc}") from None
     except ConnectionClosed as exc:
         raise ChatError(f"the server closed the connection ({exc.rcvd.code if exc.rcvd else 'no close frame'})") from None
+
+
+@contextlib.contextmanager
+def _interrupt_cancels_the_turn(ws, *, enabled: bool) -> Iterator[None]:
+    """While a reply streams, SIGINT (Ctrl-C) sends ``cancel`` instead of ending the chat.
+
+    The turn then ends as any cancelled turn does, with ``done`` (reason
+    ``cancelled``) and what was generated so far kept in the session.
+    """
+    if not enabled:
+        yield
+        return
+    loop = asyncio.get_running_loop()
+    sending: set[asyncio.Task] = set()
+
+    def cancel() -> None:
+        task = loop.create_task(ws.send(json.dumps({"type": "cancel"})))
+        sending.add(task)
+        task.add_done_callback(sending.discard)
+
+    loop.add_signal_handler(signal.SIGINT, cancel)
+    try:
+        yield
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
 
 
 def summary(frame: dict) -> str:

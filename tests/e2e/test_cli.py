@@ -350,3 +350,31 @@ def test_chat_in_a_terminal_has_a_prompt_line_editing_and_history_kept_across_ru
     history = tmp_path / "state" / "omnia" / "chat_history"
     assert "+hello world" in history.read_text()
     assert history.stat().st_mode & 0o777 == 0o600
+
+
+def test_ctrl_c_in_a_terminal_stops_the_reply_and_the_chat_goes_on(tmp_path, spawned):
+    """As the page's Stop button: the turn ends cancelled, the prompt comes back."""
+    long_reply = " ".join(f"word{n}" for n in range(200))
+    agent = EDITING_AGENT.replace(
+        '      - {match: "other", text: "REPLY-TO-OTHER"}\n',
+        '      - {match: "other", text: "REPLY-TO-OTHER"}\n'
+        f'      - {{match: "long", text: "{long_reply}", chunk_size: 6, chunk_delay_ms: 100}}\n',
+    )
+    (tmp_path / "agent.yaml").write_text(agent)
+    port = free_port()
+    run = _start_run(spawned, tmp_path, port)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: readyz(url) == 200, timeout=60, what="omnia run")
+        chat = _Terminal(spawned, url, tmp_path / "state")
+        chat.wait_for_prompt()
+        chat.type("long" + ENTER)
+        chat.wait_for("word1 ")
+        chat.process.send_signal(signal.SIGINT)  # what Ctrl-C sends to the terminal's foreground process
+        chat.wait_for("cancelled)")
+        chat.type("other" + ENTER)
+        chat.wait_for("REPLY-TO-OTHER")
+        assert chat.finish() == 0
+    finally:
+        _stop(run)
+    assert "word199" not in chat.text()
