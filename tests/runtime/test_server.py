@@ -198,3 +198,21 @@ def test_a_runtime_that_cannot_start_says_why_in_one_line_and_exits_without_a_tr
     written = termination_log.read_text()
     assert written.endswith("\n") and written.count("\n") == 1
     assert reason in written
+
+
+def test_a_model_that_cannot_be_loaded_stops_the_runtime_before_it_serves(tmp_path):
+    """The model is loaded at start-up, not by the first turn: a bad file is a start-up error."""
+    junk = tmp_path / "broken.gguf"
+    junk.write_text("not a model")
+    config_path = tmp_path / "agent.json"
+    local = AgentConfig(name="helper", provider=ProviderConfig(type="local", model_path=str(junk)))
+    config_path.write_text(local.to_json())
+    termination_log = tmp_path / "termination-log"
+
+    result = omnia_runtime(config_path, termination_log, tmp_path)
+
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "cannot be loaded" in result.stderr and str(junk) in result.stderr
+    assert not (tmp_path / "runtime.sock").exists()
+    assert str(junk) in termination_log.read_text()
