@@ -501,10 +501,11 @@ async def _write_agent_status(
     ref = Ref(parsed.kind, parsed.namespace, parsed.name)
     pods = podhealth.assess(ctx.cache.pods(parsed.namespace, parsed.name), now=now)
     limits = standings.limits(parsed.resource) if parsed.resource is not None else None
+    shown = previous.budgets or []
     if limits is None or ctx.meter is None:
-        budgets = list(previous.budgets)
+        budgets = shown
     else:
-        budgets = standings.standings(limits, reading=ctx.meter.reading(ref), previous=previous.budgets)
+        budgets = standings.standings(limits, reading=ctx.meter.reading(ref), previous=shown)
     current = status.agent_status(
         previous,
         generation=parsed.generation,
@@ -522,7 +523,7 @@ async def _write_agent_status(
         budget=standings.exceeded(budgets),
     )
     await _write_status(parsed, previous, current, ctx,
-                        handler_events=standings.crossings(previous.budgets, current.budgets))
+                        handler_events=standings.crossings(shown, current.budgets or []))
     if ctx.meter is not None and limits:
         ctx.meter.soon(ref)
     return pods.recheck_after

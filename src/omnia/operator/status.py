@@ -318,7 +318,7 @@ def agent_status(
         active_prompt_versions=list(prompt_versions),
         endpoint=endpoint,
         config_hash=config_hash,
-        budgets=list(budgets),
+        budgets=list(budgets) or None,
         budget_percent_used=max((entry.percent_used for entry in budgets), default=None),
         conditions=conditions,
         observed_generation=generation,

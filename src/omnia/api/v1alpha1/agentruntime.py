@@ -481,10 +481,10 @@ class AgentRuntimeStatus(StatusModel):
     config_hash: str | None = Field(
         default=None, description="Hash of everything the pods depend on, stamped on the pod template."
     )
-    budgets: list[BudgetStanding] = Field(
-        default_factory=list,
+    budgets: list[BudgetStanding] | None = Field(
+        default=None,
         description="Spending of each budget in spec.budget, per scope and period, as the operator last read "
-        "the counters in the session store (periodically and after each reconcile; redis and postgres only).",
+        "the counters in the session store (periodically and after each reconcile; redis and postgres only). Absent without budgets.",
     )
     budget_percent_used: int | None = Field(
         default=None, ge=0,
