@@ -16,7 +16,8 @@ started several times in one process (as the tests do).
   which kopf may not watch, are followed on their own (``following``) and
   answer :meth:`IndexCache.secret` for their names.
 - The **start-up handler** captures the indexes and starts the workers, which
-  run :func:`omnia.operator.reconciling.reconcile`.
+  run :func:`omnia.operator.reconciling.reconcile`, and the budget meter
+  (``metering``), which queues an agent when its budget counters changed.
 """
 
 from __future__ import annotations
