@@ -9,6 +9,7 @@ import logging
 import pytest
 from prometheus_client import CollectorRegistry
 
+from omnia import budgets
 from omnia.budgets import Budgets, MemoryCounter
 from omnia.budgets.base import StoreUnavailable
 from omnia.operator import metering, metrics, reconciling
@@ -18,6 +19,7 @@ from omnia.rendering import budget_config
 from tests.operator import manifests
 from tests.operator.fakes import MemoryApi, MemoryCache, with_status
 from tests.operator.test_reconciling import context, ready_world
+from tests.sessions.conftest import postgres_server, redis_server  # noqa: F401  (fixtures)
 
 NOW = datetime.datetime(2026, 12, 2, 15, 0, tzinfo=datetime.timezone.utc)
 NS = manifests.NAMESPACE
@@ -57,11 +59,13 @@ class Counters:
         await runtime.spend(tokens=tokens, cost_usd=cost_usd)
 
 
-def meter(cache: MemoryCache, api: MemoryApi, counters: Counters, *, queued: list | None = None,
+def meter(cache: MemoryCache, api: MemoryApi, counters: Counters | None, *, queued: list | None = None,
           stores=None, registry: CollectorRegistry | None = None) -> metering.Meter:
+    """A meter on ``counters`` (None: the real ``budgets.connect``)."""
     return metering.Meter(
         cache=cache, api=api, session_stores=stores or {}, enqueue=(queued if queued is not None else []).extend,
-        measured=metrics.Metrics(registry or CollectorRegistry()), connect=counters.connect, clock=lambda: NOW,
+        measured=metrics.Metrics(registry or CollectorRegistry()),
+        connect=counters.connect if counters is not None else budgets.connect, clock=lambda: NOW,
     )
 
 
@@ -300,3 +304,35 @@ async def test_removing_the_budget_removes_its_status_and_condition():
     status = await settle(cache, api, ctx, ctx.meter, queued)
     assert "budgets" not in status and "budgetPercentUsed" not in status
     assert "BudgetExceeded" not in {c["type"] for c in status["conditions"]}
+
+
+# --- on real stores ----------------------------------------------------------------
+
+
+@pytest.mark.services
+@pytest.mark.parametrize("store_type", ["redis", "postgres"])
+async def test_the_operator_reads_what_a_runtime_counted_in_a_real_store(request, store_type):
+    """The operator's reading goes through ``budgets.connect``, the same counters the runtimes add to."""
+    server = request.getfixturevalue(f"{store_type}_server")
+    budget = {"daily": {"tokens": 1000}, "shared": {"name": f"team-{store_type}", "monthly": {"costUSD": 2}}}
+    session = {"type": store_type, "secretRef": {"name": "store", "key": "url"}}
+    cache, api = world(budget=budget, session=session, url=server.url)
+    reader = meter(cache, api, None)
+    runtime_counter = budgets.connect(store_type, server.url)
+    try:
+        name = f"agent-{request.node.callspec.id}"
+        cache.put(manifests.agent(name, session=session, budget=budget))
+        model = manifests.model(manifests.agent(name, budget=budget))
+        runtime = Budgets(budget_config(model.spec.budget), namespace=NS, agent=name, counter=runtime_counter,
+                          clock=lambda: NOW)
+        await runtime.spend(tokens=700, cost_usd=1.5)
+        ref = Ref("AgentRuntime", NS, name)
+        await reader.read([ref])
+        totals = {(key.scope, key.period.kind): (spent.tokens, spent.cost_usd)
+                  for key, spent in reader.reading(ref).items()}
+        assert totals == {(f"agent:{NS}/{name}", "day"): (700, 1.5), (f"agent:{NS}/{name}", "month"): (700, 1.5),
+                          (f"shared:{NS}/team-{store_type}", "day"): (700, 1.5),
+                          (f"shared:{NS}/team-{store_type}", "month"): (700, 1.5)}
+    finally:
+        await runtime_counter.aclose()
+        await reader.aclose()
