@@ -367,6 +367,10 @@ def operator(
     discovery_interval: Annotated[
         float, typer.Option(min=1, help="Seconds between discoveries of a ToolRegistry's MCP and OpenAPI tools.")
     ] = 300.0,
+    budget_interval: Annotated[
+        float, typer.Option(min=1, help="Seconds between readings of the budget counters shown in the "
+                            "AgentRuntimes' status.budgets (also read after each reconcile of an agent).")
+    ] = 60.0,
     leader_elect: Annotated[
         bool, typer.Option("--leader-elect", help="Reconcile only while holding the leader Lease (several replicas).")
     ] = False,
@@ -425,6 +429,7 @@ def operator(
         defaults=defaults,
         workers=workers,
         discovery_interval=discovery_interval,
+        budget_interval=budget_interval,
         leader_election_namespace=lease_namespace,
     )
 

@@ -53,6 +53,9 @@ class MemoryCache:
     def agent(self, namespace: str, name: str) -> Parsed | None:
         return self.objects.get(Ref(references.AGENT_RUNTIME, namespace, name))
 
+    def agents(self) -> list[Ref]:
+        return [ref for ref in self.objects if ref.kind == references.AGENT_RUNTIME]
+
     def prompt_pack(self, namespace: str, name: str) -> Parsed | None:
         return self.objects.get(Ref(references.PROMPT_PACK, namespace, name))
 

@@ -16,7 +16,8 @@ started several times in one process (as the tests do).
   which kopf may not watch, are followed on their own (``following``) and
   answer :meth:`IndexCache.secret` for their names.
 - The **start-up handler** captures the indexes and starts the workers, which
-  run :func:`omnia.operator.reconciling.reconcile`.
+  run :func:`omnia.operator.reconciling.reconcile`, and the budget meter
+  (``metering``), which queues an agent when its budget counters changed.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from omnia.operator import (
     credentials,
     following,
     labels,
+    metering,
     metrics,
     podhealth,
     queueing,
@@ -107,6 +109,9 @@ class IndexCache:
     def pods(self, namespace: str, agent: str) -> list[podhealth.PodSummary]:
         return list(self._indexes["pods"].get(Ref(references.AGENT_RUNTIME, namespace, agent), ()))
 
+    def agents(self) -> list[Ref]:
+        return [key for key in self._indexes["agentruntimes"] if isinstance(key, Ref)]
+
     def referrers(self, ref: Ref) -> set[Ref]:
         found: set[Ref] = set()
         for index in OMNIA_PLURALS.values():
@@ -130,6 +135,7 @@ class Operator:
     workers: int = 4
     resync_seconds: float = 600.0
     discovery_interval: float = reconciling.DISCOVERY_INTERVAL_SECONDS
+    budget_interval: float = metering.INTERVAL_SECONDS
     connect: Callable[[kopf.OperatorSettings], applying.KubeClient] = field(
         default=lambda settings: applying.KubeClient.connect(settings)
     )
@@ -139,6 +145,7 @@ class Operator:
     metrics: metrics.Metrics = field(default_factory=lambda: metrics.Metrics(CollectorRegistry()))
     context: reconciling.Context | None = None
     cache: IndexCache | None = None
+    meter: metering.Meter | None = None
     followers: dict[tuple[str, str], following.Follower] = field(default_factory=dict)
     """(namespace, name) → the follower of a default session store's Secret."""
     _tasks: list[asyncio.Task] = field(default_factory=list)
@@ -153,8 +160,11 @@ class Operator:
         self.cache = IndexCache(indexes, followed=self.followers)
         self._client = self.connect(settings)
         await self._follow_session_stores(self._client)
+        self.meter = metering.Meter(cache=self.cache, api=self._client, session_stores=self.defaults.session_stores,
+                                    enqueue=self.enqueue, measured=self.metrics, interval=self.budget_interval)
         self.context = reconciling.Context(cache=self.cache, api=self._client, defaults=self.defaults,
-                                           discovery_interval=self.discovery_interval, metrics=self.metrics)
+                                           discovery_interval=self.discovery_interval, metrics=self.metrics,
+                                           meter=self.meter)
         context = self.context
         self.metrics.watch_queue(self.queue)
         for number in range(self.workers):
@@ -164,6 +174,7 @@ class Operator:
                 name=f"omnia-reconciler-{number}",
             ))
         self._tasks.append(asyncio.create_task(self._resync(), name="omnia-resync"))
+        self._tasks.append(asyncio.create_task(self.meter.run(), name="omnia-budget-meter"))
 
     async def _follow_session_stores(self, client: applying.KubeClient) -> None:
         """Follow each default session store's Secret; the first list is awaited, so the first reconciles see it."""
@@ -194,6 +205,8 @@ class Operator:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
         self.queue.close()
+        if self.meter is not None:
+            await self.meter.aclose()
         if self._client is not None:
             await self._client.aclose()
 

@@ -37,12 +37,14 @@ from omnia.operator import (
     builders,
     hashing,
     labels,
+    metering,
     metrics,
     podhealth,
     promptpacks,
     queueing,
     references,
     sessionstores,
+    standings,
     status,
     toolregistries,
 )
@@ -125,6 +127,8 @@ class Context:
     discoveries: dict[Ref, Remembered] = field(default_factory=dict)
     """Ref → the ToolRegistry's last discovery, so that its other reconciles do not ask the servers again."""
     metrics: metrics.Metrics = field(default_factory=lambda: metrics.Metrics(CollectorRegistry()))
+    meter: metering.Meter | None = None
+    """The budget counters' last readings; None shows no budgets (and keeps those the status has)."""
 
     def now(self) -> datetime.datetime:
         return self.clock().replace(microsecond=0)
@@ -485,9 +489,23 @@ async def _write_agent_status(
     selector: str,
     now: datetime.datetime,
 ) -> float | None:
-    """Write the agent's status, its pods judged too; returns when time alone may change their verdict."""
+    """Write the agent's status, its pods and budgets judged too; returns when time alone may change their verdict.
+
+    Budgets are shown from the meter's last reading, with the limits of the
+    spec (those of an invalid spec are unknown: the status keeps what it
+    showed); an entry that reached a threshold since the status written
+    before posts its Warning (``standings``). The meter then reads the
+    agent's counters again, which reconciles it once more if they changed.
+    """
     previous = parsed.status
+    ref = Ref(parsed.kind, parsed.namespace, parsed.name)
     pods = podhealth.assess(ctx.cache.pods(parsed.namespace, parsed.name), now=now)
+    limits = standings.limits(parsed.resource) if parsed.resource is not None else None
+    shown = previous.budgets or []
+    if limits is None or ctx.meter is None:
+        budgets = shown
+    else:
+        budgets = standings.standings(limits, reading=ctx.meter.reading(ref), previous=shown)
     current = status.agent_status(
         previous,
         generation=parsed.generation,
@@ -501,8 +519,13 @@ async def _write_agent_status(
         selector=selector,
         now=now,
         pods=pods.problem,
+        budgets=budgets,
+        budget=standings.exceeded(budgets),
     )
-    await _write_status(parsed, previous, current, ctx)
+    await _write_status(parsed, previous, current, ctx,
+                        handler_events=standings.crossings(shown, current.budgets or []))
+    if ctx.meter is not None and limits:
+        ctx.meter.soon(ref)
     return pods.recheck_after
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import re
 from typing import Annotated, Literal
 
@@ -428,6 +429,29 @@ class AgentRuntimeSpec(ApiModel):
     )
 
 
+class BudgetStanding(StatusModel):
+    """What one budget has spent in its current period, as the operator last read the counters."""
+
+    scope: Literal["agent", "shared"] = Field(
+        description="agent: this agent's own budget (spec.budget.daily/monthly); "
+        "shared: the namespace budget it names (spec.budget.shared)."
+    )
+    name: str = Field(description="The agent's name for scope agent, the shared budget's name for scope shared.")
+    period: Literal["day", "month"] = Field(description="The UTC day or calendar month the totals are of.")
+    tokens: int = Field(default=0, ge=0, description="Tokens spent in the period (input plus output).")
+    cost_usd: float = Field(default=0.0, ge=0, alias="costUSD", description="US dollars spent in the period.")
+    tokens_limit: int | None = Field(default=None, ge=0, description="The tokens limit; absent when not limited.")
+    cost_usd_limit: float | None = Field(
+        default=None, ge=0, alias="costUSDLimit", description="The costUSD limit; absent when not limited."
+    )
+    percent_used: int = Field(
+        ge=0,
+        description="Spent as a percentage of the limit, the higher of tokens and costUSD, rounded down; "
+        "100 or more: turns are refused with BUDGET_EXCEEDED until the period resets.",
+    )
+    resets_at: datetime.datetime = Field(description="When the period ends and its totals start from zero (UTC).")
+
+
 AgentRuntimePhase = Literal["Pending", "Progressing", "Running", "Degraded", "Failed"]
 
 
@@ -457,8 +481,18 @@ class AgentRuntimeStatus(StatusModel):
     config_hash: str | None = Field(
         default=None, description="Hash of everything the pods depend on, stamped on the pod template."
     )
+    budgets: list[BudgetStanding] | None = Field(
+        default=None,
+        description="Spending of each budget in spec.budget, per scope and period, as the operator last read "
+        "the counters in the session store (periodically and after each reconcile; redis and postgres only). Absent without budgets.",
+    )
+    budget_percent_used: int | None = Field(
+        default=None, ge=0,
+        description="The highest percentUsed of budgets, for kubectl get; absent without budgets.",
+    )
     conditions: Conditions = conditions_field(
-        "Current conditions: ProviderReady, PromptPackReady, ToolsReady, Available, Progressing, Ready."
+        "Current conditions: ProviderReady, PromptPackReady, ToolsReady, Available, Progressing, Ready, "
+        "and BudgetExceeded for an agent with budgets."
     )
     observed_generation: int | None = observed_generation_field()
 
