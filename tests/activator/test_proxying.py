@@ -263,3 +263,77 @@ async def test_stopping_tells_held_clients_to_reconnect(start_activator) -> None
             await frame(ws)
         await stopping
     assert (error["code"], error["retryable"], ws.close_code) == ("DRAINING", True, 1012)
+
+
+FRAME = "x" * 65536
+FRAMES = 1000
+"""64 MB in all: far beyond every socket and protocol buffer on the way, so only back-pressure stops it."""
+
+
+async def _stalled(count) -> int:
+    """Wait until ``count()`` stops growing (the sender is blocked), and return it."""
+    last = -1
+    while count() != last:
+        last = count()
+        await asyncio.sleep(0.5)
+    return last
+
+
+async def test_a_client_that_does_not_read_stops_the_pod_sending(
+    activator: ActivatorServer, backends: MemoryBackends
+) -> None:
+    """The activator does not buffer what its client does not take: the pod's sends block instead."""
+    sent = 0
+
+    async def flood(ws: ServerConnection) -> None:
+        nonlocal sent
+        for _ in range(FRAMES):
+            await ws.send(FRAME)
+            sent += 1
+        await ws.wait_closed()
+
+    async with serve(flood, "127.0.0.1", 0, max_size=None) as pod:
+        await backends.set_ready(AGENT, [Address("127.0.0.1", pod.sockets[0].getsockname()[1])])
+        async with dial(activator, max_size=None) as ws:
+            assert await _stalled(lambda: sent) < FRAMES
+            received = 0
+            while received < FRAMES:
+                assert await asyncio.wait_for(ws.recv(), timeout=30) == FRAME
+                received += 1
+        assert sent == FRAMES
+
+
+async def test_a_pod_that_does_not_read_stops_the_client_sending(
+    activator: ActivatorServer, backends: MemoryBackends
+) -> None:
+    reading = asyncio.Event()
+    received = 0
+
+    async def slow(ws: ServerConnection) -> None:
+        nonlocal received
+        await reading.wait()
+        async for message in ws:
+            assert message == FRAME
+            received += 1
+            if received == FRAMES:
+                await ws.send("all received")
+
+    async with serve(slow, "127.0.0.1", 0, max_size=None) as pod:
+        await backends.set_ready(AGENT, [Address("127.0.0.1", pod.sockets[0].getsockname()[1])])
+        async with dial(activator) as ws:
+            sent = 0
+
+            async def flood() -> None:
+                nonlocal sent
+                for _ in range(FRAMES):
+                    await ws.send(FRAME)
+                    sent += 1
+
+            sending = asyncio.ensure_future(flood())
+            try:
+                assert await _stalled(lambda: sent) < FRAMES
+                reading.set()
+                await asyncio.wait_for(sending, timeout=60)
+                assert await asyncio.wait_for(ws.recv(), timeout=30) == "all received"
+            finally:
+                sending.cancel()

@@ -155,7 +155,9 @@ class ExternalScaler(pb_grpc.ExternalScalerServicer):
             pb.MetricSpec(metricName=trigger.metric_name, targetSize=math.ceil(target), targetSizeFloat=target)
         ])
 
-    async def GetMetrics(self, request: pb.GetMetricsRequest, context: grpc.aio.ServicerContext) -> pb.GetMetricsResponse:
+    async def GetMetrics(
+        self, request: pb.GetMetricsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetMetricsResponse:
         trigger = await _trigger(request.scaledObjectRef, context)
         async with _answering(context):
             value = await self.connections(trigger.agent)
