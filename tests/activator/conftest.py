@@ -46,7 +46,7 @@ async def start_activator(backends: MemoryBackends) -> AsyncIterator[StartActiva
     started: list[ActivatorServer] = []
 
     async def start(**options) -> ActivatorServer:
-        server = ActivatorServer(backends=backends, host="127.0.0.1", port=0, scaler_port=0,
+        server = ActivatorServer(backends=options.pop("backends", backends), host="127.0.0.1", port=0, scaler_port=0,
                                  drain_timeout=options.pop("drain_timeout", 2.0), **options)
         await server.start()
         started.append(server)

@@ -337,3 +337,21 @@ async def test_a_pod_that_does_not_read_stops_the_client_sending(
                 assert await asyncio.wait_for(ws.recv(), timeout=30) == "all received"
             finally:
                 sending.cancel()
+
+
+class Unreachable(MemoryBackends):
+    async def scale_to_zero_namespaces(self, name: str):
+        raise httpx.ConnectError("the API server is unreachable")
+
+
+async def test_when_the_cluster_cannot_be_asked_the_client_is_told_to_retry(start_activator) -> None:
+    """An API outage is not the client's mistake: retryable, not misdirected."""
+    activator = await start_activator(backends=Unreachable())
+    async with dial(activator) as ws:
+        error = await frame(ws)
+        with pytest.raises(ConnectionClosed):
+            await frame(ws)
+    assert (error["code"], error["retryable"], ws.close_code) == ("RUNTIME_UNAVAILABLE", True, 1013)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{activator.port}", trust_env=False) as http:
+        response = await http.get("/v1/models", headers={"Host": "support-agent.team-a"})
+    assert response.status_code == 503 and "Retry-After" in response.headers

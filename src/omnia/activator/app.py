@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+import httpx
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -71,23 +72,35 @@ class Activator:
                 self.metrics.connections.labels("misdirected").inc()
             await PlainTextResponse(f"{exc}\n", status_code=421)(scope, receive, send)
             return
+        except LookupUnavailable as exc:
+            if scope["type"] == "websocket":
+                self.metrics.connections.labels(proxying.Outcome.REFUSED).inc()
+                await proxying.refuse(WebSocket(scope, receive, send), code=ErrorCode.RUNTIME_UNAVAILABLE,
+                                      message=str(exc), close_code=CloseCode.TRY_AGAIN_LATER, retryable=True,
+                                      retry_after_seconds=proxying.RETRY_AFTER_SECONDS)
+            else:
+                await _retry_later(str(exc))(scope, receive, send)
+            return
         if scope["type"] == "http":
             self.demand.request(agent)
             self.metrics.requests.inc()
-            await PlainTextResponse(
-                f"agent {agent} is starting; retry in {proxying.RETRY_AFTER_SECONDS:g}s\n",
-                status_code=503, headers={"Retry-After": f"{proxying.RETRY_AFTER_SECONDS:.0f}"},
-            )(scope, receive, send)
+            await _retry_later(f"agent {agent} is starting; retry in {proxying.RETRY_AFTER_SECONDS:g}s")(
+                scope, receive, send
+            )
             return
         await self._hold(WebSocket(scope, receive, send), agent)
 
     async def resolve(self, target: hosts.Target) -> AgentRef:
-        """The scale-to-zero agent a parsed Host names; :class:`HostError` if none (or several)."""
+        """The scale-to-zero agent a parsed Host names.
+
+        :class:`HostError` if none (or several); :class:`LookupUnavailable`
+        when the AgentRuntimes cannot be listed.
+        """
         try:
             namespaces = await self.backends.scale_to_zero_namespaces(target.name)
-        except Exception as exc:
+        except httpx.HTTPError as exc:
             logger.warning("listing the AgentRuntimes called %s failed: %s", target.name, exc)
-            raise HostError(f"cannot look up agent {target.name!r} now") from exc
+            raise LookupUnavailable(f"cannot look up agent {target.name!r} now; retry shortly") from exc
         if target.namespace is not None:
             if target.namespace not in namespaces:
                 raise HostError(f"no scale-to-zero agent {target.namespace}/{target.name}")
@@ -101,15 +114,18 @@ class Activator:
     async def _hold(self, websocket: WebSocket, agent: AgentRef) -> None:
         if self.draining:
             self.metrics.connections.labels("drained").inc()
-            await proxying.refuse(websocket, ErrorCode.DRAINING, "the activator is shutting down; reconnect",
-                                  CloseCode.SERVICE_RESTART, retryable=True)
+            await proxying.refuse(websocket, code=ErrorCode.DRAINING,
+                                  message="the activator is shutting down; reconnect",
+                                  close_code=CloseCode.SERVICE_RESTART, retryable=True)
             return
         if self.demand.total_held >= self.demand.max_held:
             self.metrics.connections.labels("full").inc()
             await proxying.refuse(
-                websocket, ErrorCode.RUNTIME_UNAVAILABLE,
-                f"too many connections are waiting for agents to start; retry in {proxying.RETRY_AFTER_SECONDS:g}s",
-                CloseCode.TRY_AGAIN_LATER, retryable=True, retry_after_seconds=proxying.RETRY_AFTER_SECONDS,
+                websocket, code=ErrorCode.RUNTIME_UNAVAILABLE,
+                message="too many connections are waiting for agents to start; "
+                f"retry in {proxying.RETRY_AFTER_SECONDS:g}s",
+                close_code=CloseCode.TRY_AGAIN_LATER, retryable=True,
+                retry_after_seconds=proxying.RETRY_AFTER_SECONDS,
             )
             return
         connection = proxying.Connection(websocket, agent=agent, demand=self.demand, wakeups=self.wakeups,
@@ -165,6 +181,15 @@ class Activator:
             if pending:
                 await asyncio.wait(pending)
         await self.wakeups.aclose()
+
+
+class LookupUnavailable(Exception):
+    """The cluster cannot say now which agent a Host names; a retry may succeed."""
+
+
+def _retry_later(message: str) -> Response:
+    return PlainTextResponse(f"{message}\n", status_code=503,
+                             headers={"Retry-After": f"{proxying.RETRY_AFTER_SECONDS:.0f}"})
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

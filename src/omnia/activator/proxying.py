@@ -290,8 +290,8 @@ class Connection:
             await self.websocket.close(code=close_code, reason=message[:120])
 
 
-async def refuse(websocket: WebSocket, code: ErrorCode, message: str, close_code: int, *,
-                 retryable: bool, retry_after_seconds: float | None = None) -> None:
+async def refuse(websocket: WebSocket, *, code: ErrorCode, message: str, close_code: int, retryable: bool,
+                 retry_after_seconds: float | None = None) -> None:
     """Accept only to say why in an ``error`` frame, then close (clients read frames, not HTTP statuses)."""
     offered = websocket.scope.get("subprotocols") or []
     await websocket.accept(subprotocol=offered[0] if offered else None)
