@@ -1,10 +1,17 @@
-"""The activator's own Prometheus metrics, on a registry the caller owns."""
+"""The activator's own Prometheus metrics, on a registry the caller owns.
+
+Every ``result`` series exists from the start at 0, so ``rate()`` and alerts
+work before the first connection. No label names an agent: the series count
+does not grow with the number of agents.
+"""
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from omnia.activator.demand import Demand
+
+RESULTS = ("proxied", "timeout", "refused", "client_gone", "drained", "full", "misdirected")
 
 
 class Metrics:
@@ -21,6 +28,8 @@ class Metrics:
             ["result"],
             registry=registry,
         )
+        for result in RESULTS:
+            self.connections.labels(result)
         self.requests = Counter("omnia_activator_http_requests",
                                 "Plain HTTP requests for an agent at zero, answered 503 with Retry-After.",
                                 registry=registry)
