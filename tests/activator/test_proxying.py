@@ -251,6 +251,7 @@ async def test_probes_and_metrics_answer_requests_by_address(activator: Activato
             assert (await http.get("/readyz")).status_code == 200
             metrics = (await http.get("/metrics")).text
     assert "omnia_activator_held_connections 1.0" in metrics
+    assert 'omnia_activator_connections_total{result="timeout"} 0.0' in metrics
 
 
 async def test_stopping_tells_held_clients_to_reconnect(start_activator) -> None:

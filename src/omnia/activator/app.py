@@ -66,10 +66,14 @@ class Activator:
             await self._own(scope, receive, send)
             return
         try:
-            agent = await self.resolve(hosts.parse(host))
+            target = hosts.parse(host)
+            # Refused before the lookup, so a flood of connections costs the API server nothing.
+            if scope["type"] == "websocket" and await self._refused(WebSocket(scope, receive, send)):
+                return
+            agent = await self.resolve(target)
         except HostError as exc:
             if scope["type"] == "websocket":
-                self.metrics.connections.labels("misdirected").inc()
+                self.metrics.connections.labels(proxying.Outcome.MISDIRECTED).inc()
             await PlainTextResponse(f"{exc}\n", status_code=421)(scope, receive, send)
             return
         except LookupUnavailable as exc:
@@ -111,15 +115,16 @@ class Activator:
                             f"connect to {target.name}.<namespace>")
         return AgentRef(namespace=namespaces[0], name=target.name)
 
-    async def _hold(self, websocket: WebSocket, agent: AgentRef) -> None:
+    async def _refused(self, websocket: WebSocket) -> bool:
+        """Refuse the connection if the activator drains or holds ``max_held`` already; whether it did."""
         if self.draining:
-            self.metrics.connections.labels("drained").inc()
+            self.metrics.connections.labels(proxying.Outcome.DRAINED).inc()
             await proxying.refuse(websocket, code=ErrorCode.DRAINING,
                                   message="the activator is shutting down; reconnect",
                                   close_code=CloseCode.SERVICE_RESTART, retryable=True)
-            return
+            return True
         if self.demand.total_held >= self.demand.max_held:
-            self.metrics.connections.labels("full").inc()
+            self.metrics.connections.labels(proxying.Outcome.FULL).inc()
             await proxying.refuse(
                 websocket, code=ErrorCode.RUNTIME_UNAVAILABLE,
                 message="too many connections are waiting for agents to start; "
@@ -127,7 +132,10 @@ class Activator:
                 close_code=CloseCode.TRY_AGAIN_LATER, retryable=True,
                 retry_after_seconds=proxying.RETRY_AFTER_SECONDS,
             )
-            return
+            return True
+        return False
+
+    async def _hold(self, websocket: WebSocket, agent: AgentRef) -> None:
         connection = proxying.Connection(websocket, agent=agent, demand=self.demand, wakeups=self.wakeups,
                                          settings=self.settings, relayed=self.metrics.relaying)
         run = asyncio.create_task(connection.run(), name=f"omnia-activator-connection-{agent}")

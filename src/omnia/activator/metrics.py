@@ -10,8 +10,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from omnia.activator.demand import Demand
-
-RESULTS = ("proxied", "timeout", "refused", "client_gone", "drained", "full", "misdirected")
+from omnia.activator.proxying import Outcome
 
 
 class Metrics:
@@ -28,7 +27,7 @@ class Metrics:
             ["result"],
             registry=registry,
         )
-        for result in RESULTS:
+        for result in Outcome:
             self.connections.labels(result)
         self.requests = Counter("omnia_activator_http_requests",
                                 "Plain HTTP requests for an agent at zero, answered 503 with Retry-After.",

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 import random
 from collections.abc import Sequence
@@ -76,7 +77,7 @@ class Settings:
     open_timeout_seconds: float = OPEN_TIMEOUT_SECONDS
 
 
-class Outcome:
+class Outcome(enum.StrEnum):
     """How a connection ended, the ``result`` label of ``omnia_activator_connections_total``."""
 
     PROXIED = "proxied"
@@ -85,6 +86,7 @@ class Outcome:
     CLIENT_GONE = "client_gone"
     DRAINED = "drained"
     FULL = "full"
+    MISDIRECTED = "misdirected"
 
 
 class Connection:
@@ -107,7 +109,7 @@ class Connection:
         offered = self.websocket.scope.get("subprotocols") or []
         return offered[0] if offered else None
 
-    async def run(self) -> str:
+    async def run(self) -> Outcome:
         """Serve the connection to its end; returns the :class:`Outcome`.
 
         Cancelling it (a drain) closes both sides with ``DRAINING`` and 1012.
@@ -145,7 +147,7 @@ class Connection:
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
 
-    async def _wake(self) -> tuple[ClientConnection | None, str]:
+    async def _wake(self) -> tuple[ClientConnection | None, Outcome]:
         """Hold the client until a pod's facade accepts the relayed handshake.
 
         Returns the pod's connection, or None and why there is none (the
