@@ -7,7 +7,7 @@ EndpointSlice does in a cluster.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 
@@ -18,7 +18,7 @@ from .harness import AGENT, agent_config
 
 
 @pytest.fixture(scope="module")
-def agent(tmp_path_factory) -> AgentProcesses:
+def agent(tmp_path_factory) -> Iterator[AgentProcesses]:
     processes = AgentProcesses(agent_config(), tmp_path_factory.mktemp("agent"))
     try:
         yield processes.start()
