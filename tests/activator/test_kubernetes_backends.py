@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
+import httpx
 import pytest
 
 from omnia.activator.backends import Address
-from omnia.activator.backends.kubernetes import ready_addresses, scales_to_zero
+from omnia.activator.backends.kubernetes import KubernetesBackends, ready_addresses, scales_to_zero
+from omnia.activator.hosts import AgentRef
 
 
 def _slice(name: str, *endpoints: tuple[str, bool | None], port: int = 8080, port_name: str = "ws") -> dict:
@@ -56,3 +60,38 @@ def test_the_port_is_the_facade_port_by_name() -> None:
 )
 def test_scale_to_zero_agents_are_those_autoscaled_from_zero(spec: dict, expected: bool) -> None:
     assert scales_to_zero({"spec": spec}) is expected
+
+
+async def test_watch_lists_follows_events_and_lists_again_after_an_expired_watch() -> None:
+    """Against httpx's in-process transport: the API server's answers, scripted."""
+    pod = _slice("support-agent-x7k2p", ("10.0.0.5", True))
+    lists = iter([
+        {"metadata": {"resourceVersion": "10"}, "items": [_slice("support-agent-activator", ("10.0.9.1", True))]},
+        {"metadata": {"resourceVersion": "20"}, "items": [pod]},
+    ])
+    watches = iter([
+        [{"type": "ADDED", "object": pod}, {"type": "ERROR", "object": {"code": 410, "message": "too old"}}],
+        [{"type": "DELETED", "object": pod}],
+    ])
+    requests: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        requests.append(request)
+        if request.url.params.get("watch") == "true":
+            return httpx.Response(200, content="".join(json.dumps(event) + "\n" for event in next(watches)))
+        return httpx.Response(200, json=next(lists))
+
+    http = httpx.AsyncClient(base_url="https://api.test", transport=httpx.MockTransport(answer))
+    backends = KubernetesBackends(http, retry_seconds=0)
+    watch = backends.watch(AgentRef("team-a", "support-agent"))
+    seen = [await anext(watch) for _ in range(4)]
+    await watch.aclose()
+    await backends.aclose()
+    assert seen == [(), (Address("10.0.0.5", 8080),), (Address("10.0.0.5", 8080),), ()]
+    assert [(r.url.path, r.url.params.get("resourceVersion")) for r in requests] == [
+        ("/apis/discovery.k8s.io/v1/namespaces/team-a/endpointslices", None),
+        ("/apis/discovery.k8s.io/v1/namespaces/team-a/endpointslices", "10"),
+        ("/apis/discovery.k8s.io/v1/namespaces/team-a/endpointslices", None),
+        ("/apis/discovery.k8s.io/v1/namespaces/team-a/endpointslices", "20"),
+    ]
+    assert {r.url.params["labelSelector"] for r in requests} == {"kubernetes.io/service-name=support-agent"}
