@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 
 import grpc
-import kopf
 import pytest
 from websockets.asyncio.client import connect
 
@@ -26,7 +25,7 @@ from omnia._proto.externalscaler import externalscaler_pb2_grpc as pb_grpc  # no
 from omnia.activator.backends import Address  # noqa: E402
 from omnia.activator.backends.kubernetes import KubernetesBackends  # noqa: E402
 from omnia.activator.hosts import AgentRef  # noqa: E402
-from omnia.operator import applying  # noqa: E402
+from omnia.operator import applying, credentials  # noqa: E402
 from tests.operator import harness  # noqa: E402
 
 pytestmark = pytest.mark.cluster
@@ -86,11 +85,9 @@ async def _next_change(watch, previous):
 
 
 async def test_ready_pods_are_seen_through_a_watch_and_the_activators_slice_is_not(
-    control_plane, kubeconfig, namespace, monkeypatch
+    control_plane, kubeconfig, namespace
 ) -> None:
-    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
-    info = kopf.login_with_kubeconfig(settings=kopf.OperatorSettings())
-    backends = KubernetesBackends(applying.http_client(info))
+    backends = KubernetesBackends(applying.http_client(credentials.Kubeconfig.load(str(kubeconfig))))
     agent = AgentRef(namespace=namespace, name=AGENT)
     try:
         harness.apply(control_plane, _agent(namespace, min_replicas=0), namespace=namespace)
