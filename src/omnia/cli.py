@@ -436,6 +436,72 @@ def operator(
 
 @app.command(
     epilog=_examples(
+        "omnia activator   # in a pod, as the chart runs it",
+        "omnia activator --kubeconfig ~/.kube/config --port 8080 --scaler-port 9090",
+    )
+)
+def activator(
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port of agents' HTTP and WebSocket traffic.")] = 8080,
+    scaler_port: Annotated[
+        int, typer.Option(min=0, max=65535, help="Port of KEDA's external scaler (gRPC).")
+    ] = 9090,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "0.0.0.0",
+    max_held: Annotated[
+        int, typer.Option(min=1, help="Connections held at once while their agents start; more are refused.")
+    ] = 1000,
+    wake_timeout: Annotated[
+        float, typer.Option(min=1, help="Seconds a connection waits for its agent's first ready pod.")
+    ] = 60.0,
+    drain_timeout: Annotated[
+        float, typer.Option(min=0, help="Seconds relayed connections may run on after SIGTERM.")
+    ] = 25.0,
+    kubeconfig: Annotated[
+        Path | None,
+        typer.Option(help="Kubeconfig of the cluster; default: the pod's ServiceAccount, "
+                     "else $KUBECONFIG or ~/.kube/config."),
+    ] = None,
+) -> None:
+    """Hold connections to agents at zero replicas until KEDA wakes them, then relay them (see docs/scaling.md).
+
+    SIGTERM drains: held connections are told to reconnect, relayed ones get --drain-timeout seconds.
+    """
+    import kopf
+
+    from omnia.activator import server
+    from omnia.activator.backends.kubernetes import KubernetesBackends
+    from omnia.operator import applying, credentials
+    from omnia.termination import StartupError
+
+    try:
+        _configure_logs(component="activator")
+    except StartupError as exc:
+        raise _fail(str(exc), EXIT_USAGE) from None
+    if kubeconfig is not None and not kubeconfig.is_file():
+        raise _fail(f"--kubeconfig: {kubeconfig} is not a file", EXIT_USAGE)
+    try:
+        identity = credentials.Kubeconfig.load(os.fspath(kubeconfig)) if kubeconfig is not None \
+            else credentials.discover(kopf.OperatorSettings())
+    except kopf.LoginError as exc:
+        raise _fail(f"cannot reach the cluster: {exc}", EXIT_USAGE) from None
+
+    async def main() -> None:
+        backends = KubernetesBackends(applying.http_client(identity))
+        try:
+            await server.run(server.ActivatorServer(
+                backends=backends, host=host, port=port, scaler_port=scaler_port, max_held=max_held,
+                wake_timeout=wake_timeout, drain_timeout=drain_timeout,
+            ))
+        finally:
+            await backends.aclose()
+
+    try:
+        asyncio.run(main())
+    except StartupError as exc:
+        raise _fail(str(exc), EXIT_USAGE) from None
+
+
+@app.command(
+    epilog=_examples(
         "omnia render examples/quickstart",
         "omnia render agents/ | kubectl diff -f -   # compare with the cluster",
     )

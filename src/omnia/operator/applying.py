@@ -134,16 +134,8 @@ class KubeClient:
     def from_credentials(
         cls, source: credentials.Credentials, *, transport: httpx.AsyncBaseTransport | None = None
     ) -> KubeClient:
-        info = source.connection()
-        return cls(
-            httpx.AsyncClient(
-                base_url=info.server,
-                verify=_ssl_context(info),
-                auth=source.auth(),
-                timeout=httpx.Timeout(30.0, connect=10.0),
-                transport=transport,
-            )
-        )
+        """A client with ``source``'s identity, on ``transport`` if given (tests)."""
+        return cls(http_client(source, transport=transport))
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -314,7 +306,21 @@ def _json(response: httpx.Response) -> dict[str, Any]:
     raise error(response.status_code, reason or response.reason_phrase, message)
 
 
-# --- TLS ----------------------------------------------------------------------
+# --- HTTP and TLS -------------------------------------------------------------
+
+
+def http_client(
+    source: credentials.Credentials, *, transport: httpx.AsyncBaseTransport | None = None
+) -> httpx.AsyncClient:
+    """An HTTP client for the API server with ``source``'s identity (the activator reads with it too)."""
+    info = source.connection()
+    return httpx.AsyncClient(
+        base_url=info.server,
+        verify=_ssl_context(info),
+        auth=source.auth(),
+        timeout=httpx.Timeout(30.0, connect=10.0),
+        transport=transport,
+    )
 
 
 def _ssl_context(info: kopf.ConnectionInfo) -> ssl.SSLContext | bool:
