@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -38,8 +37,10 @@ from omnia.agent.prompts import (
     choose_version,
     client_choice,
     find_version,
+    served_version,
 )
 from omnia.config import AgentConfig, PromptConfig, ToolConfig
+from omnia.protocol.sessions import new_id as new_session_id
 from omnia.providers.base import (
     ChatRequest,
     Finish,
@@ -203,8 +204,8 @@ def principal_of(metadata: Mapping[str, str]) -> tuple[str, str] | None:
     return method, metadata.get("auth_subject", "")
 
 
-def _new_id() -> str:
-    return uuid.uuid4().hex
+def _store_unavailable(exc: StoreUnavailable) -> OpenError:
+    return OpenError("STORE_UNAVAILABLE", f"session store unavailable: {exc}", retryable=True)
 
 
 MAX_TOOL_OUTPUT_CHARS = 16_000
@@ -247,7 +248,7 @@ class Agent:
         store: SessionStore,
         executor: ToolExecutor | None = None,
         tools: ToolCatalog | None = None,
-        new_id: Callable[[], str] = _new_id,
+        new_id: Callable[[], str] = new_session_id,
         tracer: trace.Tracer | None = None,
         budgets: Budgets | None = None,
     ) -> None:
@@ -291,31 +292,44 @@ class Agent:
         with; another principal resuming it is told it does not exist, the
         same as for an unknown id, so an id reveals nothing to others.
         """
+        if not session_id:
+            return await self.create_session(self._new_id(), metadata=metadata), False
         try:
-            if session_id:
-                session = await self.store.get(session_id)
-                owner = principal_of(session.metadata)
-                if owner is not None and owner != principal_of(metadata or {}):
-                    raise SessionNotFound(session_id)
-                return session, True
-            new_id = self._new_id()
-            prompt = choose_version(self.config.prompts, session_id=new_id)
-            session = Session(
-                id=new_id,
-                agent=self.config.name,
-                prompt_version=prompt.version,
-                metadata=dict(metadata or {}),
-            )
-            await self.store.create(session)
-            return session, False
+            session = await self.store.get(session_id)
         except SessionNotFound:
             raise OpenError("SESSION_NOT_FOUND", f"session {session_id} not found") from None
+        except StoreUnavailable as exc:
+            raise _store_unavailable(exc) from None
+        owner = principal_of(session.metadata)
+        if owner is not None and owner != principal_of(metadata or {}):
+            raise OpenError("SESSION_NOT_FOUND", f"session {session_id} not found")
+        return session, True
+
+    async def create_session(
+        self, session_id: str, *, prompt_version: str = "", metadata: dict | None = None
+    ) -> Session:
+        """Store a new session under ``session_id``, which the caller chose.
+
+        The session gets ``prompt_version`` when the rollout serves it to new
+        sessions (the facade announced it from ``Describe``); otherwise the
+        version ``choose_version`` gives the id, as the rollout stands now.
+        """
+        prompt = served_version(self.config.prompts, prompt_version) if prompt_version else None
+        if prompt is None:
+            prompt = choose_version(self.config.prompts, session_id=session_id)
+        session = Session(
+            id=session_id,
+            agent=self.config.name,
+            prompt_version=prompt.version,
+            metadata=dict(metadata or {}),
+        )
+        try:
+            await self.store.create(session)
         except SessionExists:
             raise OpenError("INTERNAL", "session id collision", retryable=True) from None
         except StoreUnavailable as exc:
-            raise OpenError(
-                "STORE_UNAVAILABLE", f"session store unavailable: {exc}", retryable=True
-            ) from None
+            raise _store_unavailable(exc) from None
+        return session
 
     async def run_turn(
         self,
