@@ -121,8 +121,11 @@ class Pod:
             provider=ProviderConfig(type="mock", mock=script),
             facade=FacadeConfig(
                 max_connections=20_000, messages_per_second=1e6, message_burst=1_000_000,
-                # Every client of the benchmark comes from one address.
+                # Every client of the benchmark comes from one address, and
+                # a thousand connect at once to a loaded machine.
                 max_pending_connections_per_address=0,
+                max_pending_connections=0,
+                request_header_timeout_seconds=120,
             ),
         )
         path = workdir / "agent.json"

@@ -63,6 +63,7 @@ from omnia.sessions.base import (
     Turn,
     TurnConflict,
 )
+from omnia.sessions.cache import SessionCache
 
 log = logging.getLogger(__name__)
 
@@ -256,6 +257,9 @@ class Agent:
         self.budgets = budgets
         self.provider = provider
         self.store = store
+        # Decoded histories of recent sessions, brought up to date from the
+        # store before every turn (see ``omnia.sessions.cache``).
+        self.sessions = SessionCache(store)
         self.executor = executor or NoServerTools()
         self.tools = tools or ConfiguredTools(config.tools)
         self._new_id = new_id
@@ -390,7 +394,7 @@ class Agent:
         cancelled: asyncio.Event | None,
     ) -> None:
         try:
-            session = await self.store.get(session_id)
+            session = await self.sessions.get(session_id)
         except SessionNotFound:
             await emit(TurnFailed("SESSION_NOT_FOUND", f"session {session_id} not found", False))
             return
@@ -632,6 +636,7 @@ class Agent:
         try:
             await self.store.append_turn(session.id, record)
         except TurnConflict:
+            self.sessions.forget(session.id)
             return None, TurnFailed(
                 "SESSION_CONFLICT",
                 "another connection added a turn to this session first; resend the message",
@@ -643,6 +648,7 @@ class Agent:
             return None, TurnFailed("SESSION_NOT_FOUND", f"session {session.id} expired", False)
         except StoreUnavailable as exc:
             return None, TurnFailed("STORE_UNAVAILABLE", f"session store unavailable: {exc}", True)
+        self.sessions.committed(session, record)
         return record, None
 
 
