@@ -359,7 +359,7 @@ def main() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     _pin(os.getpid(), CLIENT_CORES)
 
-    plan = [(1, 200), (100, 20), (1000, 5)] if not args.quick else [(1, 100), (10, 20)]
+    plan = [(1, 200), (100, 20)] if not args.quick else [(1, 100), (10, 20)]
     idle_counts = [1000, 10000] if not args.quick else [100]
     rate_count = 5000 if not args.quick else 300
     pinned = "servers on core 0, client on core 1" if (os.cpu_count() or 1) >= 2 else "not pinned (one core)"
