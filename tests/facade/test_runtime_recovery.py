@@ -119,3 +119,32 @@ async def test_readyz_fails_while_the_store_is_down(
         "store": False,
         "detail": "redis: connection refused",
     }
+
+
+async def test_new_sessions_are_refused_once_the_cached_description_of_a_dead_runtime_expires(
+    facade: RunningFacade, runtime: RuntimeDouble
+) -> None:
+    """``connected`` is answered from a cached ``Describe``; a failed refresh drops it.
+
+    So a runtime that died is noticed by new connections within about a
+    second, not only at their first message.
+    """
+    async with await connect(facade.ws_url) as ws:
+        assert (await receive(ws))["type"] == "connected"
+    await runtime.kill()
+    async with asyncio.timeout(10):
+        while True:
+            async with await connect(facade.ws_url) as ws:
+                first = await receive(ws)
+                if first["type"] == "error":
+                    code, _ = await closed(ws)
+                    break
+            await asyncio.sleep(0.2)
+    assert (first["code"], first["retryable"], code) == ("RUNTIME_UNAVAILABLE", True, 1013)
+    await runtime.start()
+    async with asyncio.timeout(10):
+        while True:
+            async with await connect(facade.ws_url) as ws:
+                if (await receive(ws))["type"] == "connected":
+                    break
+            await asyncio.sleep(0.2)

@@ -76,6 +76,11 @@ class FacadeServer:
                 # Chat frames are small; compression would cost tens of
                 # kilobytes of zlib state per connection for little gain.
                 ws_per_message_deflate=False,
+                # Clients reach the pod through a Service or the activator,
+                # never through a proxy on its own loopback (the only one
+                # uvicorn would trust): its X-Forwarded-* layer would only
+                # add a coroutine frame to every idle connection.
+                proxy_headers=False,
                 lifespan="off",
                 log_config=None,
                 access_log=False,
