@@ -126,8 +126,9 @@ async def test_new_sessions_are_refused_once_the_cached_description_of_a_dead_ru
 ) -> None:
     """``connected`` is answered from a cached ``Describe``; a failed refresh drops it.
 
-    So a runtime that died is noticed by new connections within about a
-    second, not only at their first message.
+    So a runtime that died is noticed by new connections within seconds (the
+    answer's second of life, then a refresh that waits up to the open
+    timeout), not only at their first message.
     """
     async with await connect(facade.ws_url) as ws:
         assert (await receive(ws))["type"] == "connected"
