@@ -28,7 +28,7 @@ from starlette.applications import Starlette
 
 from omnia.config import AgentConfig, FacadeConfig
 from omnia.facade import guarding
-from omnia.facade.app import create_app
+from omnia.facade.app import WebSocketShortcut, create_app
 from omnia.facade.relaying import Relay
 from omnia.facade.runtime_client import RuntimeClient
 from omnia.termination import StartupError
@@ -66,7 +66,7 @@ class FacadeServer:
         http, websocket = guarding.protocols(config)
         self._server = _Server(
             uvicorn.Config(
-                app,
+                WebSocketShortcut(app, relay=self.relay),
                 http=http,  # type: ignore[arg-type]
                 ws=websocket,  # type: ignore[arg-type]
                 # Frames above max_message_bytes get a MESSAGE_TOO_LARGE frame
