@@ -17,9 +17,22 @@ import typer
 
 from omnia import __version__
 
+
+def _examples(*lines: str) -> str:
+    """A help epilog: one command a line (kept as written), a comment after ``#``."""
+    return "[bold]Examples[/bold]\n\n" + "\n".join(f"  {line}" for line in lines)
+
+
 app = typer.Typer(
     name="omnia",
     help="Run AI agents in production on Kubernetes, or locally from the same manifests.",
+    epilog=_examples(
+        "omnia run examples/quickstart        # an agent on the embedded model",
+        "omnia chat http://127.0.0.1:8080     # chat with it in the terminal",
+        "omnia render examples/quickstart     # what the operator would create",
+        "omnia crds | kubectl apply -f -      # install the CRDs",
+        "omnia COMMAND --help                 # a command's options and examples",
+    ),
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -111,13 +124,42 @@ def _session_stores(values: list[str] | None):
         raise _fail(str(exc), EXIT_USAGE) from None
 
 
-@app.command()
+def _print_version(requested: bool) -> None:
+    if requested:
+        typer.echo(__version__)
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", is_eager=True, callback=_print_version, help="Print Omnia's version and exit."),
+    ] = False,
+) -> None:
+    """Options that come before the command."""
+
+
+@app.command(
+    epilog=_examples(
+        "omnia run examples/quickstart",
+        "omnia run examples/tools --port 9000 --verbose",
+        "omnia run agents/ --agent support   # a folder with several agents",
+        "omnia run prompts.yaml agent.yaml --host 0.0.0.0",
+    )
+)
 def run(
     paths: Annotated[list[Path], typer.Argument(help="Manifest files or folders.")],
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port of the facade (WebSocket, chat page).")] = 8080,
     host: Annotated[str, typer.Option(help="Address the facade listens on.")] = "127.0.0.1",
     agent: Annotated[str | None, typer.Option(help="The AgentRuntime to run when there are several.")] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show the processes' JSON logs.")] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose", "-v",
+            help="Show the processes' logs, one line per turn among them: readable in a terminal, JSON otherwise.",
+        ),
+    ] = False,
 ) -> None:
     """Run an agent locally from its manifests: runtime and facade, joined by gRPC.
 
@@ -145,6 +187,8 @@ def run(
     if problem:
         raise _fail(f"{plan.where}: spec.session: {problem}", EXIT_USAGE)
     _say(f"Starting agent {config.name!r} ({config.provider.type} provider, model {config.provider.model})...")
+    if config.provider.type == "local":
+        _say(f"Loading the model {config.provider.model} into memory; the agent is ready once it has loaded.")
     try:
         running = local.start(
             config,
@@ -153,13 +197,15 @@ def run(
             port=port,
             env=child_env,
             log_level="info" if verbose else "warning",
+            waiting=lambda seconds: _say(f"  still starting ({seconds:.0f} s)..."),
         )
     except local.LocalRunError as exc:
         raise _fail(str(exc), EXIT_RUNTIME) from None
     try:
         if not running.stop_requested:
             ws_url = running.url.replace("http://", "ws://", 1) + "/ws"
-            _say(f"Agent {config.name!r} is ready.")
+            loaded = f" (model {config.provider.model} loaded)" if config.provider.type == "local" else ""
+            _say(f"Agent {config.name!r} is ready{loaded}.")
             _say(f"  Chat page:  {running.url}/")
             _say(f"  WebSocket:  {ws_url}")
             _say(f"  Terminal:   omnia chat {running.url}")
@@ -185,7 +231,14 @@ def _say(line: str) -> None:
         os.close(devnull)
 
 
-@app.command()
+@app.command(
+    epilog=_examples(
+        "omnia chat http://127.0.0.1:8080",
+        "omnia chat https://agents.example.com/support --session 3f2a9c",
+        "OMNIA_API_KEY=... omnia chat https://agents.example.com/support",
+        "echo Hello | omnia chat http://127.0.0.1:8080   # from a script",
+    )
+)
 def chat(
     url: Annotated[str, typer.Argument(help="The agent's URL, e.g. http://127.0.0.1:8080.")],
     session: Annotated[str | None, typer.Option(help="Resume this session id.")] = None,
@@ -193,11 +246,19 @@ def chat(
         str | None, typer.Option(envvar="OMNIA_API_KEY", help="API key, when the facade requires one.")
     ] = None,
 ) -> None:
-    """Chat with an agent in the terminal; one message per line, Ctrl-D to end."""
+    """Chat with an agent in the terminal; one message per line, Ctrl-D to end.
+
+    In a terminal: a "> " prompt with line editing and history (kept, private, in
+    $XDG_STATE_HOME/omnia/chat_history). From a pipe: one message per line, no prompt.
+    """
     from omnia import chat as chatting
 
+    if sys.stdin.isatty() and sys.stdout.isatty():
+        messages = chatting.TerminalPrompt(history=chatting.history_file())
+    else:
+        messages = chatting.PipedLines(sys.stdin)
     try:
-        code = asyncio.run(chatting.chat(url, session_id=session, api_key=api_key))
+        code = asyncio.run(chatting.chat(url, session_id=session, api_key=api_key, messages=messages))
     except chatting.ChatError as exc:
         raise _fail(str(exc), EXIT_RUNTIME) from None
     except KeyboardInterrupt:
@@ -215,13 +276,12 @@ def runtime(
     termination_log: TerminationLog = None,
 ) -> None:
     """Serve the agent runtime over gRPC (container 2 of an agent pod)."""
-    from omnia import logs
     from omnia.runtime import server
     from omnia.termination import StartupError
 
     try:
         agent_config = _load_config(config)
-        logs.configure(level=os.environ.get("OMNIA_LOG_LEVEL", "info"), component="runtime")
+        _configure_logs(component="runtime")
         _configure_tracing(service_name="omnia-runtime")
         asyncio.run(server.serve(agent_config, address=listen, health_address=health or None))
     except StartupError as exc:
@@ -234,22 +294,30 @@ def facade(
     runtime_address: Annotated[str, typer.Option("--runtime", help="The runtime's gRPC address.")] = "127.0.0.1:9090",
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "0.0.0.0",
     port: Annotated[int | None, typer.Option(help="Port; defaults to the configured facade port.")] = None,
+    linger: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="Seconds to keep listening after the drain, answering late connections with DRAINING "
+            "(while a load balancer still routes here).",
+        ),
+    ] = 0.0,
     termination_log: TerminationLog = None,
 ) -> None:
     """Serve the WebSocket facade (container 1 of an agent pod)."""
-    from omnia import logs
     from omnia.facade import server
     from omnia.termination import StartupError
 
     try:
         agent_config = _load_config(config)
-        logs.configure(level=os.environ.get("OMNIA_LOG_LEVEL", "info"), component="facade")
+        _configure_logs(component="facade")
         _configure_tracing(service_name="omnia-facade")
         server.serve(
             agent_config,
             runtime_address=runtime_address,
             host=host,
             port=port if port is not None else agent_config.facade.port,
+            linger_seconds=linger,
         )
     except StartupError as exc:
         raise _cannot_start(str(exc), termination_log) from None
@@ -269,7 +337,12 @@ def version() -> None:
     typer.echo(__version__)
 
 
-@app.command()
+@app.command(
+    epilog=_examples(
+        "omnia operator --namespace agents --leader-elect",
+        "omnia operator --otlp-endpoint http://otel-collector.observability.svc:4317",
+    )
+)
 def operator(
     namespace: Annotated[
         list[str] | None,
@@ -317,8 +390,8 @@ def operator(
     ] = None,
 ) -> None:
     """Run the operator: reconcile AgentRuntimes, PromptPacks, Providers and ToolRegistries."""
-    from omnia import logs
-    from omnia.operator import applying, builders, main
+    from omnia.operator import builders, credentials, main
+    from omnia.termination import StartupError
 
     if namespace and all_namespaces:
         raise _fail("--namespace and --all-namespaces exclude each other", EXIT_USAGE)
@@ -326,7 +399,7 @@ def operator(
     tracing = _tracing(otlp_endpoint, otlp_headers_secret, trace_sampling_ratio)
     lease_namespace = None
     if leader_elect:
-        pod_namespace = applying.SERVICE_ACCOUNT_DIR / "namespace"
+        pod_namespace = credentials.SERVICE_ACCOUNT_DIR / "namespace"
         lease_namespace = leader_election_namespace or (
             pod_namespace.read_text().strip() if pod_namespace.exists() else None
         )
@@ -341,7 +414,10 @@ def operator(
         defaults = dataclasses.replace(defaults, ingress_namespaces=tuple(n for n in ingress_namespace if n))
     if scrape_namespace is not None:
         defaults = dataclasses.replace(defaults, scrape_namespaces=tuple(n for n in scrape_namespace if n))
-    logs.configure(level=os.environ.get("OMNIA_LOG_LEVEL", "info"), component="operator")
+    try:
+        _configure_logs(component="operator")
+    except StartupError as exc:
+        raise _fail(str(exc), EXIT_USAGE) from None
     main.run(
         namespaces=namespace or (),
         liveness=liveness or None,
@@ -353,7 +429,12 @@ def operator(
     )
 
 
-@app.command()
+@app.command(
+    epilog=_examples(
+        "omnia render examples/quickstart",
+        "omnia render agents/ | kubectl diff -f -   # compare with the cluster",
+    )
+)
 def render(
     paths: Annotated[list[Path], typer.Argument(help="Manifest files or folders.")],
     image: Annotated[
@@ -382,6 +463,17 @@ def render(
     except manifests.ManifestLoadError as exc:
         raise _fail(str(exc), EXIT_USAGE) from None
     typer.echo(rendering.to_yaml(objects), nl=False)
+
+
+def _configure_logs(*, component: str) -> None:
+    """Logs as ``OMNIA_LOG_LEVEL`` and ``OMNIA_LOG_FORMAT`` ask (see ``omnia.logs``); bad values cannot start."""
+    from omnia import logs
+    from omnia.termination import StartupError
+
+    try:
+        logs.configure(level=os.environ.get("OMNIA_LOG_LEVEL", "info"), component=component)
+    except ValueError as exc:
+        raise StartupError(f"OMNIA_LOG_LEVEL or OMNIA_LOG_FORMAT: {exc}") from None
 
 
 def _configure_tracing(*, service_name: str) -> None:

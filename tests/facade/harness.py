@@ -23,13 +23,14 @@ from omnia._proto.omnia.runtime.v1 import runtime_pb2_grpc as pb_grpc
 AGENT = "test-agent"
 HELLO_CHUNKS = ("Hel", "lo, ", "world")
 STABLE_VERSION = "1.0.0"
+SAY = "say:"
 
 
-def _done(finish_reason: str = "stop", turn_index: int = 0) -> pb.ServerEvent:
+def _done(finish_reason: str = "stop", turn_index: int = 0, *, cost_usd: float = 0.002) -> pb.ServerEvent:
     return pb.ServerEvent(
         done=pb.Done(
             finish_reason=finish_reason,
-            usage=pb.Usage(input_tokens=7, output_tokens=3, cost_usd=0.002),
+            usage=pb.Usage(input_tokens=7, output_tokens=3, cost_usd=cost_usd),
             turn_index=turn_index,
             provider="mock",
             model="scripted-1",
@@ -48,6 +49,8 @@ class ScriptedRuntime(pb_grpc.AgentRuntimeServicer):
       for ``release`` to be set (→ rest of the reply and done).
     - ``client tool``: a client-side tool call; echoes the client's result.
     - ``approve``: a tool call that needs approval; runs it if approved.
+    - ``say:TEXT``: TEXT as the reply, streamed in chunks of 5 characters.
+    - ``free``: ``HELLO_CHUNKS`` and done with a cost of 0 (a free model).
     - anything else: ``HELLO_CHUNKS`` and done.
     """
 
@@ -128,7 +131,16 @@ class ScriptedRuntime(pb_grpc.AgentRuntimeServicer):
     async def _turn(
         self, content: str, inbox: asyncio.Queue[pb.ClientEvent | None]
     ) -> AsyncIterator[pb.ServerEvent]:
-        if "fail" in content:
+        if content.startswith(SAY):
+            text = content.removeprefix(SAY)
+            for start in range(0, len(text), 5):
+                yield pb.ServerEvent(chunk=pb.Chunk(content=text[start:start + 5]))
+            yield _done()
+        elif "free" in content:
+            for text in HELLO_CHUNKS:
+                yield pb.ServerEvent(chunk=pb.Chunk(content=text))
+            yield _done(cost_usd=0.0)
+        elif "fail" in content:
             yield pb.ServerEvent(
                 error=pb.Error(code="PROVIDER_ERROR", message="upstream said 503", retryable=True)
             )

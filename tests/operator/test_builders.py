@@ -113,7 +113,7 @@ def test_containers_run_the_facade_and_the_runtime_on_the_mounted_config():
     deployment = by_kind(objects_for(model(manifests.agent(facade={"port": 9000}))))["Deployment"]
     facade, runtime = deployment["spec"]["template"]["spec"]["containers"]
     assert facade["args"] == ["facade", "--config", "/etc/omnia/agent.json", "--runtime", "127.0.0.1:9090",
-                              "--port", "9000", "--termination-log", "/dev/termination-log"]
+                              "--port", "9000", "--linger", "5", "--termination-log", "/dev/termination-log"]
     assert runtime["args"] == ["runtime", "--config", "/etc/omnia/agent.json", "--listen", "127.0.0.1:9090",
                                "--health", "0.0.0.0:9091", "--termination-log", "/dev/termination-log"]
     assert facade["ports"] == [{"name": "ws", "containerPort": 9000, "protocol": "TCP"}]

@@ -9,7 +9,7 @@ import json
 import httpx
 import kopf
 
-from omnia.operator import applying, following
+from omnia.operator import applying, credentials, following
 
 
 def secret_body(version: str, **data: str) -> dict:
@@ -42,7 +42,7 @@ async def test_the_follower_lists_the_one_secret_then_follows_its_changes():
         return httpx.Response(200, content="\n".join(json.dumps(line) for line in lines).encode() + b"\n")
 
     info = kopf.ConnectionInfo(server="https://cluster.example", token="t", insecure=True)
-    client = applying.KubeClient.from_connection(info, transport=httpx.MockTransport(answer))
+    client = applying.KubeClient.from_credentials(credentials.ServiceAccount(info), transport=httpx.MockTransport(answer))
     seen = []
     four = asyncio.Event()
 

@@ -409,6 +409,16 @@ async def test_a_template_that_cannot_render_is_not_published():
     assert ready["reason"] == "InvalidTemplate"
 
 
+async def test_a_variable_nothing_defines_is_not_published_even_in_a_branch_the_defaults_skip():
+    """Why: a render with the defaults passes; the first client whose input takes the branch would fail mid-turn."""
+    cache, api = MemoryCache(), MemoryApi()
+    cache.put(manifests.pack(prompt="Hi.{% if premium %} Dear {{ customer }}.{% endif %}", variables={"premium": ""}))
+    await reconciling.reconcile(PACK, context(cache, api))
+    assert not [call for call in api.calls if call[0] == "create"]
+    ready = next(c for c in api.statuses[("PromptPack", NS, "prompts")]["conditions"] if c["type"] == "Ready")
+    assert (ready["reason"], "'customer' is not defined" in ready["message"]) == ("InvalidTemplate", True)
+
+
 # --- providers and registries --------------------------------------------------------------
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -34,6 +35,7 @@ from omnia.agent.prompts import (
     MESSAGE_VARIABLE,
     PromptError,
     PromptRenderer,
+    check_sources,
     choose_version,
     client_choice,
     find_version,
@@ -281,10 +283,15 @@ class Agent:
         return renderer
 
     def check(self) -> None:
-        """Fail at start-up, not at the first turn, on templates that cannot render."""
+        """Fail at start-up, not at the first turn, on templates that cannot render.
+
+        Both checks: the sources (syntax, variables nothing defines, in every
+        branch) and a render with the defaults.
+        """
         rollout = self.config.prompts
         for prompt in (rollout.stable, rollout.canary, *rollout.retained):
             if prompt is not None:
+                check_sources(prompt)
                 self.renderer(prompt).check()
 
     async def open_session(
@@ -351,7 +358,9 @@ class Agent:
         await point; the partial turn is committed with reason ``cancelled``.
         If the task running this coroutine is itself cancelled, nothing is
         committed and nothing more is emitted. The turn is traced as an
-        ``invoke_agent`` span, a child of ``trace_context`` when given.
+        ``invoke_agent`` span, a child of ``trace_context`` when given, and
+        logged in one line once it has ended: ``turn done`` (tokens, cost,
+        latency) or ``turn failed`` (the error code).
         """
         attributes = {
             "gen_ai.operation.name": "invoke_agent",
@@ -370,8 +379,11 @@ class Agent:
                     ended.append(event)
                 await emit(event)
 
+            started = time.monotonic()
             await self._run_turn(session_id, user, channel=channel, emit=traced_emit, cancelled=cancelled)
+            latency_ms = round((time.monotonic() - started) * 1000)
             for event in ended:
+                _log_turn(session_id, event, latency_ms=latency_ms)
                 if isinstance(event, TurnDone):
                     span.set_attributes(
                         {
@@ -698,6 +710,28 @@ class _TurnState:
                             "name": call["name"],
                         }
                     )
+
+
+def _log_turn(session_id: str, event: TurnDone | TurnFailed, *, latency_ms: int) -> None:
+    """One line per turn, for a person watching ``omnia run --verbose`` and for log queries alike."""
+    if isinstance(event, TurnDone):
+        log.info(
+            "turn done",
+            extra={
+                "session_id": session_id,
+                "turn": event.turn_index,
+                "input_tokens": event.usage.input_tokens,
+                "output_tokens": event.usage.output_tokens,
+                "cost_usd": event.cost_usd,
+                "latency_ms": latency_ms,
+                "finish_reason": event.finish_reason,
+            },
+        )
+    else:
+        log.info(
+            "turn failed",
+            extra={"session_id": session_id, "code": event.code, "latency_ms": latency_ms},
+        )
 
 
 def _history(session: Session, *, limit: int) -> list[Message]:

@@ -32,6 +32,23 @@ from omnia.facade.runtime_client import RuntimeClient, RuntimeUnavailable
 STATIC_DIR = Path(__file__).parent / "static"
 WEBSOCKET_PATH = "/ws"
 
+CHAT_PAGE_POLICY = "; ".join(
+    (
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self'",
+        # No image from elsewhere: a reply's ![](https://…?q=secret) would send data out.
+        "img-src 'self' data:",
+        "connect-src 'self'",
+        "object-src 'none'",
+        "base-uri 'none'",
+        "form-action 'none'",
+        "frame-ancestors 'none'",
+    )
+)
+"""The chat page's Content-Security-Policy: the second line of defence, after
+DOMPurify, against a reply that carries script."""
+
 
 def create_app(
     config: FacadeConfig,
@@ -82,7 +99,10 @@ def create_app(
         )
 
     async def index(request: Request) -> Response:
-        return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+        return FileResponse(
+            STATIC_DIR / "index.html",
+            headers={"Cache-Control": "no-cache", "Content-Security-Policy": CHAT_PAGE_POLICY},
+        )
 
     app = Starlette(
         routes=[

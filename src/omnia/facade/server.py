@@ -7,6 +7,13 @@ facade takes the signals itself: on the first SIGTERM or SIGINT it drains
 within ``drainTimeoutSeconds``, close the rest with a reconnect hint) and
 only then asks uvicorn to stop. A second signal skips the wait.
 
+In a pod, the endpoints that route to it are withdrawn asynchronously: a
+client can still be sent here after the drain has closed the last
+connection. So the facade can *linger*: keep its listener open for a few
+more seconds, answering every late WebSocket with ``DRAINING`` (retryable,
+close code 1012) and ``/readyz`` with 503, so a late client is told to
+reconnect instead of being refused.
+
 The listening socket is bound here rather than by uvicorn, so that a port in
 use is an ``OSError`` for the caller and not a ``sys.exit`` from inside the
 event loop.
@@ -55,10 +62,13 @@ class FacadeServer:
     then stops uvicorn. Neither installs signal handlers (``serve`` does).
     """
 
-    def __init__(self, app: Starlette, *, config: FacadeConfig, host: str, port: int) -> None:
+    def __init__(
+        self, app: Starlette, *, config: FacadeConfig, host: str, port: int, linger_seconds: float = 0.0
+    ) -> None:
         self.app = app
         self.config = config
         self.host = host
+        self.linger_seconds = linger_seconds
         self.relay: Relay = app.state.relay
         self._socket = _bind(host, port)
         # uvicorn's own h11 and websockets (sans-I/O) protocols, with the
@@ -89,6 +99,7 @@ class FacadeServer:
             )
         )
         self._task: asyncio.Task[None] | None = None
+        self._forced = asyncio.Event()
 
     @property
     def port(self) -> int:
@@ -112,18 +123,25 @@ class FacadeServer:
             await asyncio.sleep(0.01)
 
     async def stop(self) -> None:
-        """Drain (see ``Relay.drain``), then stop serving. Idempotent.
+        """Drain (see ``Relay.drain``), linger, then stop serving. Idempotent.
 
-        Takes up to ``drainTimeoutSeconds`` plus a few seconds of grace;
-        ``force_stop`` from elsewhere (a second signal) shortens the wait.
+        Takes up to ``drainTimeoutSeconds`` plus ``linger_seconds`` plus a
+        few seconds of grace; ``force_stop`` from elsewhere (a second signal)
+        shortens the wait.
         """
         await self.relay.drain(timeout=self.config.drain_timeout_seconds)
+        if self.linger_seconds > 0 and not self._forced.is_set():
+            logger.info("answering late connections with DRAINING for %ss", self.linger_seconds)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.linger_seconds):
+                    await self._forced.wait()
         self._server.should_exit = True
         if self._task is not None:
             await self._task
 
     def force_stop(self) -> None:
-        """Stop without waiting for turns or requests (a second signal)."""
+        """Stop without waiting for turns, late connections or requests (a second signal)."""
+        self._forced.set()
         self._server.should_exit = True
         self._server.force_exit = True
 
@@ -135,8 +153,9 @@ async def run(
     host: str = "0.0.0.0",
     port: int | None = None,
     registry: CollectorRegistry | None = None,
+    linger_seconds: float = 0.0,
 ) -> None:
-    """Serve until SIGTERM or SIGINT, then drain and return.
+    """Serve until SIGTERM or SIGINT, then drain, linger and return.
 
     Raises ``StartupError`` when ``facade.auth`` cannot be used as configured
     (API keys missing from the environment) or the port cannot be listened on.
@@ -148,7 +167,7 @@ async def run(
         app = create_app(
             config.facade, agent=config.name, runtime=runtime, registry=registry or CollectorRegistry()
         )
-        server = FacadeServer(app, config=config.facade, host=host, port=port)
+        server = FacadeServer(app, config=config.facade, host=host, port=port, linger_seconds=linger_seconds)
     except ValueError as exc:
         await runtime.close()
         raise StartupError(f"facade.auth: {exc}") from None
@@ -184,13 +203,16 @@ def serve(
     runtime_address: str,
     host: str = "0.0.0.0",
     port: int | None = None,
+    linger_seconds: float = 0.0,
 ) -> None:
     """Run the facade in this process until SIGTERM/SIGINT; blocking.
 
     ``port`` defaults to ``config.facade.port``.
     """
     _raise_open_files_limit()
-    asyncio.run(run(config, runtime_address=runtime_address, host=host, port=port))
+    asyncio.run(
+        run(config, runtime_address=runtime_address, host=host, port=port, linger_seconds=linger_seconds)
+    )
 
 
 def _bind(host: str, port: int) -> socket.socket:

@@ -28,11 +28,9 @@ from typing import Any, Protocol
 import httpx
 import kopf
 
-from omnia.operator import labels
+from omnia.operator import credentials, labels
 
 log = logging.getLogger(__name__)
-
-SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
 # (apiVersion, kind) → plural, for every kind the operator reads or writes.
 PLURALS: Mapping[tuple[str, str], str] = {
@@ -128,15 +126,20 @@ class KubeClient:
         self._instance = instance or socket.gethostname()
 
     @classmethod
-    def from_connection(
-        cls, info: kopf.ConnectionInfo, *, transport: httpx.AsyncBaseTransport | None = None
+    def connect(cls, settings: kopf.OperatorSettings) -> KubeClient:
+        """A client with the operator's credentials: its ServiceAccount, else the kubeconfig."""
+        return cls.from_credentials(credentials.discover(settings))
+
+    @classmethod
+    def from_credentials(
+        cls, source: credentials.Credentials, *, transport: httpx.AsyncBaseTransport | None = None
     ) -> KubeClient:
-        """A client authenticated as kopf's login handlers found (kubeconfig or ServiceAccount)."""
+        info = source.connection()
         return cls(
             httpx.AsyncClient(
                 base_url=info.server,
                 verify=_ssl_context(info),
-                auth=_auth(info),
+                auth=source.auth(),
                 timeout=httpx.Timeout(30.0, connect=10.0),
                 transport=transport,
             )
@@ -311,54 +314,7 @@ def _json(response: httpx.Response) -> dict[str, Any]:
     raise error(response.status_code, reason or response.reason_phrase, message)
 
 
-# --- credentials ------------------------------------------------------------
-
-
-def login(*, settings: kopf.OperatorSettings) -> kopf.ConnectionInfo:
-    """The credentials kopf would use: the pod's ServiceAccount, else the kubeconfig."""
-    info = kopf.login_with_service_account(settings=settings) or kopf.login_with_kubeconfig(settings=settings)
-    if info is None:
-        raise kopf.LoginError("no ServiceAccount token and no kubeconfig (set KUBECONFIG)")
-    return info
-
-
-class _BearerAuth(httpx.Auth):
-    """A bearer token read through ``source`` on every request, so a rotated token is picked up."""
-
-    def __init__(self, source: Callable[[], str]) -> None:
-        self._source = source
-
-    def auth_flow(self, request: httpx.Request):
-        request.headers["Authorization"] = f"Bearer {self._source()}"
-        yield request
-
-
-class _TokenFile:
-    """The kubelet rewrites a projected ServiceAccount token before it expires; re-read it when it changes."""
-
-    def __init__(self, path: Path) -> None:
-        self._path = path
-        self._mtime = -1.0
-        self._token = ""
-
-    def __call__(self) -> str:
-        mtime = self._path.stat().st_mtime
-        if mtime != self._mtime:
-            self._token = self._path.read_text().strip()
-            self._mtime = mtime
-        return self._token
-
-
-def _auth(info: kopf.ConnectionInfo) -> httpx.Auth | None:
-    token_file = SERVICE_ACCOUNT_DIR / "token"
-    if info.token and info.server == "https://kubernetes.default.svc" and token_file.exists():
-        return _BearerAuth(_TokenFile(token_file))
-    if info.token:
-        token = info.token
-        return _BearerAuth(lambda: token)
-    if info.username and info.password:
-        return httpx.BasicAuth(info.username, info.password)
-    return None
+# --- TLS ----------------------------------------------------------------------
 
 
 def _ssl_context(info: kopf.ConnectionInfo) -> ssl.SSLContext | bool:

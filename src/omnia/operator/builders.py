@@ -164,6 +164,9 @@ NETWORK_POLICY = ObjectKind("networking.k8s.io/v1", "NetworkPolicy")
 PRE_STOP_SECONDS = 10
 """How long agent pods keep serving after deletion starts, while endpoints are withdrawn."""
 
+LINGER_SECONDS = 5
+"""How long the facade still answers late connections with DRAINING after its drain, instead of refusing them."""
+
 OPTIONAL_KINDS = (HPA, SCALED_OBJECT, PDB, NETWORK_POLICY)
 """Kinds an agent owns only under some specs; the operator deletes them when the spec stops asking."""
 
@@ -436,7 +439,7 @@ def build_deployment(
         "image": images.facade,
         "command": ["omnia"],
         "args": ["facade", "--config", config_file, "--runtime", RUNTIME_ADDRESS, "--port", str(port),
-                 "--termination-log", TERMINATION_LOG],
+                 "--linger", str(LINGER_SECONDS), "--termination-log", TERMINATION_LOG],
         "ports": [{"name": "ws", "containerPort": port, "protocol": "TCP"}],
         "env": _env(secrets, "facade") + tracing_env(agent, tracing=traces, container="facade"),
         "livenessProbe": {
@@ -513,7 +516,9 @@ def build_deployment(
                 "serviceAccountName": name,
                 "automountServiceAccountToken": False,
                 "enableServiceLinks": False,
-                "terminationGracePeriodSeconds": PRE_STOP_SECONDS + int(config.facade.drain_timeout_seconds) + 15,
+                "terminationGracePeriodSeconds": (
+                    PRE_STOP_SECONDS + int(config.facade.drain_timeout_seconds) + LINGER_SECONDS + 15
+                ),
                 "securityContext": {
                     "runAsNonRoot": True,
                     "runAsUser": POD_USER,

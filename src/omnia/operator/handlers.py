@@ -36,6 +36,7 @@ from omnia.config import PromptConfig
 from omnia.operator import (
     applying,
     builders,
+    credentials,
     following,
     labels,
     metrics,
@@ -130,7 +131,7 @@ class Operator:
     resync_seconds: float = 600.0
     discovery_interval: float = reconciling.DISCOVERY_INTERVAL_SECONDS
     connect: Callable[[kopf.OperatorSettings], applying.KubeClient] = field(
-        default=lambda settings: applying.KubeClient.from_connection(applying.login(settings=settings))
+        default=lambda settings: applying.KubeClient.connect(settings)
     )
     queue: queueing.WorkQueue[Ref] = field(default_factory=queueing.WorkQueue)
     backoff: queueing.Backoff[Ref] = field(default_factory=queueing.Backoff)
@@ -210,7 +211,7 @@ def register(registry: kopf.OperatorRegistry, *, operator: Operator) -> None:
 
     @kopf.on.login(registry=registry)
     def login(settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo:
-        return applying.login(settings=settings)
+        return credentials.discover(settings).connection()
 
     @kopf.on.startup(registry=registry)
     async def start(settings: kopf.OperatorSettings, **kwargs: Any) -> None:

@@ -131,7 +131,7 @@ async def _lead(
         stop.set()
 
     if leader_election_namespace:
-        elector = leading.Elector(applying.KubeClient.from_connection(applying.login(settings=settings)),
+        elector = leading.Elector(applying.KubeClient.connect(settings),
                                   namespace=leader_election_namespace)
         async with _standby_liveness(liveness):
             await elector.acquire()

@@ -30,7 +30,7 @@ from typing import Any, Protocol
 import kopf
 from prometheus_client import CollectorRegistry
 
-from omnia.agent.prompts import PromptError, PromptRenderer
+from omnia.agent.prompts import PromptError, PromptRenderer, check_sources
 from omnia.api.v1alpha1 import API_VERSION, AgentRuntime, PromptVersion, Provider, ToolRegistry
 from omnia.config import PromptConfig, PromptRollout
 from omnia.operator import (
@@ -621,6 +621,7 @@ async def _prompt_content(pack, ctx: Context) -> tuple[Check | None, PromptConfi
             return Check.failed(READY, "SourceNotFound", f"spec.source.configMapRef: ConfigMap {ref.name!r} {missing}"), None
     try:
         prompt = prompt_config(pack.spec, source_text=source_text)
+        check_sources(prompt)
         PromptRenderer(prompt).check()
     except RenderError as exc:
         return Check.failed(READY, "InvalidContent", f"version {pack.spec.version}: {exc}"), None
