@@ -113,19 +113,22 @@ def create_app(
             Route("/", index),
             Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
         ],
-        middleware=[Middleware(_WebSocketShortcut, relay=relay)],
+        middleware=[Middleware(WebSocketShortcut, relay=relay)],
     )
     app.state.relay = relay
     return app
 
 
-class _WebSocketShortcut:
+class WebSocketShortcut:
     """Hands ``/ws`` upgrades straight to the relay, past routing and exception layers.
 
     Starlette's layers each hold a frame per connection and wrap every send;
     with thousands of long-lived connections that is measurable memory and
     per-frame work for nothing (the relay turns every failure into a frame
-    itself). Everything else goes through the normal app.
+    itself). Everything else goes through the normal app. ``create_app``
+    installs it as the app's outermost middleware; ``FacadeServer`` also
+    wraps the whole app in one, so that ``/ws`` skips Starlette's own entry
+    and error layers too.
     """
 
     def __init__(self, app: ASGIApp, *, relay: Relay) -> None:

@@ -35,7 +35,7 @@ from starlette.applications import Starlette
 
 from omnia.config import AgentConfig, FacadeConfig
 from omnia.facade import guarding
-from omnia.facade.app import create_app
+from omnia.facade.app import WebSocketShortcut, create_app
 from omnia.facade.relaying import Relay
 from omnia.facade.runtime_client import RuntimeClient
 from omnia.termination import StartupError
@@ -76,7 +76,7 @@ class FacadeServer:
         http, websocket = guarding.protocols(config)
         self._server = _Server(
             uvicorn.Config(
-                app,
+                WebSocketShortcut(app, relay=self.relay),
                 http=http,  # type: ignore[arg-type]
                 ws=websocket,  # type: ignore[arg-type]
                 # Frames above max_message_bytes get a MESSAGE_TOO_LARGE frame
@@ -86,6 +86,11 @@ class FacadeServer:
                 # Chat frames are small; compression would cost tens of
                 # kilobytes of zlib state per connection for little gain.
                 ws_per_message_deflate=False,
+                # Clients reach the pod through a Service or the activator,
+                # never through a proxy on its own loopback (the only one
+                # uvicorn would trust): its X-Forwarded-* layer would only
+                # add a coroutine frame to every idle connection.
+                proxy_headers=False,
                 lifespan="off",
                 log_config=None,
                 access_log=False,

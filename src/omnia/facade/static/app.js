@@ -31,6 +31,8 @@
   let attempts = 0;
   let reconnectTimer = null;
   let counter = 0;
+  // A new session is stored with its first message; until then its id resumes nothing.
+  let announced = "";
 
   function socketUrl() {
     const url = new URL("/ws", location.href);
@@ -149,7 +151,13 @@
     switch (frame.type) {
       case "connected":
         attempts = 0;
-        setSession(frame.session_id);
+        if (frame.resumed) {
+          setSession(frame.session_id);
+        } else {
+          setSession("");
+          announced = frame.session_id;
+          sessionLabel.textContent = announced;
+        }
         $("agent").textContent = frame.agent;
         $("empty-agent").textContent = frame.agent;
         document.title = `${frame.agent} · Omnia`;
@@ -292,6 +300,10 @@
       pending = content;
       connect();
       return;
+    }
+    if (announced) {
+      setSession(announced);
+      announced = "";
     }
     add("message user", content);
     setTurn(true);
