@@ -29,6 +29,7 @@ from starlette.applications import Starlette
 from omnia.config import AgentConfig, FacadeConfig
 from omnia.facade import guarding
 from omnia.facade.app import create_app
+from omnia.facade.profiles import AgentProfile
 from omnia.facade.relaying import Relay
 from omnia.facade.runtime_client import RuntimeClient
 from omnia.termination import StartupError
@@ -141,7 +142,11 @@ async def run(
     port = config.facade.port if port is None else port
     try:
         app = create_app(
-            config.facade, agent=config.name, runtime=runtime, registry=registry or CollectorRegistry()
+            config.facade,
+            agent=config.name,
+            runtime=runtime,
+            registry=registry or CollectorRegistry(),
+            profile=AgentProfile.of(config),
         )
         server = FacadeServer(app, config=config.facade, host=host, port=port)
     except ValueError as exc:

@@ -13,6 +13,7 @@ from omnia.api.v1alpha1.agentruntime import (
     BudgetSpec,
     ContainerResources,
     FacadeAuth,
+    FacadeProtocols,
     FacadeSpec,
     Images,
     JwtAuth,
@@ -52,6 +53,7 @@ from omnia.api.v1alpha1.promptpack import (
     PromptVersion,
     Rollout,
     RolloutStep,
+    Skill,
 )
 from omnia.api.v1alpha1.provider import (
     Credentials,
@@ -102,6 +104,7 @@ __all__ = [
     "Credentials",
     "DiscoveredTool",
     "FacadeAuth",
+    "FacadeProtocols",
     "FacadeSpec",
     "FieldError",
     "HandlerStatus",
@@ -139,6 +142,7 @@ __all__ = [
     "ResourceRequirements",
     "Rollout",
     "RolloutStep",
+    "Skill",
     "Rule",
     "ScalingMetric",
     "SecretKeySelector",
