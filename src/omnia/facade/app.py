@@ -14,7 +14,10 @@ through ``turns``.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -27,7 +30,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from omnia.config import FacadeConfig
-from omnia.facade import auth, openai_compat, turns
+from omnia.facade import auth, mcp_server, openai_compat, turns
 from omnia.facade.metrics import Metrics
 from omnia.facade.profiles import AgentProfile
 from omnia.facade.relaying import Relay
@@ -109,10 +112,24 @@ def create_app(
         Route("/", index),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
+    services: list[Callable[[], AbstractAsyncContextManager[None]]] = []
     if protocols.openai:
         routes += openai_compat.routes(turns_=turns_, profile=profile)
+    if protocols.mcp:
+        mcp = mcp_server.McpEndpoint(turns_=turns_, profile=profile)
+        routes += mcp.routes()
+        services.append(mcp.running)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            for service in services:
+                await stack.enter_async_context(service())
+            yield
+
     app = Starlette(
         routes=routes,
+        lifespan=lifespan,
         middleware=[Middleware(_WebSocketShortcut, relay=relay)],
     )
     app.state.relay = relay

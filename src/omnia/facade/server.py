@@ -77,7 +77,9 @@ class FacadeServer:
                 # Chat frames are small; compression would cost tens of
                 # kilobytes of zlib state per connection for little gain.
                 ws_per_message_deflate=False,
-                lifespan="off",
+                # The open protocols' services (the MCP session manager) run
+                # for the life of the server.
+                lifespan="on",
                 log_config=None,
                 access_log=False,
                 timeout_graceful_shutdown=_HTTP_GRACE_SECONDS,
