@@ -30,7 +30,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from omnia.config import FacadeConfig
-from omnia.facade import auth, mcp_server, openai_compat, turns
+from omnia.facade import a2a_server, auth, mcp_server, openai_compat, turns
 from omnia.facade.metrics import Metrics
 from omnia.facade.profiles import AgentProfile
 from omnia.facade.relaying import Relay
@@ -119,6 +119,8 @@ def create_app(
         mcp = mcp_server.McpEndpoint(turns_=turns_, profile=profile)
         routes += mcp.routes()
         services.append(mcp.running)
+    if protocols.a2a:
+        routes += a2a_server.A2aEndpoint(turns_=turns_, profile=profile, auth_config=config.auth).routes()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
