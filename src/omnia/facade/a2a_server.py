@@ -97,7 +97,8 @@ class A2aEndpoint:
             skills=[
                 a2a.AgentSkill(
                     id=skill.id, name=skill.name, description=skill.description,
-                    tags=skill.tags, examples=skill.examples,
+                    # A2A requires tags; a skill without any is tagged with its id.
+                    tags=skill.tags or [skill.id], examples=skill.examples,
                 )
                 for skill in profile.skills
             ]
