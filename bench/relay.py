@@ -1,13 +1,18 @@
 """Relay and idle-connection benchmarks of one agent pod (facade + runtime).
 
-    python bench/relay.py [--quick]
+    python bench/relay.py [--quick] [--relay-only]
 
-(a) relay: N concurrent WebSocket sessions, each sending turns through
+(a) relay: N concurrent sessions, each sending turns through
     facade → gRPC → runtime, where the ``mock`` model streams K = 32 chunks,
     either instantly (every millisecond measured is the platform's own
     overhead; chunks produced faster than they are relayed are merged) or
-    1 ms apart (a fast model: each chunk travels as its own frame). Prints
-    turns/s, per-turn latency (send → done) p50/p99 and frames per turn.
+    1 ms apart (a fast model: each chunk travels as its own frame). Each
+    case runs twice: over WebSockets (``/ws``, one connection per session)
+    and over the OpenAI-compatible endpoint (``POST /v1/chat/completions``
+    with ``stream: true`` and ``X-Omnia-Session``, one request per turn, as
+    many keep-alive connections as sessions). Prints turns/s, per-turn
+    latency (send → done, or → ``[DONE]``) p50/p99, chunks per turn, and
+    the OpenAI endpoint's turns/s and p50 relative to ``/ws``.
 (b) idle: the facade's resident memory with 1,000 and 10,000 open, idle
     WebSocket connections (each also holds a runtime conversation).
 
@@ -37,6 +42,7 @@ import httpx
 from websockets.asyncio.client import connect
 
 from omnia.config import AgentConfig, FacadeConfig, MockScript, ProviderConfig, ScriptedReply
+from omnia.facade.openai_compat import SESSION_HEADER
 
 CHUNKS = 32
 CHUNK_TEXT = "word "
@@ -60,7 +66,13 @@ class Pod:
             name="bench",
             provider=ProviderConfig(type="mock", mock=script),
             facade=FacadeConfig(
-                max_connections=20_000, messages_per_second=1e6, message_burst=1_000_000
+                max_connections=20_000,
+                messages_per_second=1e6,
+                message_burst=1_000_000,
+                # HTTP connections count as pending until they upgrade, which
+                # those of the OpenAI endpoint never do (see docs/protocols.md).
+                max_pending_connections=0,
+                max_pending_connections_per_address=0,
             ),
         )
         path = workdir / "agent.json"
@@ -122,13 +134,89 @@ async def _session(url: str, turns: int, latencies: list[float], frames: list[in
             frames.append(len(text))
 
 
-async def relay(pod: Pod, *, sessions: int, turns: int) -> dict:
+class _HttpConnection:
+    """A minimal HTTP/1.1 keep-alive client for the OpenAI endpoint's event streams.
+
+    Lean like the WebSocket client, so that the figures measure the facade and
+    not a client library (httpx costs several milliseconds of this machine's
+    CPU per request, which the facade would then be charged for).
+    """
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def open(cls, port: int) -> _HttpConnection:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        return cls(reader, writer)
+
+    async def stream(self, body: bytes, headers: dict[str, str]) -> tuple[dict[str, str], list[str]]:
+        """POST a streaming completion; (response headers, the data of each event)."""
+        lines = [
+            "POST /v1/chat/completions HTTP/1.1", "Host: 127.0.0.1", "Content-Type: application/json",
+            f"Content-Length: {len(body)}", *(f"{name}: {value}" for name, value in headers.items()),
+        ]
+        self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+        status = (await self.reader.readline()).decode()
+        response_headers = {}
+        while (line := (await self.reader.readline()).decode().strip()):
+            name, _, value = line.partition(":")
+            response_headers[name.lower()] = value.strip()
+        if " 200 " not in status or response_headers.get("transfer-encoding") != "chunked":
+            raise RuntimeError(f"unexpected response {status.strip()} {response_headers}")
+        text = bytearray()
+        while size := int((await self.reader.readline()).strip(), 16):
+            text += await self.reader.readexactly(size + 2)
+            del text[-2:]
+        await self.reader.readline()
+        events = [event.removeprefix("data: ") for event in text.decode().split("\n\n") if event.startswith("data: ")]
+        return response_headers, events
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+async def _openai_session(port: int, turns: int, latencies: list[float], frames: list[int]) -> None:
+    """Turns of one kept session over the OpenAI endpoint, streamed as server-sent events."""
+    connection = await _HttpConnection.open(port)
+    session = ""
+    body = json.dumps({"model": "bench", "stream": True, "messages": [{"role": "user", "content": "go"}]}).encode()
+    try:
+        for _ in range(turns):
+            started = time.perf_counter()
+            headers, events = await connection.stream(body, {SESSION_HEADER: session} if session else {})
+            session = headers[SESSION_HEADER.lower()]
+            if events[-1] != "[DONE]":
+                raise RuntimeError(f"the stream did not end with [DONE]: {events[-1]!r}")
+            text = []
+            for data in events[:-1]:
+                event = json.loads(data)
+                if "error" in event:
+                    raise RuntimeError(f"error event {event}")
+                content = event["choices"][0]["delta"].get("content")
+                if content:
+                    text.append(content)
+            if "".join(text) != REPLY:
+                raise RuntimeError(f"the reply arrived damaged: {''.join(text)!r}")
+            latencies.append(time.perf_counter() - started)
+            frames.append(len(text))
+    finally:
+        connection.close()
+
+
+async def relay(pod: Pod, *, protocol: str, sessions: int, turns: int) -> dict:
     latencies: list[float] = []
     frames: list[int] = []
     started = time.perf_counter()
-    await asyncio.wait_for(
-        asyncio.gather(*(_session(pod.ws_url, turns, latencies, frames) for _ in range(sessions))), 600
-    )
+    if protocol == "ws":
+        await asyncio.wait_for(
+            asyncio.gather(*(_session(pod.ws_url, turns, latencies, frames) for _ in range(sessions))), 600
+        )
+    else:
+        await asyncio.wait_for(
+            asyncio.gather(*(_openai_session(pod.port, turns, latencies, frames) for _ in range(sessions))), 600
+        )
     elapsed = time.perf_counter() - started
     ordered = sorted(latencies)
     return {
@@ -181,6 +269,7 @@ def machine() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller counts, for a smoke run")
+    parser.add_argument("--relay-only", action="store_true", help="skip (b), the idle connections")
     args = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -188,20 +277,31 @@ def main() -> None:
     plan = [(1, 200), (100, 20), (1000, 5)] if not args.quick else [(1, 20), (10, 5)]
     idle_counts = [1000, 10000] if not args.quick else [100]
     print(f"machine: {machine()}")
-    print(f"{'model':>14} {'sessions':>9} {'turns':>7} {'turns/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'frames/turn':>12}")
+    print(
+        f"{'model':>14} {'protocol':>9} {'sessions':>9} {'turns':>7} {'turns/s':>9} {'p50 ms':>8} {'p99 ms':>8}"
+        f" {'chunks/turn':>12} {'turns/s vs ws':>14} {'p50 vs ws':>10}"
+    )
     with tempfile.TemporaryDirectory() as workdir:
         for label, delay in (("instant", 0), ("1 ms/chunk", 1)):
             pod = Pod(Path(workdir), chunk_delay_ms=delay)
             try:
                 for sessions, turns in plan:
-                    result = asyncio.run(relay(pod, sessions=sessions, turns=turns))
-                    print(
-                        f"{label:>14} {result['sessions']:>9} {result['turns']:>7} {result['turns_per_s']:>9.0f}"
-                        f" {result['p50_ms']:>8.1f} {result['p99_ms']:>8.1f} {result['chunk_frames']:>12.1f}",
-                        flush=True,
-                    )
+                    baseline: dict | None = None
+                    for protocol in ("ws", "openai"):
+                        result = asyncio.run(relay(pod, protocol=protocol, sessions=sessions, turns=turns))
+                        baseline = baseline or result
+                        print(
+                            f"{label:>14} {protocol:>9} {result['sessions']:>9} {result['turns']:>7}"
+                            f" {result['turns_per_s']:>9.0f} {result['p50_ms']:>8.1f} {result['p99_ms']:>8.1f}"
+                            f" {result['chunk_frames']:>12.1f}"
+                            f" {result['turns_per_s'] / baseline['turns_per_s']:>14.2f}"
+                            f" {result['p50_ms'] / baseline['p50_ms']:>10.2f}",
+                            flush=True,
+                        )
             finally:
                 pod.stop()
+        if args.relay_only:
+            return
         pod = Pod(Path(workdir))
         try:
             rows = asyncio.run(idle(pod, counts=idle_counts))
