@@ -288,14 +288,23 @@ def main() -> None:
                 for sessions, turns in plan:
                     baseline: dict | None = None
                     for protocol in ("ws", "openai"):
-                        result = asyncio.run(relay(pod, protocol=protocol, sessions=sessions, turns=turns))
-                        baseline = baseline or result
+                        try:
+                            result = asyncio.run(relay(pod, protocol=protocol, sessions=sessions, turns=turns))
+                        except Exception as exc:  # a row that could not run is reported, not hidden
+                            print(f"{label:>14} {protocol:>9} {sessions:>9} failed: {exc!r}"[:300], flush=True)
+                            continue
+                        if protocol == "ws":
+                            baseline = result
+                        ratios = (
+                            f" {result['turns_per_s'] / baseline['turns_per_s']:>14.2f}"
+                            f" {result['p50_ms'] / baseline['p50_ms']:>10.2f}"
+                            if baseline is not None
+                            else f" {'-':>14} {'-':>10}"
+                        )
                         print(
                             f"{label:>14} {protocol:>9} {result['sessions']:>9} {result['turns']:>7}"
                             f" {result['turns_per_s']:>9.0f} {result['p50_ms']:>8.1f} {result['p99_ms']:>8.1f}"
-                            f" {result['chunk_frames']:>12.1f}"
-                            f" {result['turns_per_s'] / baseline['turns_per_s']:>14.2f}"
-                            f" {result['p50_ms'] / baseline['p50_ms']:>10.2f}",
+                            f" {result['chunk_frames']:>12.1f}{ratios}",
                             flush=True,
                         )
             finally:
