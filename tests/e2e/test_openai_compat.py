@@ -101,6 +101,20 @@ def test_streaming_completion_arrives_in_chunks_and_ends_with_usage(client):
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 6
 
 
+def test_turns_count_in_the_same_metrics_as_the_websocket(agent, client):
+    def sample(name: str, labels: str) -> float:
+        text = httpx.get(f"{agent.url}/metrics", timeout=5).text
+        line = next((l for l in text.splitlines() if l.startswith(f"{name}{{{labels}}}")), None)
+        return float(line.rsplit(" ", 1)[1]) if line else 0.0
+
+    turns_before = sample("omnia_turns_total", 'outcome="done"')
+    tokens_before = sample("omnia_tokens_total", 'direction="output",model="mock",provider="mock"')
+    client.chat.completions.create(model="e2e", messages=[{"role": "user", "content": "three words here"}])
+    assert sample("omnia_turns_total", 'outcome="done"') == turns_before + 1
+    assert sample("omnia_tokens_total", 'direction="output",model="mock",provider="mock"') == tokens_before + 3
+    assert sample("active_connections", 'agent="e2e"') == 0
+
+
 def test_stateless_request_replays_earlier_messages_as_context(client):
     """The mock echoes what the runtime got, which shows the replayed transcript."""
     completion = client.chat.completions.create(
