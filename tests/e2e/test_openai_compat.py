@@ -73,6 +73,9 @@ def test_models_lists_the_agent_as_the_one_model(client):
     models = client.models.list()
     assert [model.id for model in models.data] == ["e2e"]
     assert client.models.retrieve("e2e").id == "e2e"
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.models.retrieve("gpt-4o")
+    assert caught.value.code == "model_not_found"
 
 
 def test_non_streaming_completion_has_the_agent_reply_and_usage(client):
@@ -297,6 +300,23 @@ def test_auth_rate_limit_and_budget_behave_as_on_the_websocket(keyed_agent):
             client.chat.completions.create(model="e2e", messages=[{"role": "user", "content": "again"}])
         assert caught.value.code == "RATE_LIMITED"
         assert caught.value.response.headers["x-should-retry"] == "true"
+
+
+def test_turn_timeout_cuts_the_reply_with_finish_reason_length(tmp_path):
+    config = _config(turn_timeout_seconds=1)
+    slow = ScriptedReply(match="slow", text="tick " * 400, chunk_size=5, chunk_delay_ms=20)
+    config = config.model_copy(
+        update={"provider": config.provider.model_copy(update={"mock": MockScript(replies=[slow])})}
+    )
+    processes = AgentProcesses(config, tmp_path)
+    try:
+        processes.start()
+        with openai.OpenAI(base_url=f"{processes.url}/v1", api_key="x", max_retries=0) as client:
+            completion = client.chat.completions.create(model="e2e", messages=[{"role": "user", "content": "slow"}])
+    finally:
+        processes.stop()
+    assert completion.choices[0].finish_reason == "length"
+    assert 0 < len(completion.choices[0].message.content) < len("tick " * 400)
 
 
 def test_endpoint_is_absent_when_disabled(tmp_path):

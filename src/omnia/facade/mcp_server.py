@@ -94,7 +94,8 @@ class McpEndpoint:
         except turns.Refused as exc:
             status = _STATUS.get(exc.code, 400)
             extra = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
-            body = {"jsonrpc": "2.0", "id": None, "error": {"code": _JSONRPC_REFUSED, "message": f"{exc.code}: {exc.message}"}}
+            error = {"code": _JSONRPC_REFUSED, "message": f"{exc.code}: {exc.message}"}
+            body = {"jsonrpc": "2.0", "id": None, "error": error}
             await JSONResponse(body, status_code=status, headers=extra)(scope, receive, send)
             return
         scope.setdefault("state", {})[_STATE_KEY] = principal

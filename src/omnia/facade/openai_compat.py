@@ -63,7 +63,8 @@ _STATUS = {
 _TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
           409: "conflict_error", 413: "invalid_request_error", 429: "rate_limit_error"}
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
-_FINISH_REASONS = {"length": "length", "max_tokens": "length"}
+# A turn cut short (the model's token limit, the turn timeout) is a truncated reply.
+_FINISH_REASONS = {"length": "length", "max_tokens": "length", "cancelled": "length"}
 # Room for a replayed conversation around the one message the limits bound.
 _BODY_FACTOR = 4
 
@@ -71,7 +72,14 @@ _BODY_FACTOR = 4
 class _Invalid(Exception):
     """A request the endpoint refuses with a 400 (or ``status``)."""
 
-    def __init__(self, message: str, *, param: str | None = None, status: int = 400, code: str = ErrorCode.INVALID_MESSAGE) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        status: int = 400,
+        code: str = ErrorCode.INVALID_MESSAGE,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
@@ -131,9 +139,10 @@ class _Endpoint:
             await self.turns.authenticate(request.headers)
         except turns.Refused as exc:
             return _error(exc.code, exc.message)
-        if request.path_params["model"] != self.profile.name:
-            return _error(ErrorCode.INVALID_MESSAGE, f"no model {request.path_params['model']!r}; "
-                          f"this agent is the model {self.profile.name!r}", status=404, code="model_not_found")
+        model = request.path_params["model"]
+        if model != self.profile.name:
+            message = f"no model {model!r}; this agent is the model {self.profile.name!r}"
+            return _error("model_not_found", message, status=404, param="model")
         return JSONResponse(self._model_entry())
 
     # -- chat completions ----------------------------------------------------------
@@ -301,7 +310,14 @@ class _Endpoint:
 class _Reply:
     """The events of one response: what the OpenAI client sees of a turn."""
 
-    def __init__(self, endpoint: _Endpoint, conversation: turns.Conversation, *, principal: auth.Principal, offered: frozenset[str]) -> None:
+    def __init__(
+        self,
+        endpoint: _Endpoint,
+        conversation: turns.Conversation,
+        *,
+        principal: auth.Principal,
+        offered: frozenset[str],
+    ) -> None:
         self.endpoint = endpoint
         self.conversation = conversation
         self.principal = principal
@@ -388,7 +404,9 @@ class _Reply:
                 await self.conversation.close()
 
     def _envelope(self, **fields: Any) -> dict[str, Any]:
-        return {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model, **fields}
+        return {
+            "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model, **fields
+        }
 
     def _chunk(self, delta: dict[str, Any], *, finish_reason: str | None = None) -> str:
         choice = {"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}
@@ -439,7 +457,8 @@ def _replayed(messages: list[tuple[str, str, str]]) -> str:
 
 
 def _tool_call(event: turns.ToolCall, token: str) -> dict[str, Any]:
-    return {"id": token, "type": "function", "function": {"name": event.name, "arguments": event.arguments_json or "{}"}}
+    function = {"name": event.name, "arguments": event.arguments_json or "{}"}
+    return {"id": token, "type": "function", "function": function}
 
 
 def _usage(done: turns.Done) -> dict[str, int]:

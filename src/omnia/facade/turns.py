@@ -313,7 +313,8 @@ class Conversation:
         self._turns.check_size(content)
         self._awaiting_results.discard(call_id)
         self._metrics.received_by_type["tool_result"].inc()
-        await self._write(pb.ClientEvent(tool_result=pb.ToolResult(call_id=call_id, content=content, is_error=is_error)))
+        result = pb.ToolResult(call_id=call_id, content=content, is_error=is_error)
+        await self._write(pb.ClientEvent(tool_result=result))
 
     async def cancel(self) -> None:
         """Ask the runtime to stop the turn; ``events`` then ends with reason ``cancelled``."""
