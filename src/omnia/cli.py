@@ -150,7 +150,7 @@ def _options(
 )
 def run(
     paths: Annotated[list[Path], typer.Argument(help="Manifest files or folders.")],
-    port: Annotated[int, typer.Option(min=1, max=65535, help="Port of the facade (WebSocket, chat page).")] = 8080,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port of the facade (WebSocket, chat page, OpenAI, MCP, A2A).")] = 8080,
     host: Annotated[str, typer.Option(help="Address the facade listens on.")] = "127.0.0.1",
     agent: Annotated[str | None, typer.Option(help="The AgentRuntime to run when there are several.")] = None,
     verbose: Annotated[
@@ -209,6 +209,13 @@ def run(
             _say(f"  Chat page:  {running.url}/")
             _say(f"  WebSocket:  {ws_url}")
             _say(f"  Terminal:   omnia chat {running.url}")
+            protocols = config.facade.protocols
+            if protocols.openai:
+                _say(f"  OpenAI:     {running.url}/v1  (model {config.name!r})")
+            if protocols.mcp:
+                _say(f"  MCP:        {running.url}/mcp")
+            if protocols.a2a:
+                _say(f"  A2A:        {running.url}/.well-known/agent-card.json")
             _say("Press Ctrl-C to stop.")
             running.wait()
     finally:

@@ -378,3 +378,68 @@ def test_ctrl_c_in_a_terminal_stops_the_reply_and_the_chat_goes_on(tmp_path, spa
     finally:
         _stop(run)
     assert "word199" not in chat.text()
+
+
+@pytest.mark.model
+def test_quickstart_answers_the_openai_mcp_and_a2a_clients_with_real_generated_text(spawned):
+    """The open protocols' acceptance: each official client streams a real reply from the local model."""
+    import asyncio
+    import uuid
+
+    import httpx
+    import httpx2
+    import openai
+    from a2a.client import ClientConfig, create_client
+    from a2a.types import a2a_pb2 as a2a
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    run = _start_run(spawned, REPO / "examples/quickstart", port)
+    try:
+        wait_until(lambda: readyz(url) == 200, timeout=120, what="omnia run")
+        with openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=120) as client:
+            stream = client.chat.completions.create(
+                model="quickstart",
+                messages=[{"role": "user", "content": "What is the capital of France?"}],
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+            chunks = list(stream)
+        openai_text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+
+        async def ask_mcp() -> tuple[str, list[str]]:
+            progress: list[str] = []
+
+            async def on_progress(value: float, total: float | None, message: str | None) -> None:
+                progress.append(message or "")
+
+            async with httpx2.AsyncClient(timeout=120) as http:
+                async with Client(streamable_http_client(f"{url}/mcp", http_client=http), cache=None) as client:
+                    result = await client.call_tool(
+                        "ask", {"message": "Name a primary colour."}, progress_callback=on_progress
+                    )
+            assert not result.is_error, result
+            return result.content[0].text, progress
+
+        async def ask_a2a() -> list[str]:
+            async with httpx.AsyncClient(timeout=120) as http:
+                client = await create_client(url, client_config=ClientConfig(httpx_client=http, streaming=True))
+                async with client:
+                    message = a2a.Message(
+                        role=a2a.Role.ROLE_USER, message_id=uuid.uuid4().hex, parts=[a2a.Part(text="Say hello.")]
+                    )
+                    responses = [r async for r in client.send_message(a2a.SendMessageRequest(message=message))]
+            states = [r.status_update.status.state for r in responses if r.HasField("status_update")]
+            assert states[-1] == a2a.TaskState.TASK_STATE_COMPLETED, responses[-1]
+            return [p.text for r in responses if r.HasField("artifact_update") for p in r.artifact_update.artifact.parts]
+
+        mcp_text, mcp_progress = asyncio.run(ask_mcp())
+        a2a_chunks = asyncio.run(ask_a2a())
+    finally:
+        _stop(run)
+    assert len(openai_text.split()) >= 2 and chunks[-1].usage.completion_tokens > 0
+    assert sum(1 for c in chunks if c.choices and c.choices[0].delta.content) > 1
+    assert mcp_text.strip() and mcp_progress and "".join(mcp_progress) == mcp_text
+    assert len(a2a_chunks) > 1 and "".join(a2a_chunks).strip()

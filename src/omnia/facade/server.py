@@ -36,6 +36,7 @@ from starlette.applications import Starlette
 from omnia.config import AgentConfig, FacadeConfig
 from omnia.facade import guarding
 from omnia.facade.app import WebSocketShortcut, create_app
+from omnia.facade.profiles import AgentProfile
 from omnia.facade.relaying import Relay
 from omnia.facade.runtime_client import RuntimeClient
 from omnia.termination import StartupError
@@ -91,7 +92,9 @@ class FacadeServer:
                 # uvicorn would trust): its X-Forwarded-* layer would only
                 # add a coroutine frame to every idle connection.
                 proxy_headers=False,
-                lifespan="off",
+                # The open protocols' services (the MCP session manager) run
+                # for the life of the server.
+                lifespan="on",
                 log_config=None,
                 access_log=False,
                 timeout_graceful_shutdown=_HTTP_GRACE_SECONDS,
@@ -165,7 +168,11 @@ async def run(
     port = config.facade.port if port is None else port
     try:
         app = create_app(
-            config.facade, agent=config.name, runtime=runtime, registry=registry or CollectorRegistry()
+            config.facade,
+            agent=config.name,
+            runtime=runtime,
+            registry=registry or CollectorRegistry(),
+            profile=AgentProfile.of(config),
         )
         server = FacadeServer(app, config=config.facade, host=host, port=port, linger_seconds=linger_seconds)
     except ValueError as exc:

@@ -14,6 +14,7 @@ from omnia.api.v1alpha1.agentruntime import (
     BudgetStanding,
     ContainerResources,
     FacadeAuth,
+    FacadeProtocols,
     FacadeSpec,
     Images,
     JwtAuth,
@@ -53,6 +54,7 @@ from omnia.api.v1alpha1.promptpack import (
     PromptVersion,
     Rollout,
     RolloutStep,
+    Skill,
 )
 from omnia.api.v1alpha1.provider import (
     Credentials,
@@ -104,6 +106,7 @@ __all__ = [
     "Credentials",
     "DiscoveredTool",
     "FacadeAuth",
+    "FacadeProtocols",
     "FacadeSpec",
     "FieldError",
     "HandlerStatus",
@@ -141,6 +144,7 @@ __all__ = [
     "ResourceRequirements",
     "Rollout",
     "RolloutStep",
+    "Skill",
     "Rule",
     "ScalingMetric",
     "SecretKeySelector",

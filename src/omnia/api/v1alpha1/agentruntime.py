@@ -136,6 +136,25 @@ class FacadeAuth(ApiModel):
     jwt: JwtAuth | None = Field(default=None, description="Token validation settings (type jwt).")
 
 
+class FacadeProtocols(ApiModel):
+    """The open protocols the facade serves beside its WebSocket protocol (see docs/protocols.md).
+
+    Each has the same authentication, limits, metrics and traces as the WebSocket.
+    """
+
+    openai: bool = Field(
+        default=True,
+        description="OpenAI-compatible chat: POST /v1/chat/completions and GET /v1/models.",
+    )
+    mcp: bool = Field(
+        default=True, description="An MCP server at /mcp (streamable HTTP) with one tool, ask."
+    )
+    a2a: bool = Field(
+        default=True,
+        description="A2A: the agent card at /.well-known/agent-card.json and the JSON-RPC endpoint at /a2a.",
+    )
+
+
 class FacadeSpec(ApiModel):
     """The client-facing server of each agent pod."""
 
@@ -144,6 +163,11 @@ class FacadeSpec(ApiModel):
         default_factory=FacadeAuth,
         json_schema_extra={"default": defaults_of(FacadeAuth)},
         description="Client authentication."
+    )
+    protocols: FacadeProtocols = Field(
+        default_factory=FacadeProtocols,
+        json_schema_extra={"default": defaults_of(FacadeProtocols)},
+        description="The open protocols served beside the WebSocket protocol; all on unless turned off here.",
     )
     max_connections: int = Field(
         default=1000, ge=1,
