@@ -15,6 +15,8 @@ from tests.operator import manifests
 from tests.operator.manifests import model
 
 DEFAULTS = builders.Defaults(image="registry.example/omnia:1")
+ACTIVATOR = builders.ActivatorService(namespace="omnia-system", name="omnia-activator")
+WITH_ACTIVATOR = builders.Defaults(image="registry.example/omnia:1", activator=ACTIVATOR)
 
 
 def config_for(agent, provider=None, registry=None) -> AgentConfig:
@@ -253,7 +255,7 @@ def test_quantities(text, value):
 def test_replicas_are_never_fought_over_with_the_autoscaler(spec, exists, expected):
     agent = model(manifests.agent(**spec))
     assert builders.desired_replicas(agent, deployment_exists=exists) == expected
-    deployment = by_kind(objects_for(agent, replicas=expected))["Deployment"]
+    deployment = by_kind(objects_for(agent, replicas=expected, defaults=WITH_ACTIVATOR))["Deployment"]
     assert deployment["spec"].get("replicas") == expected
 
 
