@@ -132,7 +132,7 @@ class ActivatorService:
             raise ValueError(f"{text!r} is not NAMESPACE/NAME")
         for part in (namespace, name):
             if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", part):
-                raise ValueError(f"{text!r}: {part!r} is not a valid namespace or Service name")
+                raise ValueError(f"{text!r} is not NAMESPACE/NAME: {part!r} is not a valid name")
         return cls(namespace=namespace, name=name)
 
     @property
