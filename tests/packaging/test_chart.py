@@ -161,8 +161,8 @@ def test_namespaced_operator_gets_the_same_rules_only_in_its_namespaces(helm: ch
         assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
                                       "name": "omnia-operator"}
         assert binding["subjects"][0]["namespace"] == "omnia-system"
-    assert [role["metadata"]["name"] for role in find(objects, "ClusterRole")] == [
-        "omnia-viewer", "omnia-editor", "omnia-activator"]
+    assert sorted(role["metadata"]["name"] for role in find(objects, "ClusterRole")) == [
+        "omnia-activator", "omnia-editor", "omnia-viewer"]
     assert [binding["metadata"]["name"] for binding in find(objects, "ClusterRoleBinding")] == ["omnia-activator"], \
         "only the activator reads cluster-wide (deploy/rbac/activator.yaml)"
 
@@ -313,9 +313,8 @@ def test_operator_options_reach_its_command_line(helm: charts.Helm) -> None:
     operator = container(helm.template(EVERYTHING))
     assert operator["args"] == [
         "operator", "--namespace=team-a", "--liveness=0.0.0.0:9000", "--metrics=0.0.0.0:9100", "--workers=8",
-        "--prometheus-url=http://prometheus.monitoring.svc:9090",
+        "--prometheus-url=http://prometheus.monitoring.svc:9090", "--activator-service=omnia-system/omnia-activator",
         "--ingress-namespace=traefik", "--ingress-namespace=gateways", "--scrape-namespace=",
-        "--activator-service=omnia-system/omnia-activator",
         "--default-session-secret=redis=omnia-system/omnia-session-redis:url",
         "--otlp-endpoint=http://otel-collector.observability.svc:4317", "--otlp-headers-secret=otlp:headers",
         "--trace-sampling-ratio=0.25",
