@@ -46,7 +46,7 @@ EVERYTHING = {
         "metricsPort": 9100,
         "env": [{"name": "HTTPS_PROXY", "value": "http://proxy:3128"}],
     },
-    "activator": {"enabled": True, "maxHeld": 50, "wakeTimeoutSeconds": 30,
+    "activator": {"enabled": True, "maxHeld": 50, "wakeTimeoutSeconds": 30, "drainTimeoutSeconds": 5,
                   "resources": {"requests": {"cpu": "10m", "memory": "96Mi"}, "limits": {"cpu": "1", "memory": "256Mi"}}},
     "podAnnotations": {"example.com/team": "platform"},
     "podLabels": {"example.com/tier": "control"},
@@ -546,14 +546,14 @@ def test_the_activator_runs_the_one_image_with_its_options(helm: charts.Helm) ->
     default = container(helm.template(), "activator")
     assert default["image"] == builders.DEFAULT_IMAGE
     assert default["args"] == ["activator", "--port=8080", "--scaler-port=9090", "--max-held=1000",
-                               "--wake-timeout=60"]
+                               "--wake-timeout=60", "--drain-timeout=25"]
     given = container(helm.template(EVERYTHING), "activator")
     assert given["image"] == "registry.example.com/omnia:0.1.0-rc1"
-    assert given["args"][-2:] == ["--max-held=50", "--wake-timeout=30"]
+    assert given["args"][-3:] == ["--max-held=50", "--wake-timeout=30", "--drain-timeout=5"]
     assert given["resources"] == EVERYTHING["activator"]["resources"]
     pod = of(helm.template(EVERYTHING), "Deployment", "activator")["spec"]["template"]["spec"]
     assert pod["imagePullSecrets"] == [{"name": "registry"}]
-    assert pod["terminationGracePeriodSeconds"] > 30, "held connections are answered before the pod goes"
+    assert pod["terminationGracePeriodSeconds"] == 15, "relayed connections drain before the pod goes"
 
 
 def test_activator_pod_meets_the_restricted_pod_security_standard(helm: charts.Helm) -> None:
@@ -568,7 +568,8 @@ def test_activator_pod_meets_the_restricted_pod_security_standard(helm: charts.H
     assert {"name": "tmp", "mountPath": "/tmp"} in activator["volumeMounts"]
     assert set(activator["resources"]["requests"]) == set(activator["resources"]["limits"]) == {"cpu", "memory"}
     assert pod["serviceAccountName"] == of(objects, "ServiceAccount", "activator")["metadata"]["name"]
-    assert {"readinessProbe", "livenessProbe"} <= set(activator)
+    assert activator["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert activator["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
 
 
 @pytest.mark.parametrize("values", [pytest.param({}, id="cluster-wide"), pytest.param(NAMESPACED, id="namespaced")])
