@@ -190,9 +190,11 @@ def test_cluster_wide_install_grants_the_operator_its_rules_everywhere_and_nothi
     assert not release.can("list", "customresourcedefinitions.apiextensions.k8s.io")
     assert release.can("delete", "endpointslices.discovery.k8s.io", namespace=other_namespace)
     # The activator reads, everywhere, and never writes.
-    for resource in ("endpointslices.discovery.k8s.io", "services", f"agentruntimes.{GROUP}"):
-        assert release.can("watch", resource, component="activator")
+    assert release.can("watch", "endpointslices.discovery.k8s.io", component="activator")
+    assert release.can("list", f"agentruntimes.{GROUP}", component="activator")
+    for resource in ("endpointslices.discovery.k8s.io", f"agentruntimes.{GROUP}"):
         assert not release.can("patch", resource, namespace=other_namespace, component="activator")
+    assert not release.can("get", "services", namespace=other_namespace, component="activator")
     assert not release.can("list", "secrets", namespace=other_namespace, component="activator")
     assert not release.can("list", "pods", namespace=other_namespace, component="activator")
 
