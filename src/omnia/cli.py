@@ -88,6 +88,19 @@ OtlpHeadersSecret = Annotated[
         "sent to --otlp-endpoint.",
     ),
 ]
+ActivatorServiceOption = Annotated[
+    str | None,
+    typer.Option(
+        "--activator-service",
+        metavar="NAMESPACE/NAME",
+        help="The activator's Service: agents at zero replicas (minReplicas 0) are routed to it until a pod "
+        "is Ready, and KEDA's triggers for active_connections ask its external scaler. None: no activator.",
+    ),
+]
+PrometheusUrl = Annotated[
+    str | None,
+    typer.Option(help="Prometheus that KEDA's prometheus triggers query for custom metrics; none by default."),
+]
 TraceSamplingRatio = Annotated[
     float, typer.Option(min=0.0, max=1.0, help="Share of new traces agent pods record (parent-based).")
 ]
@@ -112,6 +125,18 @@ def _tracing(endpoint: str | None, headers_secret: str | None, sampling_ratio: f
         if not endpoint:
             raise _fail("--otlp-headers-secret needs --otlp-endpoint, the collector the headers are for", EXIT_USAGE)
     return builders.TracingDefaults(endpoint=endpoint or None, headers=headers, sampling_ratio=sampling_ratio)
+
+
+def _activator(value: str | None):
+    """``--activator-service NAMESPACE/NAME``; a malformed value exits 2."""
+    from omnia.operator import builders
+
+    if not value:
+        return None
+    try:
+        return builders.ActivatorService.parse(value)
+    except ValueError as exc:
+        raise _fail(f"--activator-service: {exc}", EXIT_USAGE) from None
 
 
 def _session_stores(values: list[str] | None):
@@ -367,9 +392,8 @@ def operator(
     image: Annotated[
         str | None, typer.Option(envvar="OMNIA_IMAGE", help="Image of agent pods whose spec.images leaves it out.")
     ] = None,
-    prometheus_url: Annotated[
-        str | None, typer.Option(help="Prometheus that KEDA's triggers query for custom metrics.")
-    ] = None,
+    prometheus_url: PrometheusUrl = None,
+    activator_service: ActivatorServiceOption = None,
     workers: Annotated[int, typer.Option(min=1, help="Reconciles run at once.")] = 4,
     discovery_interval: Annotated[
         float, typer.Option(min=1, help="Seconds between discoveries of a ToolRegistry's MCP and OpenAPI tools.")
@@ -418,7 +442,7 @@ def operator(
             raise _fail("--leader-elect needs --leader-election-namespace outside a pod", EXIT_USAGE)
     defaults = builders.Defaults()
     overrides = {"image": image, "prometheus_url": prometheus_url, "session_stores": session_stores,
-                 "tracing": tracing}
+                 "tracing": tracing, "activator": _activator(activator_service)}
     defaults = builders.Defaults(**{**defaults.__dict__, **{k: v for k, v in overrides.items() if v}})
     # Given at all, a list replaces the default; an empty value stands for none.
     if ingress_namespace is not None:
@@ -522,11 +546,14 @@ def render(
     otlp_endpoint: OtlpEndpoint = None,
     otlp_headers_secret: OtlpHeadersSecret = None,
     trace_sampling_ratio: TraceSamplingRatio = 1.0,
+    prometheus_url: PrometheusUrl = None,
+    activator_service: ActivatorServiceOption = None,
 ) -> None:
     """Print, offline, the objects the operator would create for these manifests (multi-document YAML).
 
     Give the operator's --default-session-secret for agents on the installation's session store,
-    and its tracing options for the pods' OTEL_* variables.
+    its tracing options for the pods' OTEL_* variables, and its --prometheus-url and
+    --activator-service for KEDA's triggers.
     """
     from omnia import manifests
     from omnia.operator import builders
@@ -534,8 +561,10 @@ def render(
 
     session_stores = _session_stores(default_session_secret)
     tracing = _tracing(otlp_endpoint, otlp_headers_secret, trace_sampling_ratio)
-    defaults = builders.Defaults(image=image, session_stores=session_stores, tracing=tracing) if image else \
-        builders.Defaults(session_stores=session_stores, tracing=tracing)
+    defaults = builders.Defaults(session_stores=session_stores, tracing=tracing, prometheus_url=prometheus_url or None,
+                                 activator=_activator(activator_service))
+    if image:
+        defaults = dataclasses.replace(defaults, image=image)
     try:
         objects = rendering.render(manifests.load(paths), defaults=defaults)
     except manifests.ManifestLoadError as exc:

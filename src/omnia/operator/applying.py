@@ -22,6 +22,7 @@ import socket
 import ssl
 import tempfile
 from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -45,6 +46,7 @@ PLURALS: Mapping[tuple[str, str], str] = {
     ("keda.sh/v1alpha1", "ScaledObject"): "scaledobjects",
     ("policy/v1", "PodDisruptionBudget"): "poddisruptionbudgets",
     ("networking.k8s.io/v1", "NetworkPolicy"): "networkpolicies",
+    ("discovery.k8s.io/v1", "EndpointSlice"): "endpointslices",
     ("omnia.altairalabs.ai/v1alpha1", "AgentRuntime"): "agentruntimes",
     ("omnia.altairalabs.ai/v1alpha1", "PromptPack"): "promptpacks",
     ("omnia.altairalabs.ai/v1alpha1", "Provider"): "providers",
@@ -84,6 +86,27 @@ def resource_path(api_version: str, kind: str, *, namespace: str, name: str | No
     if subresource is not None:
         path += f"/{subresource}"
     return path
+
+
+@dataclass(frozen=True)
+class Selector:
+    """Which objects of a kind a list or watch returns: by field, by label, or both."""
+
+    field: str = ""
+    label: str = ""
+
+    @classmethod
+    def name(cls, name: str) -> Selector:
+        """One object by name: what a rule's ``resourceNames`` can narrow ``list`` and ``watch`` to."""
+        return cls(field=f"metadata.name={name}")
+
+    def params(self) -> dict[str, str]:
+        params = {}
+        if self.field:
+            params["fieldSelector"] = self.field
+        if self.label:
+            params["labelSelector"] = self.label
+        return params
 
 
 class KubeApi(Protocol):
@@ -197,24 +220,30 @@ class KubeClient:
         A list narrowed by a field selector on the name: what RBAC allows
         when a rule grants ``list`` on that name only (``resourceNames``).
         """
-        response = await self._http.get(
-            resource_path(api_version, kind, namespace=namespace), params={"fieldSelector": f"metadata.name={name}"}
-        )
-        body = _json(response)
-        items = body.get("items") or []
-        return (items[0] if items else None), str((body.get("metadata") or {}).get("resourceVersion", ""))
+        items, version = await self.list_selected(api_version, kind, namespace=namespace,
+                                                  selector=Selector.name(name))
+        return (items[0] if items else None), version
 
-    async def watch_one(
-        self, api_version: str, kind: str, *, namespace: str, name: str, resource_version: str,
+    async def list_selected(
+        self, api_version: str, kind: str, *, namespace: str, selector: Selector
+    ) -> tuple[list[dict[str, Any]], str]:
+        """The objects ``selector`` selects and the list's resourceVersion, to watch from."""
+        response = await self._http.get(resource_path(api_version, kind, namespace=namespace),
+                                        params=selector.params())
+        body = _json(response)
+        return list(body.get("items") or []), str((body.get("metadata") or {}).get("resourceVersion", ""))
+
+    async def watch_selected(
+        self, api_version: str, kind: str, *, namespace: str, selector: Selector, resource_version: str,
         timeout_seconds: int = 300,
     ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-        """The changes of the object named ``name`` after ``resource_version``: (type, object) pairs.
+        """The changes of the objects ``selector`` selects after ``resource_version``: (type, object) pairs.
 
         Ends when the server closes the watch (after about ``timeout_seconds``);
         raises :class:`Expired` when ``resource_version`` is too old. Cancelling
         the consuming task closes the stream.
         """
-        params = {"fieldSelector": f"metadata.name={name}", "watch": "true", "resourceVersion": resource_version,
+        params = {**selector.params(), "watch": "true", "resourceVersion": resource_version,
                   "allowWatchBookmarks": "true", "timeoutSeconds": str(timeout_seconds)}
         path = resource_path(api_version, kind, namespace=namespace)
         timeout = httpx.Timeout(timeout_seconds + 30.0, connect=10.0)

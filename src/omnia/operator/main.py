@@ -28,7 +28,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 import kopf
 from prometheus_client import CollectorRegistry, start_http_server
 
-from omnia.operator import applying, builders, handlers, labels, leading, metering, metrics, reconciling
+from omnia.operator import applying, builders, handlers, labels, leading, metering, metrics, reconciling, routing
 
 QUIET_LOGGERS = ("kopf.objects", "kopf.activities", "httpx", "aiohttp.access")
 """Loggers that report every handler call and request at INFO: the operator logs its own outcomes."""
@@ -48,6 +48,10 @@ def settings_for_omnia() -> kopf.OperatorSettings:
     # Pods too, and only those of agents: a cluster's other pods change all the time.
     settings.watching.label_selectors[("", "v1", "pods")] = (
         f"{labels.NAME}={labels.AGENT_NAME},{labels.MANAGED_BY}={labels.OPERATOR}"
+    )
+    # And EndpointSlices: only the agents' <agent>-activator ones (routing).
+    settings.watching.label_selectors[("discovery.k8s.io", "v1", "endpointslices")] = (
+        f"{routing.MANAGED_BY_LABEL}={routing.MANAGER}"
     )
     # Re-establish watches now and then, as client-go does.
     settings.watching.server_timeout = 300

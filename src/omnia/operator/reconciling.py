@@ -43,6 +43,7 @@ from omnia.operator import (
     promptpacks,
     queueing,
     references,
+    routing,
     sessionstores,
     standings,
     status,
@@ -105,6 +106,10 @@ class Cache(Protocol):
     def deployment(self, namespace: str, name: str) -> DeploymentSummary | None: ...
 
     def pods(self, namespace: str, agent: str) -> list[podhealth.PodSummary]: ...
+
+    def activator_slice(self, namespace: str, agent: str) -> routing.SliceSummary | None: ...
+
+    def activator_addresses(self) -> list[str] | None: ...
 
     def referrers(self, ref: Ref) -> set[Ref]: ...
 
@@ -336,6 +341,7 @@ async def reconcile_agent(ref: Ref, ctx: Context) -> float | None:
                                   selector=selector, now=now)
         raise kopf.PermanentError(f"{ref}: {parsed.error}")
     agent: AgentRuntime = parsed.resource
+    await _route(agent, deployment, ctx)
     traces = builders.tracing(agent, defaults=ctx.defaults.tracing)
     resolution = resolve_agent(agent, ctx.cache, session_stores=ctx.defaults.session_stores, tracing=traces)
     endpoint = builders.endpoint(agent)
@@ -529,6 +535,33 @@ async def _write_agent_status(
     return pods.recheck_after
 
 
+async def _route(agent: AgentRuntime, deployment: DeploymentSummary | None, ctx: Context) -> None:
+    """Lead the agent's Service to the activator while its Deployment has no Ready replica, else to its pods.
+
+    Done before the references are resolved: it depends on none of them,
+    and an agent at zero whose Provider just went away must still wake.
+    While the activator's addresses are unknown (never listed), an existing
+    slice is left as it is.
+    """
+    namespace, name = agent.metadata.namespace or "", routing.slice_name(agent.metadata.name)
+    live = ctx.cache.activator_slice(namespace, agent.metadata.name)
+    routed = routing.wanted(agent, activator=ctx.defaults.activator, deployment_exists=deployment is not None,
+                            ready_replicas=deployment.ready_replicas if deployment is not None else 0)
+    key = (routing.ENDPOINT_SLICE.api_version, routing.ENDPOINT_SLICE.kind, namespace, name)
+    if routed:
+        addresses = ctx.cache.activator_addresses()
+        if addresses is not None:
+            # Applied again while the cache does not show it: it was deleted, or this is its first apply.
+            await _apply(routing.build_activator_slice(agent, addresses=addresses), ctx, force=live is None)
+        return
+    ctx.applied.pop(key, None)
+    if live is not None and live.controller == agent.metadata.uid:
+        await ctx.api.delete(*key[:2], namespace=namespace, name=name, uid=live.uid)
+        log.info("deleted EndpointSlice %s/%s: %s", namespace, name,
+                 "a pod is Ready" if builders.scales_to_zero(agent) and ctx.defaults.activator else
+                 "the agent no longer scales to zero through the activator")
+
+
 async def _hand_replicas_to_autoscaler(agent: AgentRuntime, deployment: DeploymentSummary, ctx: Context) -> None:
     """Give ``spec.replicas`` a second owner so the operator can stop applying it without a reset."""
     await ctx.api.apply(
@@ -576,7 +609,8 @@ async def _prune(agent: AgentRuntime, kind: builders.ObjectKind, ctx: Context) -
 
 def forget_agent(ref: Ref, ctx: Context) -> None:
     """Drop the memories of an agent: its objects are applied again at its next reconcile."""
-    for key in [key for key in ctx.applied if key[2] == ref.namespace and key[3] in (ref.name, labels.config_map_name(ref.name))]:
+    names = (ref.name, labels.config_map_name(ref.name), routing.slice_name(ref.name))
+    for key in [key for key in ctx.applied if key[2] == ref.namespace and key[3] in names]:
         del ctx.applied[key]
     ctx.written.pop(ref, None)
 
