@@ -1,6 +1,6 @@
 """Relay, connection-rate and idle-connection benchmarks of one agent pod, against a floor.
 
-    python bench/relay.py [--quick]
+    python bench/relay.py [--quick] [--relay-only]
 
 The floor is a bare ``websockets`` server (no Omnia, no gRPC, no store) that
 answers the same client with the same frames: on connect a ``connected``
@@ -9,26 +9,38 @@ turn, replayed. Both run in the same run, so the ratios hold on a busy
 machine when the absolute figures do not. Where the machine has two cores or
 more, the servers are pinned to core 0 and the load client to core 1.
 
-(a) relay: N concurrent WebSocket sessions, each sending turns through
+(a) relay: N concurrent sessions, each sending turns through
     facade → gRPC → runtime, where the ``mock`` model streams K = 32 chunks,
     either instantly (every millisecond measured is the platform's own
     overhead; chunks produced faster than they are relayed are merged) or
-    1 ms apart (a fast model: each chunk travels as its own frame). Prints
-    turns/s, per-turn latency (send → done) p50/p99, frames per turn and the
-    servers' CPU time per turn (facade + runtime, from /proc), and for the
-    instant model the floor's CPU per turn and the ratio.
+    1 ms apart (a fast model: each chunk travels as its own frame). Each
+    case runs over WebSockets (``/ws``, one connection per session) and
+    over the OpenAI-compatible endpoint (``POST /v1/chat/completions`` with
+    ``stream: true`` and ``X-Omnia-Session``: one kept session per client,
+    one keep-alive HTTP connection per session, one request per turn).
+    Prints turns/s, per-turn latency (send → done, or → ``[DONE]``)
+    p50/p99, chunk frames (or events) per turn and the servers' CPU time per
+    turn (facade + runtime, from /proc); for ``/ws`` with the instant model
+    the floor's CPU per turn and the ratio, and for the OpenAI endpoint its
+    turns/s and p50 as multiples of those of ``/ws`` in the same run.
 (b) connection rate: connections opened per second to one facade (upgrade
     until the ``connected`` frame), 64 in flight; and to the floor.
 (c) idle: facade + runtime resident memory per open, idle connection at
     1,000 and 10,000 connections; and the floor's.
 
-Everything runs on loopback. Counts and time are bounded.
+The pod's pending-connection caps are off: every client comes from one
+address, and a plain HTTP connection (the OpenAI endpoint's) counts as
+pending for as long as it is open, since it never upgrades. A case of (a)
+that cannot run (a timeout on an overloaded machine) prints as failed and
+the run goes on. ``--relay-only`` runs (a) alone. Everything runs on
+loopback. Counts and time are bounded.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import platform
@@ -40,12 +52,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
 from websockets.asyncio.client import connect
 
 from omnia.config import AgentConfig, FacadeConfig, MockScript, ProviderConfig, ScriptedReply
+from omnia.facade.openai_compat import SESSION_HEADER
 
 CHUNKS = 32
 CHUNK_TEXT = "word "
@@ -122,7 +136,9 @@ class Pod:
             facade=FacadeConfig(
                 max_connections=20_000, messages_per_second=1e6, message_burst=1_000_000,
                 # Every client of the benchmark comes from one address, and
-                # a thousand connect at once to a loaded machine.
+                # a thousand connect at once to a loaded machine; the OpenAI
+                # endpoint's HTTP connections count as pending for as long as
+                # they are open, since they never upgrade (docs/protocols.md).
                 max_pending_connections_per_address=0,
                 max_pending_connections=0,
                 request_header_timeout_seconds=120,
@@ -222,14 +238,87 @@ async def _session(url: str, turns: int, latencies: list[float], frames: list[in
             frames.append(len(text))
 
 
-async def relay(url: str, pids: tuple[int, ...], *, sessions: int, turns: int) -> dict:
+class _HttpConnection:
+    """A minimal HTTP/1.1 keep-alive client for the OpenAI endpoint's event streams.
+
+    Lean like the WebSocket client, so that the figures measure the facade and
+    not a client library (httpx costs several milliseconds of CPU per request
+    on a small machine, which the facade would then be charged for).
+    """
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def open(cls, port: int) -> _HttpConnection:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        return cls(reader, writer)
+
+    async def stream(self, body: bytes, headers: dict[str, str]) -> tuple[dict[str, str], list[str]]:
+        """POST a streaming completion; (response headers, the data of each event)."""
+        lines = [
+            "POST /v1/chat/completions HTTP/1.1", "Host: 127.0.0.1", "Content-Type: application/json",
+            f"Content-Length: {len(body)}", *(f"{name}: {value}" for name, value in headers.items()),
+        ]
+        self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+        status = (await self.reader.readline()).decode()
+        response_headers = {}
+        while (line := (await self.reader.readline()).decode().strip()):
+            name, _, value = line.partition(":")
+            response_headers[name.lower()] = value.strip()
+        if " 200 " not in status or response_headers.get("transfer-encoding") != "chunked":
+            raise RuntimeError(f"unexpected response {status.strip()} {response_headers}")
+        text = bytearray()
+        while size := int((await self.reader.readline()).strip(), 16):
+            text += await self.reader.readexactly(size + 2)
+            del text[-2:]
+        await self.reader.readline()
+        events = [event.removeprefix("data: ") for event in text.decode().split("\n\n") if event.startswith("data: ")]
+        return response_headers, events
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+async def _openai_session(port: int, turns: int, latencies: list[float], frames: list[int]) -> None:
+    """Turns of one kept session over the OpenAI endpoint, streamed as server-sent events."""
+    connection = await _HttpConnection.open(port)
+    session = ""
+    body = json.dumps({"model": "bench", "stream": True, "messages": [{"role": "user", "content": "go"}]}).encode()
+    try:
+        for _ in range(turns):
+            started = time.perf_counter()
+            headers, events = await connection.stream(body, {SESSION_HEADER: session} if session else {})
+            session = headers[SESSION_HEADER.lower()]
+            if events[-1] != "[DONE]":
+                raise RuntimeError(f"the stream did not end with [DONE]: {events[-1]!r}")
+            text = []
+            for data in events[:-1]:
+                event = json.loads(data)
+                if "error" in event:
+                    raise RuntimeError(f"error event {event}")
+                content = event["choices"][0]["delta"].get("content")
+                if content:
+                    text.append(content)
+            if "".join(text) != REPLY:
+                raise RuntimeError(f"the reply arrived damaged: {''.join(text)!r}")
+            latencies.append(time.perf_counter() - started)
+            frames.append(len(text))
+    finally:
+        connection.close()
+
+
+Session = Callable[[int, list[float], list[int]], Awaitable[None]]
+
+
+async def relay(session: Session, pids: tuple[int, ...], *, sessions: int, turns: int) -> dict:
+    """``sessions`` concurrent ``session(turns, latencies, frames)``; CPU of ``pids`` over the phase."""
     latencies: list[float] = []
     frames: list[int] = []
     cpu = sum(_cpu_seconds(pid) for pid in pids)
     started = time.perf_counter()
-    await asyncio.wait_for(
-        asyncio.gather(*(_session(url, turns, latencies, frames) for _ in range(sessions))), 600
-    )
+    await asyncio.wait_for(asyncio.gather(*(session(turns, latencies, frames) for _ in range(sessions))), 600)
     elapsed = time.perf_counter() - started
     cpu = sum(_cpu_seconds(pid) for pid in pids) - cpu
     ordered = sorted(latencies)
@@ -333,6 +422,21 @@ async def idle(port: int, pids: tuple[int, ...], *, counts: list[int]) -> list[d
     return [{"baseline_mib": baseline}, *results]
 
 
+def _relay_row(label: str, protocol: str, session: Session, pids: tuple[int, ...], sessions: int, turns: int) -> dict | None:
+    """One case of (a) with its printed line; a case that could not run is printed as failed, not hidden."""
+    try:
+        result = asyncio.run(relay(session, pids, sessions=sessions, turns=turns))
+    except Exception as exc:
+        print(f"{label:>12} {protocol:>8} {sessions:>9} failed: {exc!r}"[:300], flush=True)
+        return None
+    result["line"] = (
+        f"{label:>12} {protocol:>8} {result['sessions']:>9} {result['turns']:>7} {result['turns_per_s']:>9.0f}"
+        f" {result['p50_ms']:>8.1f} {result['p99_ms']:>8.1f} {result['chunk_frames']:>12.1f}"
+        f" {result['cpu_ms_per_turn']:>12.3f}"
+    )
+    return result
+
+
 def _ratio(value: float, floor: float) -> str:
     """``value`` as a multiple of ``floor``; CPU time is counted in clock ticks, so a short run may read 0."""
     return f"{value / floor:>5.1f}x" if floor > 0 else "   n/a"
@@ -354,6 +458,7 @@ def machine() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller counts, for a smoke run")
+    parser.add_argument("--relay-only", action="store_true", help="run (a) alone, not the connection rate and idle phases")
     args = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -367,8 +472,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as workdir:
         print("(a) relay")
         print(
-            f"{'model':>12} {'sessions':>9} {'turns':>7} {'turns/s':>9} {'p50 ms':>8} {'p99 ms':>8}"
-            f" {'frames/turn':>12} {'CPU ms/turn':>12} {'floor CPU':>10} {'ratio':>6}"
+            f"{'model':>12} {'protocol':>8} {'sessions':>9} {'turns':>7} {'turns/s':>9} {'p50 ms':>8} {'p99 ms':>8}"
+            f" {'frames/turn':>12} {'CPU ms/turn':>12} {'floor CPU':>10} {'ratio':>6} {'turns/s vs ws':>14} {'p50 vs ws':>10}"
         )
         for label, delay in (("instant", 0), ("1 ms/chunk", 1)):
             pod = Pod(Path(workdir), chunk_delay_ms=delay)
@@ -377,20 +482,26 @@ def main() -> None:
                 if delay == 0:
                     floor = Floor(Path(workdir), frames=asyncio.run(first_turn_frames(pod.ws_url)))
                 for sessions, turns in plan:
-                    result = asyncio.run(relay(pod.ws_url, pod.pids, sessions=sessions, turns=turns))
-                    line = (
-                        f"{label:>12} {result['sessions']:>9} {result['turns']:>7} {result['turns_per_s']:>9.0f}"
-                        f" {result['p50_ms']:>8.1f} {result['p99_ms']:>8.1f} {result['chunk_frames']:>12.1f}"
-                        f" {result['cpu_ms_per_turn']:>12.3f}"
-                    )
-                    if floor is not None:
-                        base = asyncio.run(relay(floor.ws_url, floor.pids, sessions=sessions, turns=turns))
-                        line += f" {base['cpu_ms_per_turn']:>10.3f} {_ratio(result['cpu_ms_per_turn'], base['cpu_ms_per_turn'])}"
-                    print(line, flush=True)
+                    ws = _relay_row(label, "/ws", functools.partial(_session, pod.ws_url), pod.pids, sessions, turns)
+                    if ws is not None and floor is not None:
+                        base = asyncio.run(relay(functools.partial(_session, floor.ws_url), floor.pids, sessions=sessions, turns=turns))
+                        ws["line"] += f" {base['cpu_ms_per_turn']:>10.3f} {_ratio(ws['cpu_ms_per_turn'], base['cpu_ms_per_turn'])}"
+                    if ws is not None:
+                        print(ws["line"], flush=True)
+                    openai = _relay_row(label, "openai", functools.partial(_openai_session, pod.port), pod.pids, sessions, turns)
+                    if openai is not None:
+                        if ws is not None:
+                            openai["line"] += (
+                                f" {'-':>10} {'-':>6} {openai['turns_per_s'] / ws['turns_per_s']:>14.2f}"
+                                f" {openai['p50_ms'] / ws['p50_ms']:>10.2f}"
+                            )
+                        print(openai["line"], flush=True)
             finally:
                 pod.stop()
                 if floor is not None:
                     floor.stop()
+        if args.relay_only:
+            return
 
         pod = Pod(Path(workdir))
         try:
