@@ -33,6 +33,8 @@ FORMATS: tuple[Format, ...] = ("json", "console")
 
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")
 _COLOUR_VARIANTS = ("color_message",)
+_OWN_HANDLERS = frozenset({"uvicorn"})
+"""Libraries whose loggers bring handlers of their own, which would write around ours."""
 
 
 def choose_format(stream: TextIO, *, env: Mapping[str, str] = os.environ) -> Format:
@@ -84,6 +86,15 @@ def configure(
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # Every record goes through the root's handler: undo what a library's own
+    # logging set-up did (uvicorn's handlers and propagate=False, a
+    # dictConfig that disabled existing loggers).
+    for name, logger in list(logging.root.manager.loggerDict.items()):
+        if isinstance(logger, logging.Logger):
+            logger.disabled = False
+            if name.split(".")[0] in _OWN_HANDLERS:
+                logger.handlers.clear()
+                logger.propagate = True
 
 
 def _add_component(component: str):
