@@ -317,8 +317,10 @@ def test_the_operators_scaled_object_for_any_name_reaches_prometheus_intact(cont
         assert hpa["spec"]["scaleTargetRef"]["name"] == name
         wait_for(lambda: prometheus.queries, timeout=60, what="a query to Prometheus")
         assert set(prometheus.queries) == {query}
-        # Nothing active: the Deployment stays at zero.
-        assert replicas(control_plane, namespace, name)[0] == 0
+        # Nothing active (Prometheus answers 0): KEDA says so, and the Deployment stays at zero.
+        wait_for(lambda: condition(get(control_plane, f"scaledobject/{name}", namespace), "Active").get("status")
+                 == "False", timeout=60, what="Active=False")
+        assert replicas(control_plane, namespace, name) == (0, 0)
 
 
 def test_keda_wakes_a_deployment_from_zero_on_an_external_push_and_lets_it_sleep_again(
