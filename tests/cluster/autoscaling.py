@@ -27,6 +27,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -65,7 +66,8 @@ def keda_module_dir() -> Path:
     """KEDA's Go module in the module cache (``go mod download``, through the module proxy if needed)."""
     downloaded = subprocess.run(
         ["go", "mod", "download", "-json", f"github.com/kedacore/keda/v2@{KEDA_VERSION}"],
-        capture_output=True, text=True, check=False, cwd=REPO / "hack" / "controlplane" / "keda",
+        # Outside any module, as scripts/fetch-keda-crd does, so that no go.mod or go.sum is touched.
+        capture_output=True, text=True, check=False, cwd=tempfile.gettempdir(),
         env={**os.environ, "GOFLAGS": "-mod=mod"},
     )
     info = json.loads(downloaded.stdout or "{}")
