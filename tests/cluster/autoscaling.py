@@ -311,7 +311,7 @@ class MetricsServer:
     (``--kubelet-insecure-tls``; the real node's kubelet has no certificate
     from the test CA). It authenticates to the kubelet with its client
     certificate (a system:masters user here). ``metric_resolution`` is how
-    often it scrapes (metrics-server's minimum is 10 s).
+    often it scrapes (it must exceed the kubelet request timeout, 10 s).
     """
 
     group = "metrics.k8s.io"
@@ -320,7 +320,7 @@ class MetricsServer:
     service = "metrics-server"
 
     def __init__(self, plane: controlplane.ControlPlane, *, node_selector: str = REAL_NODE_SELECTOR,
-                 metric_resolution: str = "10s", ready_timeout: float = 120.0) -> None:
+                 metric_resolution: str = "15s", ready_timeout: float = 120.0) -> None:
         self.plane = plane
         self.node_selector = node_selector
         self.metric_resolution = metric_resolution

@@ -227,6 +227,10 @@ def sleeper(name: str, *, replicas: int = 0) -> dict:
                                   "spec": {"containers": [{"name": "main", "image": "registry.invalid/sleeper"}]}}}}
 
 
+def raw(plane, path: str) -> dict:
+    return json.loads(plane.kubectl("get", "--raw", path, check=True).stdout)
+
+
 def scaled_object_ready(plane, namespace: str, name: str) -> dict | None:
     scaled = get(plane, f"scaledobject/{name}", namespace)
     return scaled if condition(scaled, "Ready").get("status") == "True" else None
@@ -247,7 +251,7 @@ def test_keda_starts_with_all_its_crds_and_serves_the_external_metrics_api(contr
         "clustertriggerauthentications.keda.sh", "scaledjobs.keda.sh", "scaledobjects.keda.sh",
         "triggerauthentications.keda.sh",
     ]
-    listing = harness.kubectl_json(control_plane, "get", "--raw", "/apis/external.metrics.k8s.io/v1beta1")
+    listing = raw(control_plane, "/apis/external.metrics.k8s.io/v1beta1")
     assert listing["groupVersion"] == "external.metrics.k8s.io/v1beta1"
     assert f'version="{autoscaling.KEDA_VERSION}"' in next(
         line for line in keda_system.metrics().splitlines() if line.startswith("keda_build_info{"))
@@ -366,7 +370,7 @@ def test_metrics_server_is_served_as_the_resource_metrics_api(control_plane, met
     """Started by the helper the real node uses: an Available v1beta1.metrics.k8s.io, answering for the
     nodes it scrapes (none here: KWOK's nodes have no kubelet API, and the real node is not started)."""
     with autoscaling.metrics_server(control_plane) as server:
-        nodes = harness.kubectl_json(control_plane, "get", "--raw", "/apis/metrics.k8s.io/v1beta1/nodes")
+        nodes = raw(control_plane, "/apis/metrics.k8s.io/v1beta1/nodes")
         assert nodes["kind"] == "NodeMetricsList" and nodes["items"] == []
         assert server.process is not None and server.process.exited() is None
     assert control_plane.kubectl("get", "apiservice/v1beta1.metrics.k8s.io").returncode != 0
