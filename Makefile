@@ -1,26 +1,32 @@
 # The two entry points of a fresh checkout (see README.md).
-.PHONY: run test install test-deps generate bench image
+.PHONY: run test install install-dev test-deps generate bench image
 
+# Running needs Omnia's runtime dependencies and the embedded model only;
+# the test tools (pytest, Playwright, linters, the test services) come with
+# make test.
 run: install
 	.venv/bin/omnia run examples/quickstart
 
-test: install test-deps
+test: install-dev test-deps
 	.venv/bin/python -m pytest
 
 install:
 	scripts/bootstrap
 
+install-dev:
+	scripts/bootstrap --dev
+
 test-deps:
 	scripts/install-test-deps
 
-generate: install
+generate: install-dev
 	scripts/gen-protos
 	scripts/gen-crds
 	scripts/sync-chart-crds
 
 # The session-store and operator benchmarks need the test services
 # (make test-deps installs them).
-bench: install test-deps
+bench: install-dev test-deps
 	.venv/bin/python bench/relay.py
 	.venv/bin/python bench/attacks.py
 	.venv/bin/python bench/sessions.py

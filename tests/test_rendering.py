@@ -68,10 +68,27 @@ def test_client_templates_must_exist_in_the_configmap_a_pack_is_sourced_from():
     assert prompt_config(pack.spec, source_text=text).client_inputs.templates == ["ask"]
 
 
+def test_description_and_skills_are_rendered_and_change_the_content_hash():
+    """They are content of the version: the agent card of a session's version shows them."""
+    plain = prompt_config(_pack(systemPrompt="Hi.").spec)
+    described = prompt_config(
+        _pack(
+            systemPrompt="Hi.",
+            description="Answers billing questions.",
+            skills=[{"id": "refunds", "name": "Refunds", "tags": ["billing"], "examples": ["Refund order 7"]}],
+        ).spec
+    )
+    assert described.description == "Answers billing questions."
+    assert [(s.id, s.name, s.tags, s.examples) for s in described.skills] == [
+        ("refunds", "Refunds", ["billing"], ["Refund order 7"])
+    ]
+    assert hashing.content_hash(described) != hashing.content_hash(plain)
+
+
 def test_packs_without_client_inputs_keep_their_snapshot_identity():
-    """Snapshots taken before client inputs existed must not look like edited content."""
+    """Snapshots taken before client inputs (or descriptions and skills) existed must not look like edited content."""
     prompt = prompt_config(_pack(systemPrompt="Hi {{ name }}.", variables={"name": "Ada"}).spec)
-    before = prompt.model_dump(mode="json", by_alias=True, exclude={"version", "client_inputs"})
+    before = prompt.model_dump(mode="json", by_alias=True, exclude={"version", "client_inputs", "description", "skills"})
     assert hashing.content_hash(prompt) == hashing.digest(before)
     declared = prompt.model_copy(update={"client_inputs": ClientInputsConfig(templates=[])})
     assert hashing.content_hash(declared) == hashing.content_hash(prompt)
@@ -107,3 +124,17 @@ def test_an_agent_without_a_budget_enforces_none():
     config = render_agent_config(_agent(), prompts=PromptRollout(), provider=None)
     assert not config.budget.enforced
 
+
+
+@pytest.mark.parametrize(
+    ("protocols", "expected"),
+    [
+        pytest.param(None, (True, True, True), id="all-on-by-default"),
+        pytest.param({"openai": False}, (False, True, True), id="openai-off"),
+        pytest.param({"mcp": False, "a2a": False}, (True, False, False), id="mcp-and-a2a-off"),
+    ],
+)
+def test_facade_protocols_reach_the_config(protocols, expected):
+    agent = _agent(facade={"protocols": protocols}) if protocols else _agent()
+    rendered = render_agent_config(agent, prompts=PromptRollout(), provider=None).facade.protocols
+    assert (rendered.openai, rendered.mcp, rendered.a2a) == expected

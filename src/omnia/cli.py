@@ -17,9 +17,22 @@ import typer
 
 from omnia import __version__
 
+
+def _examples(*lines: str) -> str:
+    """A help epilog: one command a line (kept as written), a comment after ``#``."""
+    return "[bold]Examples[/bold]\n\n" + "\n".join(f"  {line}" for line in lines)
+
+
 app = typer.Typer(
     name="omnia",
     help="Run AI agents in production on Kubernetes, or locally from the same manifests.",
+    epilog=_examples(
+        "omnia run examples/quickstart        # an agent on the embedded model",
+        "omnia chat http://127.0.0.1:8080     # chat with it in the terminal",
+        "omnia render examples/quickstart     # what the operator would create",
+        "omnia crds | kubectl apply -f -      # install the CRDs",
+        "omnia COMMAND --help                 # a command's options and examples",
+    ),
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -75,6 +88,19 @@ OtlpHeadersSecret = Annotated[
         "sent to --otlp-endpoint.",
     ),
 ]
+ActivatorServiceOption = Annotated[
+    str | None,
+    typer.Option(
+        "--activator-service",
+        metavar="NAMESPACE/NAME",
+        help="The activator's Service: agents at zero replicas (minReplicas 0) are routed to it until a pod "
+        "is Ready, and KEDA's triggers for active_connections ask its external scaler. None: no activator.",
+    ),
+]
+PrometheusUrl = Annotated[
+    str | None,
+    typer.Option(help="Prometheus that KEDA's prometheus triggers query for custom metrics; none by default."),
+]
 TraceSamplingRatio = Annotated[
     float, typer.Option(min=0.0, max=1.0, help="Share of new traces agent pods record (parent-based).")
 ]
@@ -101,6 +127,18 @@ def _tracing(endpoint: str | None, headers_secret: str | None, sampling_ratio: f
     return builders.TracingDefaults(endpoint=endpoint or None, headers=headers, sampling_ratio=sampling_ratio)
 
 
+def _activator(value: str | None):
+    """``--activator-service NAMESPACE/NAME``; a malformed value exits 2."""
+    from omnia.operator import builders
+
+    if not value:
+        return None
+    try:
+        return builders.ActivatorService.parse(value)
+    except ValueError as exc:
+        raise _fail(f"--activator-service: {exc}", EXIT_USAGE) from None
+
+
 def _session_stores(values: list[str] | None):
     """``--default-session-secret`` values, one store per type; bad ones exit 2."""
     from omnia.operator import sessionstores
@@ -111,13 +149,42 @@ def _session_stores(values: list[str] | None):
         raise _fail(str(exc), EXIT_USAGE) from None
 
 
-@app.command()
+def _print_version(requested: bool) -> None:
+    if requested:
+        typer.echo(__version__)
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", is_eager=True, callback=_print_version, help="Print Omnia's version and exit."),
+    ] = False,
+) -> None:
+    """Options that come before the command."""
+
+
+@app.command(
+    epilog=_examples(
+        "omnia run examples/quickstart",
+        "omnia run examples/tools --port 9000 --verbose",
+        "omnia run agents/ --agent support   # a folder with several agents",
+        "omnia run prompts.yaml agent.yaml --host 0.0.0.0",
+    )
+)
 def run(
     paths: Annotated[list[Path], typer.Argument(help="Manifest files or folders.")],
-    port: Annotated[int, typer.Option(min=1, max=65535, help="Port of the facade (WebSocket, chat page).")] = 8080,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port of the facade (WebSocket, chat page, OpenAI, MCP, A2A).")] = 8080,
     host: Annotated[str, typer.Option(help="Address the facade listens on.")] = "127.0.0.1",
     agent: Annotated[str | None, typer.Option(help="The AgentRuntime to run when there are several.")] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show the processes' JSON logs.")] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose", "-v",
+            help="Show the processes' logs, one line per turn among them: readable in a terminal, JSON otherwise.",
+        ),
+    ] = False,
 ) -> None:
     """Run an agent locally from its manifests: runtime and facade, joined by gRPC.
 
@@ -145,6 +212,8 @@ def run(
     if problem:
         raise _fail(f"{plan.where}: spec.session: {problem}", EXIT_USAGE)
     _say(f"Starting agent {config.name!r} ({config.provider.type} provider, model {config.provider.model})...")
+    if config.provider.type == "local":
+        _say(f"Loading the model {config.provider.model} into memory; the agent is ready once it has loaded.")
     try:
         running = local.start(
             config,
@@ -153,16 +222,25 @@ def run(
             port=port,
             env=child_env,
             log_level="info" if verbose else "warning",
+            waiting=lambda seconds: _say(f"  still starting ({seconds:.0f} s)..."),
         )
     except local.LocalRunError as exc:
         raise _fail(str(exc), EXIT_RUNTIME) from None
     try:
         if not running.stop_requested:
             ws_url = running.url.replace("http://", "ws://", 1) + "/ws"
-            _say(f"Agent {config.name!r} is ready.")
+            loaded = f" (model {config.provider.model} loaded)" if config.provider.type == "local" else ""
+            _say(f"Agent {config.name!r} is ready{loaded}.")
             _say(f"  Chat page:  {running.url}/")
             _say(f"  WebSocket:  {ws_url}")
             _say(f"  Terminal:   omnia chat {running.url}")
+            protocols = config.facade.protocols
+            if protocols.openai:
+                _say(f"  OpenAI:     {running.url}/v1  (model {config.name!r})")
+            if protocols.mcp:
+                _say(f"  MCP:        {running.url}/mcp")
+            if protocols.a2a:
+                _say(f"  A2A:        {running.url}/.well-known/agent-card.json")
             _say("Press Ctrl-C to stop.")
             running.wait()
     finally:
@@ -185,7 +263,14 @@ def _say(line: str) -> None:
         os.close(devnull)
 
 
-@app.command()
+@app.command(
+    epilog=_examples(
+        "omnia chat http://127.0.0.1:8080",
+        "omnia chat https://agents.example.com/support --session 3f2a9c",
+        "OMNIA_API_KEY=... omnia chat https://agents.example.com/support",
+        "echo Hello | omnia chat http://127.0.0.1:8080   # from a script",
+    )
+)
 def chat(
     url: Annotated[str, typer.Argument(help="The agent's URL, e.g. http://127.0.0.1:8080.")],
     session: Annotated[str | None, typer.Option(help="Resume this session id.")] = None,
@@ -193,11 +278,19 @@ def chat(
         str | None, typer.Option(envvar="OMNIA_API_KEY", help="API key, when the facade requires one.")
     ] = None,
 ) -> None:
-    """Chat with an agent in the terminal; one message per line, Ctrl-D to end."""
+    """Chat with an agent in the terminal; one message per line, Ctrl-D to end.
+
+    In a terminal: a "> " prompt with line editing and history (kept, private, in
+    $XDG_STATE_HOME/omnia/chat_history). From a pipe: one message per line, no prompt.
+    """
     from omnia import chat as chatting
 
+    if sys.stdin.isatty() and sys.stdout.isatty():
+        messages = chatting.TerminalPrompt(history=chatting.history_file())
+    else:
+        messages = chatting.PipedLines(sys.stdin)
     try:
-        code = asyncio.run(chatting.chat(url, session_id=session, api_key=api_key))
+        code = asyncio.run(chatting.chat(url, session_id=session, api_key=api_key, messages=messages))
     except chatting.ChatError as exc:
         raise _fail(str(exc), EXIT_RUNTIME) from None
     except KeyboardInterrupt:
@@ -215,13 +308,12 @@ def runtime(
     termination_log: TerminationLog = None,
 ) -> None:
     """Serve the agent runtime over gRPC (container 2 of an agent pod)."""
-    from omnia import logs
     from omnia.runtime import server
     from omnia.termination import StartupError
 
     try:
         agent_config = _load_config(config)
-        logs.configure(level=os.environ.get("OMNIA_LOG_LEVEL", "info"), component="runtime")
+        _configure_logs(component="runtime")
         _configure_tracing(service_name="omnia-runtime")
         asyncio.run(server.serve(agent_config, address=listen, health_address=health or None))
     except StartupError as exc:
@@ -234,22 +326,30 @@ def facade(
     runtime_address: Annotated[str, typer.Option("--runtime", help="The runtime's gRPC address.")] = "127.0.0.1:9090",
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "0.0.0.0",
     port: Annotated[int | None, typer.Option(help="Port; defaults to the configured facade port.")] = None,
+    linger: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="Seconds to keep listening after the drain, answering late connections with DRAINING "
+            "(while a load balancer still routes here).",
+        ),
+    ] = 0.0,
     termination_log: TerminationLog = None,
 ) -> None:
     """Serve the WebSocket facade (container 1 of an agent pod)."""
-    from omnia import logs
     from omnia.facade import server
     from omnia.termination import StartupError
 
     try:
         agent_config = _load_config(config)
-        logs.configure(level=os.environ.get("OMNIA_LOG_LEVEL", "info"), component="facade")
+        _configure_logs(component="facade")
         _configure_tracing(service_name="omnia-facade")
         server.serve(
             agent_config,
             runtime_address=runtime_address,
             host=host,
             port=port if port is not None else agent_config.facade.port,
+            linger_seconds=linger,
         )
     except StartupError as exc:
         raise _cannot_start(str(exc), termination_log) from None
@@ -269,7 +369,12 @@ def version() -> None:
     typer.echo(__version__)
 
 
-@app.command()
+@app.command(
+    epilog=_examples(
+        "omnia operator --namespace agents --leader-elect",
+        "omnia operator --otlp-endpoint http://otel-collector.observability.svc:4317",
+    )
+)
 def operator(
     namespace: Annotated[
         list[str] | None,
@@ -287,13 +392,16 @@ def operator(
     image: Annotated[
         str | None, typer.Option(envvar="OMNIA_IMAGE", help="Image of agent pods whose spec.images leaves it out.")
     ] = None,
-    prometheus_url: Annotated[
-        str | None, typer.Option(help="Prometheus that KEDA's triggers query for custom metrics.")
-    ] = None,
+    prometheus_url: PrometheusUrl = None,
+    activator_service: ActivatorServiceOption = None,
     workers: Annotated[int, typer.Option(min=1, help="Reconciles run at once.")] = 4,
     discovery_interval: Annotated[
         float, typer.Option(min=1, help="Seconds between discoveries of a ToolRegistry's MCP and OpenAPI tools.")
     ] = 300.0,
+    budget_interval: Annotated[
+        float, typer.Option(min=1, help="Seconds between readings of the budget counters shown in the "
+                            "AgentRuntimes' status.budgets (also read after each reconcile of an agent).")
+    ] = 60.0,
     leader_elect: Annotated[
         bool, typer.Option("--leader-elect", help="Reconcile only while holding the leader Lease (several replicas).")
     ] = False,
@@ -317,8 +425,8 @@ def operator(
     ] = None,
 ) -> None:
     """Run the operator: reconcile AgentRuntimes, PromptPacks, Providers and ToolRegistries."""
-    from omnia import logs
-    from omnia.operator import applying, builders, main
+    from omnia.operator import builders, credentials, main
+    from omnia.termination import StartupError
 
     if namespace and all_namespaces:
         raise _fail("--namespace and --all-namespaces exclude each other", EXIT_USAGE)
@@ -326,7 +434,7 @@ def operator(
     tracing = _tracing(otlp_endpoint, otlp_headers_secret, trace_sampling_ratio)
     lease_namespace = None
     if leader_elect:
-        pod_namespace = applying.SERVICE_ACCOUNT_DIR / "namespace"
+        pod_namespace = credentials.SERVICE_ACCOUNT_DIR / "namespace"
         lease_namespace = leader_election_namespace or (
             pod_namespace.read_text().strip() if pod_namespace.exists() else None
         )
@@ -334,14 +442,17 @@ def operator(
             raise _fail("--leader-elect needs --leader-election-namespace outside a pod", EXIT_USAGE)
     defaults = builders.Defaults()
     overrides = {"image": image, "prometheus_url": prometheus_url, "session_stores": session_stores,
-                 "tracing": tracing}
+                 "tracing": tracing, "activator": _activator(activator_service)}
     defaults = builders.Defaults(**{**defaults.__dict__, **{k: v for k, v in overrides.items() if v}})
     # Given at all, a list replaces the default; an empty value stands for none.
     if ingress_namespace is not None:
         defaults = dataclasses.replace(defaults, ingress_namespaces=tuple(n for n in ingress_namespace if n))
     if scrape_namespace is not None:
         defaults = dataclasses.replace(defaults, scrape_namespaces=tuple(n for n in scrape_namespace if n))
-    logs.configure(level=os.environ.get("OMNIA_LOG_LEVEL", "info"), component="operator")
+    try:
+        _configure_logs(component="operator")
+    except StartupError as exc:
+        raise _fail(str(exc), EXIT_USAGE) from None
     main.run(
         namespaces=namespace or (),
         liveness=liveness or None,
@@ -349,11 +460,83 @@ def operator(
         defaults=defaults,
         workers=workers,
         discovery_interval=discovery_interval,
+        budget_interval=budget_interval,
         leader_election_namespace=lease_namespace,
     )
 
 
-@app.command()
+@app.command(
+    epilog=_examples(
+        "omnia activator   # in a pod, as the chart runs it",
+        "omnia activator --kubeconfig ~/.kube/config --port 8080 --scaler-port 9090",
+    )
+)
+def activator(
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port of agents' HTTP and WebSocket traffic.")] = 8080,
+    scaler_port: Annotated[
+        int, typer.Option(min=0, max=65535, help="Port of KEDA's external scaler (gRPC).")
+    ] = 9090,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "0.0.0.0",
+    max_held: Annotated[
+        int, typer.Option(min=1, help="Connections held at once while their agents start; more are refused.")
+    ] = 1000,
+    wake_timeout: Annotated[
+        float, typer.Option(min=1, help="Seconds a connection waits for its agent's first ready pod.")
+    ] = 60.0,
+    drain_timeout: Annotated[
+        float, typer.Option(min=0, help="Seconds relayed connections may run on after SIGTERM.")
+    ] = 25.0,
+    kubeconfig: Annotated[
+        Path | None,
+        typer.Option(help="Kubeconfig of the cluster; default: the pod's ServiceAccount, "
+                     "else $KUBECONFIG or ~/.kube/config."),
+    ] = None,
+) -> None:
+    """Hold connections to agents at zero replicas until KEDA wakes them, then relay them (see docs/scaling.md).
+
+    SIGTERM drains: held connections are told to reconnect, relayed ones get --drain-timeout seconds.
+    """
+    import kopf
+
+    from omnia.activator import server
+    from omnia.activator.backends.kubernetes import KubernetesBackends
+    from omnia.operator import applying, credentials
+    from omnia.termination import StartupError
+
+    try:
+        _configure_logs(component="activator")
+    except StartupError as exc:
+        raise _fail(str(exc), EXIT_USAGE) from None
+    if kubeconfig is not None and not kubeconfig.is_file():
+        raise _fail(f"--kubeconfig: {kubeconfig} is not a file", EXIT_USAGE)
+    try:
+        identity = credentials.Kubeconfig.load(os.fspath(kubeconfig)) if kubeconfig is not None \
+            else credentials.discover(kopf.OperatorSettings())
+    except kopf.LoginError as exc:
+        raise _fail(f"cannot reach the cluster: {exc}", EXIT_USAGE) from None
+
+    async def main() -> None:
+        backends = KubernetesBackends(applying.http_client(identity))
+        try:
+            await server.run(server.ActivatorServer(
+                backends=backends, host=host, port=port, scaler_port=scaler_port, max_held=max_held,
+                wake_timeout=wake_timeout, drain_timeout=drain_timeout,
+            ))
+        finally:
+            await backends.aclose()
+
+    try:
+        asyncio.run(main())
+    except StartupError as exc:
+        raise _fail(str(exc), EXIT_USAGE) from None
+
+
+@app.command(
+    epilog=_examples(
+        "omnia render examples/quickstart",
+        "omnia render agents/ | kubectl diff -f -   # compare with the cluster",
+    )
+)
 def render(
     paths: Annotated[list[Path], typer.Argument(help="Manifest files or folders.")],
     image: Annotated[
@@ -363,11 +546,14 @@ def render(
     otlp_endpoint: OtlpEndpoint = None,
     otlp_headers_secret: OtlpHeadersSecret = None,
     trace_sampling_ratio: TraceSamplingRatio = 1.0,
+    prometheus_url: PrometheusUrl = None,
+    activator_service: ActivatorServiceOption = None,
 ) -> None:
     """Print, offline, the objects the operator would create for these manifests (multi-document YAML).
 
     Give the operator's --default-session-secret for agents on the installation's session store,
-    and its tracing options for the pods' OTEL_* variables.
+    its tracing options for the pods' OTEL_* variables, and its --prometheus-url and
+    --activator-service for KEDA's triggers.
     """
     from omnia import manifests
     from omnia.operator import builders
@@ -375,13 +561,26 @@ def render(
 
     session_stores = _session_stores(default_session_secret)
     tracing = _tracing(otlp_endpoint, otlp_headers_secret, trace_sampling_ratio)
-    defaults = builders.Defaults(image=image, session_stores=session_stores, tracing=tracing) if image else \
-        builders.Defaults(session_stores=session_stores, tracing=tracing)
+    defaults = builders.Defaults(session_stores=session_stores, tracing=tracing, prometheus_url=prometheus_url or None,
+                                 activator=_activator(activator_service))
+    if image:
+        defaults = dataclasses.replace(defaults, image=image)
     try:
         objects = rendering.render(manifests.load(paths), defaults=defaults)
     except manifests.ManifestLoadError as exc:
         raise _fail(str(exc), EXIT_USAGE) from None
     typer.echo(rendering.to_yaml(objects), nl=False)
+
+
+def _configure_logs(*, component: str) -> None:
+    """Logs as ``OMNIA_LOG_LEVEL`` and ``OMNIA_LOG_FORMAT`` ask (see ``omnia.logs``); bad values cannot start."""
+    from omnia import logs
+    from omnia.termination import StartupError
+
+    try:
+        logs.configure(level=os.environ.get("OMNIA_LOG_LEVEL", "info"), component=component)
+    except ValueError as exc:
+        raise StartupError(f"OMNIA_LOG_LEVEL or OMNIA_LOG_FORMAT: {exc}") from None
 
 
 def _configure_tracing(*, service_name: str) -> None:

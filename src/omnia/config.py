@@ -129,10 +129,22 @@ class ClientInputsConfig(_Model):
     templates: list[str] = Field(default_factory=list)
 
 
+class SkillConfig(_Model):
+    """Something the agent is good at, as its A2A agent card lists it."""
+
+    id: str
+    name: str
+    description: str = ""
+    tags: list[str] = Field(default_factory=list)
+    examples: list[str] = Field(default_factory=list)
+
+
 class PromptConfig(_Model):
     """One immutable version of a PromptPack."""
 
     version: str = "0.0.0"
+    description: str = ""
+    skills: list[SkillConfig] = Field(default_factory=list)
     system_prompt: str = "You are a helpful assistant."
     templates: dict[str, str] = Field(default_factory=dict)
     variables: dict[str, str] = Field(default_factory=dict)
@@ -224,9 +236,18 @@ class AuthConfig(_Model):
     jwks_url: str | None = Field(default=None, alias="jwksURL")
 
 
+class ProtocolsConfig(_Model):
+    """The open protocols the facade serves beside its own WebSocket protocol."""
+
+    openai: bool = True
+    mcp: bool = True
+    a2a: bool = True
+
+
 class FacadeConfig(_Model):
     port: int = 8080
     auth: AuthConfig = Field(default_factory=AuthConfig)
+    protocols: ProtocolsConfig = Field(default_factory=ProtocolsConfig)
     max_connections: int = 1_000
     max_message_bytes: int = 64 * 1024
     messages_per_second: float = 10.0

@@ -50,6 +50,8 @@ STOP_MARGIN_SECONDS = 10.0
 # How long each process gets once a second signal has asked for haste.
 HURRY_SECONDS = 5.0
 _POLL_SECONDS = 0.1
+# How often ``start`` reports that it is still waiting (a large model loads for a while).
+PROGRESS_SECONDS = 10.0
 _PR_SET_PDEATHSIG = 1
 
 
@@ -212,11 +214,14 @@ def start(
     env: Mapping[str, str] | None = None,
     log_level: str = "warning",
     ready_timeout: float = 120.0,
+    waiting: Callable[[float], None] | None = None,
 ) -> LocalAgent:
     """Start runtime and facade for ``config``.
 
     Returns once ``/readyz`` answers 200, or earlier when a stop signal has
-    arrived (``LocalAgent.stop_requested``). Raises ``LocalRunError``, with
+    arrived (``LocalAgent.stop_requested``). The runtime loads the model
+    before it serves, so ready means loaded; ``waiting`` is called with the
+    seconds waited so far every ``PROGRESS_SECONDS`` until then. Raises ``LocalRunError``, with
     everything stopped, when the agent cannot start. ``requests`` should be
     installed before: the children's handlers are reset to the default
     dispositions only for signals this process handles.
@@ -251,7 +256,7 @@ def start(
         drain_seconds=config.facade.drain_timeout_seconds,
     )
     try:
-        _wait_ready(agent, timeout=ready_timeout)
+        _wait_ready(agent, timeout=ready_timeout, waiting=waiting)
     except BaseException:
         agent.stop(hurry=True)
         raise
@@ -277,9 +282,15 @@ def _parent_death_signal(signum: int) -> Callable[[], None] | None:
     return request
 
 
-def _wait_ready(agent: LocalAgent, *, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
+def _wait_ready(agent: LocalAgent, *, timeout: float, waiting: Callable[[float], None] | None) -> None:
+    started = time.monotonic()
+    deadline = started + timeout
+    reported = 0
     while time.monotonic() < deadline and not agent.stop_requested:
+        waited = time.monotonic() - started
+        if waiting is not None and waited >= (reported + 1) * PROGRESS_SECONDS:
+            reported = int(waited // PROGRESS_SECONDS)
+            waiting(waited)
         for name, process in (("runtime", agent.runtime), ("facade", agent.facade)):
             if process.poll() is not None:
                 raise LocalRunError(f"the {name} exited with code {process.returncode}; see its log above")

@@ -40,8 +40,10 @@ from omnia.config import (
     Pricing,
     PromptConfig,
     PromptRollout,
+    ProtocolsConfig,
     ProviderConfig,
     SessionConfig,
+    SkillConfig,
     ToolConfig,
 )
 from omnia.tools import credentials
@@ -58,6 +60,10 @@ class RenderError(ValueError):
 def prompt_config(spec: PromptPackSpec, *, source_text: str | None = None) -> PromptConfig:
     """One PromptPack version; ``source_text`` is the ConfigMap value when the pack uses one."""
     inputs = client_inputs_config(spec.client_inputs)
+    described = {
+        "description": spec.description or "",
+        "skills": [SkillConfig.model_validate(skill.model_dump()) for skill in spec.skills],
+    }
     if spec.source is None:
         return PromptConfig(
             version=spec.version,
@@ -65,6 +71,7 @@ def prompt_config(spec: PromptPackSpec, *, source_text: str | None = None) -> Pr
             templates=dict(spec.templates),
             variables=dict(spec.variables),
             client_inputs=inputs,
+            **described,
         )
     ref = spec.source.config_map_ref
     if source_text is None:
@@ -95,6 +102,7 @@ def prompt_config(spec: PromptPackSpec, *, source_text: str | None = None) -> Pr
         templates=templates,
         variables={str(k): str(v) for k, v in (content.get("variables") or {}).items()},
         client_inputs=inputs,
+        **described,
     )
 
 
@@ -268,6 +276,9 @@ def render_agent_config(
                 jwt_issuer=auth.jwt.issuer if auth.jwt else None,
                 jwt_audience=auth.jwt.audience if auth.jwt else None,
                 jwks_url=auth.jwt.jwks_url if auth.jwt else None,
+            ),
+            protocols=ProtocolsConfig(
+                openai=facade.protocols.openai, mcp=facade.protocols.mcp, a2a=facade.protocols.a2a
             ),
             max_connections=facade.max_connections,
             max_message_bytes=facade.max_message_bytes,

@@ -66,7 +66,7 @@ def test_only_agent_runtime_scales(kind: str) -> None:
     [
         pytest.param(
             "AgentRuntime",
-            ["Phase", "Replicas", "Ready", "Provider", "Prompt", "Age", "Endpoint"],
+            ["Phase", "Replicas", "Ready", "Provider", "Prompt", "Budget", "Age", "Endpoint"],
             id="AgentRuntime",
         ),
         pytest.param("PromptPack", ["Version", "Stable", "Canary", "Weight", "Phase", "Age"], id="PromptPack"),

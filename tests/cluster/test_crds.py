@@ -195,14 +195,16 @@ def test_kubectl_get_shows_the_printer_columns(kubectl: Any, namespace: str) -> 
         kubectl,
         namespace,
         "agentruntime/support-agent",
-        {"phase": "Running", "replicas": 3, "readyReplicas": 3, "activePromptVersions": ["1.0.0"]},
+        {"phase": "Running", "replicas": 3, "readyReplicas": 3, "activePromptVersions": ["1.0.0"],
+         "budgetPercentUsed": 42},
     )
 
     lines = kubectl("get", "--namespace", namespace, "agentruntimes", check=True).stdout.splitlines()
-    assert lines[0].split() == ["NAME", "PHASE", "REPLICAS", "READY", "PROVIDER", "PROMPT", "AGE"]
+    assert lines[0].split() == ["NAME", "PHASE", "REPLICAS", "READY", "PROVIDER", "PROMPT", "BUDGET", "AGE"]
     row = lines[1].split()
     assert row[:5] == ["support-agent", "Running", "3", "3", "claude-provider"]
     assert "1.0.0" in row[5]
+    assert row[6] == "42"
 
     wide = kubectl("get", "--namespace", namespace, "ar", "--output=wide", check=True).stdout.splitlines()
     assert wide[0].split()[-1] == "ENDPOINT"

@@ -82,22 +82,29 @@ class Release:
         if cluster_wide:
             self.plane.kubectl("delete", "-f", "-", "--ignore-not-found", "--wait=false", input=_list(cluster_wide))
 
+    def of(self, kind: str, component: str = "operator") -> dict[str, Any]:
+        """The release's one object of ``kind`` for the operator (or the activator)."""
+        (found,) = [obj for obj in charts.find(self.objects, kind)
+                    if obj["metadata"]["labels"]["app.kubernetes.io/component"] == component]
+        return found
+
     @property
     def deployment(self) -> dict[str, Any]:
-        return charts.one(self.objects, "Deployment")
+        return self.of("Deployment")
 
     @property
     def service_account(self) -> str:
-        return charts.one(self.objects, "ServiceAccount")["metadata"]["name"]
+        return self.of("ServiceAccount")["metadata"]["name"]
 
-    def wait_available(self, timeout: int = 120) -> None:
+    def wait_available(self, timeout: int = 120, component: str = "operator") -> None:
         self.plane.kubectl(
             "wait", "--for=condition=Available", f"--timeout={timeout}s", f"--namespace={self.namespace}",
-            f"deployment/{self.deployment['metadata']['name']}", check=True, timeout=timeout + 30,
+            f"deployment/{self.of('Deployment', component)['metadata']['name']}", check=True, timeout=timeout + 30,
         )
 
-    def can(self, verb: str, resource: str, *, namespace: str | None = None) -> bool:
-        return can_i(self.plane, f"system:serviceaccount:{self.namespace}:{self.service_account}",
+    def can(self, verb: str, resource: str, *, namespace: str | None = None, component: str = "operator") -> bool:
+        account = self.of("ServiceAccount", component)["metadata"]["name"]
+        return can_i(self.plane, f"system:serviceaccount:{self.namespace}:{account}",
                      verb, resource, namespace=namespace)
 
 
@@ -153,13 +160,17 @@ def test_operator_becomes_available_under_the_restricted_pod_security_standard(
                           "pod-security.kubernetes.io/enforce-version=latest", check=True)
     release = release_factory(namespace)
     release.wait_available()
+    release.wait_available(component="activator")
 
-    pods = harness.kubectl_json(control_plane, "get", "pods", f"--namespace={namespace}",
-                                "--selector=app.kubernetes.io/component=operator")["items"]
-    assert len(pods) == 1 and pods[0]["status"]["phase"] == "Running"
-    endpoints = harness.kubectl_json(control_plane, "get", "endpointslices", f"--namespace={namespace}",
-                                     f"--selector=kubernetes.io/service-name={release.deployment['metadata']['name']}")
-    assert [e["addresses"] for s in endpoints["items"] for e in s.get("endpoints") or []], "the Service has no pod"
+    for component in ("operator", "activator"):
+        pods = harness.kubectl_json(control_plane, "get", "pods", f"--namespace={namespace}",
+                                    f"--selector=app.kubernetes.io/component={component}")["items"]
+        assert len(pods) == 1 and pods[0]["status"]["phase"] == "Running", component
+        service = release.of("Service", component)["metadata"]["name"]
+        endpoints = harness.kubectl_json(control_plane, "get", "endpointslices", f"--namespace={namespace}",
+                                         f"--selector=kubernetes.io/service-name={service}")
+        assert [e["addresses"] for s in endpoints["items"] for e in s.get("endpoints") or []], \
+            f"the {component}'s Service has no pod"
 
 
 def test_cluster_wide_install_grants_the_operator_its_rules_everywhere_and_nothing_more(
@@ -177,6 +188,15 @@ def test_cluster_wide_install_grants_the_operator_its_rules_everywhere_and_nothi
     assert not release.can("delete", "deployments.apps", namespace=other_namespace)
     assert not release.can("create", "pods", namespace=other_namespace)
     assert not release.can("list", "customresourcedefinitions.apiextensions.k8s.io")
+    assert release.can("delete", "endpointslices.discovery.k8s.io", namespace=other_namespace)
+    # The activator reads, everywhere, and never writes.
+    assert release.can("watch", "endpointslices.discovery.k8s.io", component="activator")
+    assert release.can("list", f"agentruntimes.{GROUP}", component="activator")
+    for resource in ("endpointslices.discovery.k8s.io", f"agentruntimes.{GROUP}"):
+        assert not release.can("patch", resource, namespace=other_namespace, component="activator")
+    assert not release.can("get", "services", namespace=other_namespace, component="activator")
+    assert not release.can("list", "secrets", namespace=other_namespace, component="activator")
+    assert not release.can("list", "pods", namespace=other_namespace, component="activator")
 
 
 def test_two_replicas_get_the_lease_rights_in_their_namespace_and_spread_over_nodes(
@@ -248,10 +268,14 @@ def test_namespaced_operator_runs_the_support_agent_with_the_charts_rights_and_c
     whose Redis sessions use the default store the release names (sessionStore.redis.secretRef)."""
     release = release_factory(namespace, watchNamespaces=[namespace],
                               sessionStore={"redis": {"secretRef": {"name": "omnia-session-redis", "key": "url"}}})
-    assert not [obj for obj in release.objects if obj["kind"] in CLUSTER_SCOPED]
+    assert {obj["metadata"]["labels"]["app.kubernetes.io/component"] for obj in release.objects
+            if obj["kind"] in CLUSTER_SCOPED} == {"activator"}, "the operator holds no cluster-wide right"
     assert release.can("watch", f"agentruntimes.{GROUP}", namespace=namespace)
     assert not release.can("watch", f"agentruntimes.{GROUP}", namespace=other_namespace)
     assert not release.can("watch", f"agentruntimes.{GROUP}")
+    # The activator's EndpointSlices, in the release namespace (it is the watched one here too).
+    assert release.can("watch", "endpointslices.discovery.k8s.io", namespace=namespace)
+    assert not release.can("watch", "endpointslices.discovery.k8s.io", namespace=other_namespace)
 
     token = control_plane.create_token(namespace=namespace, service_account=release.service_account)
     kubeconfig = control_plane.kubeconfig_for_token(token, name=f"chart-operator-{namespace}")

@@ -36,6 +36,7 @@ OWNED = ("serviceaccount", "configmap", "service", "deployment", "horizontalpoda
          "networkpolicy", "secret")
 SESSION_SECRET = "omnia-session-redis"
 REDIS_URL = "redis://:not-a-real-password@redis.invalid:6379/0"
+PROMETHEUS = "http://prometheus.monitoring.svc:9090"
 
 
 @pytest.fixture(scope="module")
@@ -47,12 +48,14 @@ def crds(control_plane):
 def operator(control_plane, crds, namespace, tmp_path):
     """An operator serving ``namespace``, started; stopped afterwards (its log is printed on failure).
 
-    Its default Redis session store is a Secret in ``namespace`` (the SPEC's agent names none of its own).
+    Its default Redis session store is a Secret in ``namespace`` (the SPEC's agent names none of its own);
+    it is given a Prometheus (opt-in) and no activator.
     """
     kubeconfig = harness.operator_kubeconfig(control_plane, home=namespace, namespaces=[namespace])
     harness.apply(control_plane, secret(SESSION_SECRET, url=REDIS_URL), namespace=namespace)
     process = harness.OperatorProcess(kubeconfig=kubeconfig, namespaces=[namespace], log_file=tmp_path / "operator.log",
-                                      extra_args=[f"--default-session-secret=redis={namespace}/{SESSION_SECRET}:url"])
+                                      extra_args=[f"--default-session-secret=redis={namespace}/{SESSION_SECRET}:url",
+                                                  f"--prometheus-url={PROMETHEUS}"])
     process.start()
     yield process
     process.stop()
@@ -635,6 +638,7 @@ def test_keda_engine_scales_to_zero_with_a_prometheus_trigger(control_plane, ked
     assert spec["scaleTargetRef"]["name"] == "agent"
     assert [t["type"] for t in spec["triggers"]] == ["cpu", "prometheus"]
     assert spec["triggers"][1]["metadata"]["threshold"] == "100"
+    assert spec["triggers"][1]["metadata"]["serverAddress"] == PROMETHEUS
     assert "active_connections" in spec["triggers"][1]["metadata"]["query"]
     assert get(control_plane, "horizontalpodautoscaler/agent", namespace) is None
     assert get(control_plane, "deployment/agent", namespace)["spec"]["replicas"] == 0

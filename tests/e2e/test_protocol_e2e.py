@@ -56,6 +56,23 @@ def test_resume_of_an_unknown_session_is_session_not_found(mock_agent):
     assert (frame["type"], frame["code"]) == ("error", "SESSION_NOT_FOUND")
 
 
+def test_a_session_is_stored_with_its_first_message_not_at_connect(mock_agent):
+    """``connected`` costs the store nothing: an id that never talked resumes nothing."""
+    with connect(mock_agent.ws_url) as ws:
+        silent = json.loads(ws.recv(timeout=10))["session_id"]
+    with connect(f"{mock_agent.ws_url}?session_id={silent}") as ws:
+        frame = json.loads(ws.recv(timeout=10))
+    assert (frame["type"], frame["code"]) == ("error", "SESSION_NOT_FOUND")
+    with connect(mock_agent.ws_url) as ws:
+        talked = json.loads(ws.recv(timeout=10))
+        assert _turn(ws, "first")[-1]["turn_index"] == 0
+    with connect(f"{mock_agent.ws_url}?session_id={talked['session_id']}") as ws:
+        resumed = json.loads(ws.recv(timeout=10))
+    assert (resumed["resumed"], resumed["turns"], resumed["prompt_version"]) == (
+        True, 1, talked["prompt_version"],
+    )
+
+
 BAD_FRAMES = [
     pytest.param("this is not json", "INVALID_MESSAGE", id="non-json"),
     pytest.param(json.dumps({"type": "teleport"}), "INVALID_MESSAGE", id="unknown-type"),

@@ -68,8 +68,7 @@ def test_the_owner_resumes_its_session_with_its_history(keyed_agent):
 
 
 def test_without_auth_sessions_have_no_owner_and_resume_as_before(mock_agent):
-    with connect(mock_agent.ws_url) as ws:
-        session_id = json.loads(ws.recv(timeout=10))["session_id"]
+    session_id = _start_session(mock_agent.ws_url, "unused")
     with connect(f"{mock_agent.ws_url}?session_id={session_id}") as ws:
         connected = json.loads(ws.recv(timeout=10))
     assert (connected["type"], connected["resumed"]) == ("connected", True)

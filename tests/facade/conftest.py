@@ -73,6 +73,7 @@ async def start_facade(runtime: RuntimeDouble) -> AsyncIterator[StartFacade]:
         *,
         authenticator: auth.Authenticator | None = None,
         open_timeout: float = 2.0,
+        linger_seconds: float = 0.0,
     ) -> RunningFacade:
         client = RuntimeClient.connect(
             runtime.address, open_timeout=open_timeout, health_timeout=0.5
@@ -85,7 +86,7 @@ async def start_facade(runtime: RuntimeDouble) -> AsyncIterator[StartFacade]:
             registry=registry,
             authenticator=authenticator or auth.Anonymous(),
         )
-        server = FacadeServer(app, config=config, host="127.0.0.1", port=0)
+        server = FacadeServer(app, config=config, host="127.0.0.1", port=0, linger_seconds=linger_seconds)
         await server.start()
         facade = RunningFacade(server=server, registry=registry, runtime=client)
         running.append(facade)

@@ -22,13 +22,15 @@ from omnia._proto.omnia.runtime.v1 import runtime_pb2_grpc as pb_grpc
 
 AGENT = "test-agent"
 HELLO_CHUNKS = ("Hel", "lo, ", "world")
+STABLE_VERSION = "1.0.0"
+SAY = "say:"
 
 
-def _done(finish_reason: str = "stop", turn_index: int = 0) -> pb.ServerEvent:
+def _done(finish_reason: str = "stop", turn_index: int = 0, *, cost_usd: float = 0.002) -> pb.ServerEvent:
     return pb.ServerEvent(
         done=pb.Done(
             finish_reason=finish_reason,
-            usage=pb.Usage(input_tokens=7, output_tokens=3, cost_usd=0.002),
+            usage=pb.Usage(input_tokens=7, output_tokens=3, cost_usd=cost_usd),
             turn_index=turn_index,
             provider="mock",
             model="scripted-1",
@@ -39,11 +41,16 @@ def _done(finish_reason: str = "stop", turn_index: int = 0) -> pb.ServerEvent:
 class ScriptedRuntime(pb_grpc.AgentRuntimeServicer):
     """Replies by keyword in the user message.
 
+    An ``Open`` with ``create`` stores the session under the facade's id;
+    one without resumes a known session (or, with no id, starts one).
+
     - ``fail``: a retryable PROVIDER_ERROR instead of a reply.
     - ``slow``: one chunk, then waits for ``cancel`` (→ done "cancelled") or
       for ``release`` to be set (→ rest of the reply and done).
     - ``client tool``: a client-side tool call; echoes the client's result.
     - ``approve``: a tool call that needs approval; runs it if approved.
+    - ``say:TEXT``: TEXT as the reply, streamed in chunks of 5 characters.
+    - ``free``: ``HELLO_CHUNKS`` and done with a cost of 0 (a free model).
     - anything else: ``HELLO_CHUNKS`` and done.
     """
 
@@ -52,11 +59,19 @@ class ScriptedRuntime(pb_grpc.AgentRuntimeServicer):
         self.opens: list[pb.Open] = []
         self.received: list[pb.ClientEvent] = []
         self.health = pb.HealthResponse(serving=True, store_ok=True, agent=AGENT)
+        self.description = pb.Description(agent=AGENT, stable_version=STABLE_VERSION)
+        self.describes = 0
+        # Opens that create a session fail with STORE_UNAVAILABLE while set.
+        self.store_down = False
         self.release = asyncio.Event()
         self.turn_running = asyncio.Event()
 
     async def Health(self, request: pb.HealthRequest, context: object) -> pb.HealthResponse:
         return self.health
+
+    async def Describe(self, request: pb.DescribeRequest, context: object) -> pb.Description:
+        self.describes += 1
+        return self.description
 
     async def Converse(
         self, request_iterator: AsyncIterator[pb.ClientEvent], context: object
@@ -75,19 +90,29 @@ class ScriptedRuntime(pb_grpc.AgentRuntimeServicer):
             assert first is not None and first.WhichOneof("event") == "open"
             self.opens.append(first.open)
             session_id = first.open.session_id
-            if session_id and session_id not in self.sessions:
+            if first.open.create:
+                if self.store_down:
+                    yield pb.ServerEvent(
+                        error=pb.Error(
+                            code="STORE_UNAVAILABLE", message="redis: connection refused",
+                            retryable=True,
+                        )
+                    )
+                    return
+                self.sessions[session_id] = 0
+            elif session_id and session_id not in self.sessions:
                 yield pb.ServerEvent(
                     error=pb.Error(code="SESSION_NOT_FOUND", message=f"no session {session_id}")
                 )
                 return
-            resumed = bool(session_id)
+            resumed = bool(session_id) and not first.open.create
             session_id = session_id or uuid.uuid4().hex
             self.sessions.setdefault(session_id, 0)
             yield pb.ServerEvent(
                 opened=pb.Opened(
                     session_id=session_id,
                     agent=AGENT,
-                    prompt_version="1.0.0",
+                    prompt_version=first.open.prompt_version or STABLE_VERSION,
                     resumed=resumed,
                     turns=self.sessions[session_id],
                 )
@@ -106,7 +131,16 @@ class ScriptedRuntime(pb_grpc.AgentRuntimeServicer):
     async def _turn(
         self, content: str, inbox: asyncio.Queue[pb.ClientEvent | None]
     ) -> AsyncIterator[pb.ServerEvent]:
-        if "fail" in content:
+        if content.startswith(SAY):
+            text = content.removeprefix(SAY)
+            for start in range(0, len(text), 5):
+                yield pb.ServerEvent(chunk=pb.Chunk(content=text[start:start + 5]))
+            yield _done()
+        elif "free" in content:
+            for text in HELLO_CHUNKS:
+                yield pb.ServerEvent(chunk=pb.Chunk(content=text))
+            yield _done(cost_usd=0.0)
+        elif "fail" in content:
             yield pb.ServerEvent(
                 error=pb.Error(code="PROVIDER_ERROR", message="upstream said 503", retryable=True)
             )

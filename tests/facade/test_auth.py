@@ -14,7 +14,7 @@ from omnia.config import AuthConfig
 from omnia.facade import auth
 
 from .conftest import StartFacade
-from .harness import RuntimeDouble, closed, connect, receive
+from .harness import RuntimeDouble, closed, connect, receive, receive_until, send
 
 KEYS = auth.ApiKeys(["k-one", "k-two"])
 
@@ -211,7 +211,10 @@ async def test_websocket_without_a_valid_key_gets_unauthorized_and_4401(
     facade = await start_facade(authenticator=KEYS)
     async with await connect(facade.ws_url + suffix, additional_headers=headers) as ws:
         first = await receive(ws)
-        if not accepted:
+        if accepted:
+            await send(ws, {"type": "message", "content": "hi"})
+            await receive_until(ws, "done")
+        else:
             code, _ = await closed(ws)
     if accepted:
         assert first["type"] == "connected"

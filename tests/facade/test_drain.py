@@ -140,3 +140,43 @@ async def test_signal_drains_the_real_process_and_exits_cleanly(
     assert frames[-1]["type"] == "done"
     assert (error["code"], code) == ("DRAINING", 1012)
     assert returncode == 0, output
+
+
+async def test_drain_tells_a_session_that_never_talked_to_start_anew(
+    facade: RunningFacade, runtime: RuntimeDouble
+) -> None:
+    """Its id was never stored, so resuming it would only get SESSION_NOT_FOUND."""
+    async with (
+        await connect(facade.ws_url) as silent,
+        await connect(facade.ws_url + "?session_id=known-session") as resumed,
+    ):
+        await receive(silent)
+        await receive(resumed)
+        stopping = await _draining(facade)
+        silent_error, resumed_error = await receive(silent), await receive(resumed)
+    await stopping
+    assert (silent_error["code"], resumed_error["code"]) == ("DRAINING", "DRAINING")
+    assert "start a new session" in silent_error["message"]
+    assert "session_id" in resumed_error["message"]
+
+
+async def test_a_lingering_facade_answers_late_connections_with_draining_until_it_stops(
+    start_facade: StartFacade,
+) -> None:
+    """After the drain, a connection still routed here is told to reconnect, not refused."""
+    facade = await start_facade(linger_seconds=30.0)
+    stopping = await _draining(facade)
+    while facade.server.relay.connections:
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.2)
+    assert not stopping.done(), "stopped without lingering"
+
+    async with await connect(facade.ws_url) as late:
+        error = await receive(late)
+        code, _ = await closed(late)
+    async with facade.http() as http:
+        ready = (await http.get("/readyz")).status_code
+
+    facade.server.force_stop()
+    await asyncio.wait_for(stopping, 10)
+    assert ((error["code"], error["retryable"]), code, ready) == (DRAINING, 1012, 503)

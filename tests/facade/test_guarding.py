@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 import pytest
 
+from omnia.facade import guarding
 from omnia.facade.guarding import PendingConnections
 
 
@@ -58,3 +60,36 @@ def test_a_displaced_connection_frees_its_address_share():
     table.admit(first, "10.0.0.1")
     assert table.admit(Conn(), "10.0.0.2") == (True, first)
     assert table.admit(Conn(), "10.0.0.1")[0]
+
+
+async def test_the_slim_inbox_hands_items_over_in_order_and_survives_a_cancelled_get() -> None:
+    """uvicorn's receive queue, replaced to save memory per connection, keeps its contract."""
+    inbox = guarding._Inbox()
+    waiting = asyncio.create_task(inbox.get())
+    await asyncio.sleep(0)
+    waiting.cancel()
+    await asyncio.gather(waiting, return_exceptions=True)
+    inbox.put_nowait({"type": "websocket.connect"})
+    inbox.put_nowait({"type": "websocket.receive", "text": "a"})
+    reader = asyncio.create_task(inbox.get())
+    assert await reader == {"type": "websocket.connect"}
+    assert not inbox.empty()
+    assert await inbox.get() == {"type": "websocket.receive", "text": "a"}
+    assert inbox.empty()
+    late = asyncio.create_task(inbox.get())
+    await asyncio.sleep(0)
+    inbox.put_nowait({"type": "websocket.disconnect"})
+    assert await late == {"type": "websocket.disconnect"}
+
+
+async def test_the_slim_writable_flag_wakes_every_waiter_and_forgets_cancelled_ones() -> None:
+    flag = guarding._Flag()
+    assert await flag.wait()
+    flag.clear()
+    first, second, gone = (asyncio.create_task(flag.wait()) for _ in range(3))
+    await asyncio.sleep(0)
+    gone.cancel()
+    await asyncio.gather(gone, return_exceptions=True)
+    assert not first.done() and not second.done()
+    flag.set()
+    assert await first and await second and flag.is_set()

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from omnia._proto.omnia.runtime.v1 import runtime_pb2 as pb
+from omnia.protocol import sessions
+
 from .conftest import RunningFacade
 from .harness import HELLO_CHUNKS, RuntimeDouble, closed, connect, receive, receive_until, send
 
@@ -47,6 +50,8 @@ async def test_open_carries_caller_identity_and_trace_context(
     headers = {"traceparent": traceparent, "User-Agent": "pytest-client"}
     async with await connect(facade.ws_url, additional_headers=headers) as ws:
         await receive(ws)
+        await send(ws, {"type": "message", "content": "hi"})
+        await receive_until(ws, "done")
     opened = runtime.servicer.opens[-1]
     assert opened.traceparent == traceparent
     assert dict(opened.metadata) == {
@@ -61,6 +66,8 @@ async def test_malformed_traceparent_is_not_forwarded(
 ) -> None:
     async with await connect(facade.ws_url, additional_headers={"traceparent": "junk"}) as ws:
         await receive(ws)
+        await send(ws, {"type": "message", "content": "hi"})
+        await receive_until(ws, "done")
     assert runtime.servicer.opens[-1].traceparent == ""
 
 
@@ -73,6 +80,93 @@ async def test_message_id_and_metadata_reach_the_runtime(
         await receive_until(ws, "done")
     message = runtime.servicer.received[-1].message
     assert (message.id, message.content, message.metadata_json) == ("m1", "hi", '{"lang":"fr"}')
+
+
+async def test_a_new_session_costs_the_runtime_nothing_until_its_first_message(
+    facade: RunningFacade, runtime: RuntimeDouble
+) -> None:
+    """``connected`` comes from the facade alone; the first message creates the session.
+
+    Idle connections are most connections: they hold no gRPC stream, no
+    conversation in the runtime and no session in the store. The session is
+    created under the id and on the prompt version ``connected`` announced.
+    """
+    async with await connect(facade.ws_url) as ws:
+        hello = await receive(ws)
+        await send(ws, {"type": "ping", "id": "p"})
+        assert (await receive(ws))["type"] == "pong"
+        assert runtime.servicer.opens == []
+        await send(ws, {"type": "message", "content": "hi"})
+        assert (await receive_until(ws, "done"))[-1]["turn_index"] == 0
+        await send(ws, {"type": "message", "content": "hi again"})
+        await receive_until(ws, "done")
+    [opened] = runtime.servicer.opens
+    assert (opened.create, opened.session_id, opened.prompt_version) == (
+        True, hello["session_id"], hello["prompt_version"],
+    )
+    assert runtime.servicer.sessions[hello["session_id"]] == 2
+
+
+@pytest.mark.parametrize(
+    ("weight", "expected"),
+    [
+        pytest.param(0, "1.0.0", id="no-canary"),
+        pytest.param(100, "2.0.0-rc", id="all-canary"),
+    ],
+)
+async def test_connected_announces_the_version_the_rollout_gives_the_new_id(
+    facade: RunningFacade, runtime: RuntimeDouble, weight: int, expected: str
+) -> None:
+    runtime.servicer.description = pb.Description(
+        agent="test-agent", stable_version="1.0.0", canary_version="2.0.0-rc", canary_weight=weight
+    )
+    async with await connect(facade.ws_url) as ws:
+        hello = await receive(ws)
+    assert hello["prompt_version"] == expected
+
+
+async def test_a_canary_split_follows_the_shared_function_of_the_id(
+    facade: RunningFacade, runtime: RuntimeDouble
+) -> None:
+    """Facade and runtime must agree, so the facade uses the one shared choice."""
+    runtime.servicer.description = pb.Description(
+        agent="test-agent", stable_version="1.0.0", canary_version="2.0.0-rc", canary_weight=50
+    )
+    hellos = []
+    for _ in range(12):
+        async with await connect(facade.ws_url) as ws:
+            hellos.append(await receive(ws))
+    for hello in hellos:
+        assert hello["prompt_version"] == sessions.prompt_version(
+            hello["session_id"], stable="1.0.0", canary="2.0.0-rc", canary_weight=50
+        )
+
+
+async def test_a_store_outage_at_the_first_message_ends_that_turn_and_the_next_retries(
+    facade: RunningFacade, runtime: RuntimeDouble
+) -> None:
+    """Nothing was stored, so the connection stays and the same id is tried again."""
+    runtime.servicer.store_down = True
+    async with await connect(facade.ws_url) as ws:
+        hello = await receive(ws)
+        await send(ws, {"type": "message", "content": "hi", "id": "m1"})
+        error = await receive(ws)
+        runtime.servicer.store_down = False
+        await send(ws, {"type": "message", "content": "hi", "id": "m2"})
+        frames = await receive_until(ws, "done")
+    assert (error["code"], error["retryable"], error["id"]) == ("STORE_UNAVAILABLE", True, "m1")
+    assert frames[-1]["turn_index"] == 0
+    assert [o.session_id for o in runtime.servicer.opens] == [hello["session_id"]] * 2
+    assert facade.metric("omnia_turns_total", {"outcome": "error"}) == 1
+
+
+async def test_a_resume_opens_the_stream_at_once(
+    facade: RunningFacade, runtime: RuntimeDouble
+) -> None:
+    async with await connect(facade.ws_url + "?session_id=known-session") as ws:
+        await receive(ws)
+    [opened] = runtime.servicer.opens
+    assert (opened.create, opened.session_id) == (False, "known-session")
 
 
 async def test_resume_with_session_id_reopens_that_session(facade: RunningFacade) -> None:
@@ -224,4 +318,4 @@ async def test_answers_to_calls_nobody_asked_are_refused(
         await send(ws, frame)
         error = await receive(ws)
     assert (error["code"], error["id"]) == ("INVALID_MESSAGE", "call-9")
-    assert [e.WhichOneof("event") for e in runtime.servicer.received] == ["open"]
+    assert runtime.servicer.received == []

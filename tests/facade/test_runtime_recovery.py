@@ -36,7 +36,11 @@ async def test_runtime_killed_mid_turn_then_restarted(
         assert down.status_code == 503
         assert down.json()["status"] == "runtime unavailable"
 
+        # A new connection is announced from the facade's cached description
+        # of the runtime; its first message finds the runtime gone.
         async with await connect(facade.ws_url) as ws:
+            assert (await receive(ws))["type"] == "connected"
+            await send(ws, {"type": "message", "content": "hi"})
             refused = await receive(ws)
             code, _ = await closed(ws)
         assert (refused["code"], refused["retryable"], code) == ("RUNTIME_UNAVAILABLE", True, 1013)
@@ -61,15 +65,30 @@ async def _ready_within(http: httpx.AsyncClient, *, seconds: float) -> bool:
     return True
 
 
-async def test_idle_connections_are_told_when_the_runtime_dies(
+async def test_idle_connections_with_a_stream_are_told_when_the_runtime_dies(
     facade: RunningFacade, runtime: RuntimeDouble
 ) -> None:
-    async with await connect(facade.ws_url) as ws:
-        await receive(ws)
+    """A connection that holds a stream (it talked, or resumed) loses it with the runtime.
+
+    One that has not talked yet holds nothing there, and stays open.
+    """
+    async with (
+        await connect(facade.ws_url) as talked,
+        await connect(facade.ws_url + "?session_id=known-session") as resumed,
+        await connect(facade.ws_url) as silent,
+    ):
+        await receive(talked)
+        await send(talked, {"type": "message", "content": "hi"})
+        await receive_until(talked, "done")
+        await receive(resumed)
+        await receive(silent)
         await runtime.kill()
-        error = await receive(ws)
-        code, _ = await closed(ws)
-    assert (error["code"], code) == ("RUNTIME_UNAVAILABLE", 1013)
+        errors = [await receive(talked), await receive(resumed)]
+        codes = [(await closed(talked))[0], (await closed(resumed))[0]]
+        await send(silent, {"type": "ping", "id": "still-here"})
+        assert (await receive(silent))["type"] == "pong"
+    assert [e["code"] for e in errors] == ["RUNTIME_UNAVAILABLE"] * 2
+    assert codes == [1013, 1013]
     assert await eventually(lambda: facade.connections() == 0)
 
 
@@ -100,3 +119,33 @@ async def test_readyz_fails_while_the_store_is_down(
         "store": False,
         "detail": "redis: connection refused",
     }
+
+
+async def test_new_sessions_are_refused_once_the_cached_description_of_a_dead_runtime_expires(
+    facade: RunningFacade, runtime: RuntimeDouble
+) -> None:
+    """``connected`` is answered from a cached ``Describe``; a failed refresh drops it.
+
+    So a runtime that died is noticed by new connections within seconds (the
+    answer's second of life, then a refresh that waits up to the open
+    timeout), not only at their first message.
+    """
+    async with await connect(facade.ws_url) as ws:
+        assert (await receive(ws))["type"] == "connected"
+    await runtime.kill()
+    async with asyncio.timeout(10):
+        while True:
+            async with await connect(facade.ws_url) as ws:
+                first = await receive(ws)
+                if first["type"] == "error":
+                    code, _ = await closed(ws)
+                    break
+            await asyncio.sleep(0.2)
+    assert (first["code"], first["retryable"], code) == ("RUNTIME_UNAVAILABLE", True, 1013)
+    await runtime.start()
+    async with asyncio.timeout(10):
+        while True:
+            async with await connect(facade.ws_url) as ws:
+                if (await receive(ws))["type"] == "connected":
+                    break
+            await asyncio.sleep(0.2)

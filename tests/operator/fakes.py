@@ -17,7 +17,7 @@ import httpx
 
 from omnia import tools
 from omnia.config import PromptConfig
-from omnia.operator import labels, podhealth, references
+from omnia.operator import labels, podhealth, references, routing
 from omnia.operator.applying import Conflict, NotFound
 from omnia.operator.promptpacks import VersionRef
 from omnia.operator.references import Ref
@@ -39,6 +39,10 @@ class MemoryCache:
     deployments: dict[tuple[str, str], DeploymentSummary] = field(default_factory=dict)
     pod_summaries: dict[tuple[str, str], list[podhealth.PodSummary]] = field(default_factory=dict)
     """(namespace, agent) → its pods."""
+    activator_slices: dict[tuple[str, str], routing.SliceSummary] = field(default_factory=dict)
+    """(namespace, agent) → its ``<agent>-activator`` EndpointSlice."""
+    activator: list[str] | None = None
+    """The activator's Ready addresses; None: never listed."""
 
     def put(self, body: Mapping[str, Any]) -> Parsed:
         parsed = parse(body)
@@ -52,6 +56,9 @@ class MemoryCache:
 
     def agent(self, namespace: str, name: str) -> Parsed | None:
         return self.objects.get(Ref(references.AGENT_RUNTIME, namespace, name))
+
+    def agents(self) -> list[Ref]:
+        return [ref for ref in self.objects if ref.kind == references.AGENT_RUNTIME]
 
     def prompt_pack(self, namespace: str, name: str) -> Parsed | None:
         return self.objects.get(Ref(references.PROMPT_PACK, namespace, name))
@@ -76,6 +83,12 @@ class MemoryCache:
 
     def pods(self, namespace: str, agent: str) -> list[podhealth.PodSummary]:
         return list(self.pod_summaries.get((namespace, agent), ()))
+
+    def activator_slice(self, namespace: str, agent: str) -> routing.SliceSummary | None:
+        return self.activator_slices.get((namespace, agent))
+
+    def activator_addresses(self) -> list[str] | None:
+        return None if self.activator is None else list(self.activator)
 
     def referrers(self, ref: Ref) -> set[Ref]:
         found = set()

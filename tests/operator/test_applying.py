@@ -8,7 +8,7 @@ import httpx
 import kopf
 import pytest
 
-from omnia.operator import applying
+from omnia.operator import applying, credentials
 
 OBJECT = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "agent", "namespace": "team-a"}, "spec": {}}
 
@@ -21,7 +21,7 @@ def client(handler) -> tuple[applying.KubeClient, list[httpx.Request]]:
         return handler(request)
 
     info = kopf.ConnectionInfo(server="https://cluster.example", token="t0ken", insecure=True)
-    return applying.KubeClient.from_connection(info, transport=httpx.MockTransport(record)), seen
+    return applying.KubeClient.from_credentials(credentials.ServiceAccount(info), transport=httpx.MockTransport(record)), seen
 
 
 async def test_apply_is_a_forced_server_side_apply_by_the_operator():

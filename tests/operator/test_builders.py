@@ -15,6 +15,8 @@ from tests.operator import manifests
 from tests.operator.manifests import model
 
 DEFAULTS = builders.Defaults(image="registry.example/omnia:1")
+ACTIVATOR = builders.ActivatorService(namespace="omnia-system", name="omnia-activator")
+WITH_ACTIVATOR = builders.Defaults(image="registry.example/omnia:1", activator=ACTIVATOR)
 
 
 def config_for(agent, provider=None, registry=None) -> AgentConfig:
@@ -113,7 +115,7 @@ def test_containers_run_the_facade_and_the_runtime_on_the_mounted_config():
     deployment = by_kind(objects_for(model(manifests.agent(facade={"port": 9000}))))["Deployment"]
     facade, runtime = deployment["spec"]["template"]["spec"]["containers"]
     assert facade["args"] == ["facade", "--config", "/etc/omnia/agent.json", "--runtime", "127.0.0.1:9090",
-                              "--port", "9000", "--termination-log", "/dev/termination-log"]
+                              "--port", "9000", "--linger", "5", "--termination-log", "/dev/termination-log"]
     assert runtime["args"] == ["runtime", "--config", "/etc/omnia/agent.json", "--listen", "127.0.0.1:9090",
                                "--health", "0.0.0.0:9091", "--termination-log", "/dev/termination-log"]
     assert facade["ports"] == [{"name": "ws", "containerPort": 9000, "protocol": "TCP"}]
@@ -253,7 +255,7 @@ def test_quantities(text, value):
 def test_replicas_are_never_fought_over_with_the_autoscaler(spec, exists, expected):
     agent = model(manifests.agent(**spec))
     assert builders.desired_replicas(agent, deployment_exists=exists) == expected
-    deployment = by_kind(objects_for(agent, replicas=expected))["Deployment"]
+    deployment = by_kind(objects_for(agent, replicas=expected, defaults=WITH_ACTIVATOR))["Deployment"]
     assert deployment["spec"].get("replicas") == expected
 
 
@@ -441,6 +443,101 @@ def test_scale_to_zero_without_a_custom_metric_is_an_error():
     agent = model(manifests.agent(autoscaling={"enabled": True, "engine": "keda", "minReplicas": 0}))
     with pytest.raises(builders.BuildError, match=r"^spec\.autoscaling\.minReplicas: scaling to zero needs"):
         builders.build_scaled_object(agent, prometheus_url="http://prometheus:9090")
+
+
+def keda_agent(*metrics, min_replicas=0, name="agent"):
+    return model(manifests.agent(name, autoscaling={"enabled": True, "engine": "keda", "minReplicas": min_replicas,
+                                                    "maxReplicas": 5, "metrics": list(metrics)}))
+
+
+CONNECTIONS = {"type": "custom", "name": "active_connections", "target": 20}
+
+
+def test_with_the_activator_active_connections_is_one_external_push_trigger():
+    """The activator's external scaler serves active_connections (and pushes the wake): no Prometheus needed."""
+    agent = keda_agent({"type": "memory", "target": "70%"}, CONNECTIONS, name="support-agent")
+    scaled = builders.build_scaled_object(agent, activator=ACTIVATOR)
+    memory, pushed = scaled["spec"]["triggers"]
+    assert memory["type"] == "memory"
+    assert pushed == {
+        "type": "external-push",
+        "name": "active_connections",
+        "metricType": "AverageValue",
+        "metadata": {"scalerAddress": "omnia-activator.omnia-system.svc:9090", "agent": "support-agent",
+                     "namespace": "team-a", "metricName": "active_connections", "targetValue": "20"},
+    }
+    assert all(isinstance(value, str) for value in pushed["metadata"].values())  # KEDA's metadata is strings
+
+
+def test_with_the_activator_and_a_prometheus_other_custom_metrics_go_to_prometheus():
+    agent = keda_agent(CONNECTIONS, {"type": "custom", "name": "queue_depth", "target": 5})
+    scaled = builders.build_scaled_object(agent, activator=ACTIVATOR, prometheus_url="http://prometheus:9090")
+    assert [(t["type"], t["name"]) for t in scaled["spec"]["triggers"]] == [
+        ("external-push", "active_connections"), ("prometheus", "queue_depth")]
+
+
+def test_without_the_activator_active_connections_goes_to_prometheus_as_before():
+    agent = keda_agent(CONNECTIONS)
+    scaled = builders.build_scaled_object(agent, prometheus_url="http://prometheus:9090")
+    assert [t["type"] for t in scaled["spec"]["triggers"]] == ["prometheus"]
+
+
+@pytest.mark.parametrize(("metrics", "min_replicas", "activator", "message"), [
+    pytest.param([CONNECTIONS], 1, None,
+                 r"^spec\.autoscaling\.metrics\[0\]: the custom metric 'active_connections' needs a Prometheus.*"
+                 r"--prometheus-url.* an activator \(--activator-service\)", id="no-prometheus-no-activator"),
+    pytest.param([CONNECTIONS, {"type": "custom", "name": "queue_depth", "target": 5}], 1, ACTIVATOR,
+                 r"^spec\.autoscaling\.metrics\[1\]: the custom metric 'queue_depth' needs a Prometheus.*"
+                 r"the activator serves only active_connections", id="other-metric-without-prometheus"),
+    pytest.param([{"type": "memory", "target": "70%"}], 0, None,
+                 r"^spec\.autoscaling\.minReplicas: scaling to zero needs a custom metric .*--activator-service.*"
+                 r"--prometheus-url", id="zero-without-either"),
+    pytest.param([{"type": "memory", "target": "70%"}], 0, ACTIVATOR,
+                 r"^spec\.autoscaling\.minReplicas: scaling to zero wakes the agent through the activator.*"
+                 r"name: active_connections", id="zero-with-the-activator-but-no-active-connections"),
+    pytest.param([CONNECTIONS, CONNECTIONS], 0, ACTIVATOR,
+                 r"^spec\.autoscaling\.metrics\[1\]: active_connections is listed twice", id="twice"),
+])
+def test_scaled_objects_that_could_not_work_are_errors_naming_the_field_and_the_fix(
+    metrics, min_replicas, activator, message
+):
+    """Prometheus is opt-in: a trigger that would query a Prometheus nobody named is refused, not guessed."""
+    with pytest.raises(builders.BuildError, match=message):
+        builders.build_scaled_object(keda_agent(*metrics, min_replicas=min_replicas), activator=activator)
+
+
+@pytest.mark.parametrize(("text", "parsed"), [
+    pytest.param("omnia-system/omnia-activator", ACTIVATOR, id="namespace-and-name"),
+    pytest.param("omnia-system", None, id="no-slash"),
+    pytest.param("omnia-system/a/b", None, id="two-slashes"),
+    pytest.param("/omnia-activator", None, id="no-namespace"),
+    pytest.param("omnia-system/Omnia", None, id="not-a-dns-label"),
+])
+def test_activator_service_is_namespace_slash_name(text, parsed):
+    if parsed is None:
+        with pytest.raises(ValueError, match="is not NAMESPACE/NAME"):
+            builders.ActivatorService.parse(text)
+    else:
+        assert builders.ActivatorService.parse(text) == parsed
+        assert str(parsed) == text
+
+
+def test_network_policy_admits_the_activators_namespace_once():
+    """The activator proxies held connections to the pods and reads their /metrics, on the facade port."""
+    agent = model(manifests.agent())
+    policy = builders.build_network_policy(agent, config=config_for(agent), registry=None, defaults=WITH_ACTIVATOR)
+    (rule,) = policy["spec"]["ingress"]
+    assert rule["from"] == [namespace_peer("ingress-nginx"), namespace_peer("monitoring"),
+                            namespace_peer("omnia-system")]
+    assert rule["ports"] == tcp(8080)
+    same = builders.Defaults(activator=builders.ActivatorService(namespace="monitoring", name="omnia-activator"))
+    policy = builders.build_network_policy(agent, config=config_for(agent), registry=None, defaults=same)
+    assert policy["spec"]["ingress"][0]["from"] == [namespace_peer("ingress-nginx"), namespace_peer("monitoring")]
+
+
+def test_the_service_port_is_named_as_the_activators_slice_port():
+    service = builders.build_service(model(manifests.agent()))
+    assert [port["name"] for port in service["spec"]["ports"]] == [builders.SERVICE_PORT_NAME]
 
 
 def test_pdb_keeps_one_pod():

@@ -12,7 +12,7 @@ import pytest
 
 from omnia.api.v1alpha1 import SecretKeySelector
 from omnia.config import AgentConfig, PromptConfig
-from omnia.operator import builders, hashing, labels, queueing, reconciling
+from omnia.operator import builders, hashing, labels, queueing, reconciling, routing
 from omnia.operator.references import Ref
 from omnia.operator.sessionstores import DefaultStore
 from omnia.operator.summaries import DeploymentCondition, DeploymentSummary, SecretSummary
@@ -25,10 +25,10 @@ NS = manifests.NAMESPACE
 
 
 def context(cache: MemoryCache, api: MemoryApi, *, now=NOW, discover=None, session_stores=None,
-            tracing=None) -> reconciling.Context:
+            tracing=None, activator=None) -> reconciling.Context:
     clock = {"t": 0.0}
     defaults = builders.Defaults(image="omnia:test", session_stores=session_stores or {},
-                                 tracing=tracing or builders.TracingDefaults())
+                                 tracing=tracing or builders.TracingDefaults(), activator=activator)
     return reconciling.Context(cache=cache, api=api, defaults=defaults,
                                clock=lambda: now, monotonic=lambda: clock["t"],
                                discover=discover or offline_discover())
@@ -179,6 +179,128 @@ async def test_keda_not_installed_is_a_condition_not_a_crash():
         await reconciling.reconcile(AGENT, context(cache, api))
     ready = next(c for c in api.statuses[("AgentRuntime", NS, "agent")]["conditions"] if c["type"] == "Ready")
     assert (ready["status"], ready["reason"]) == ("False", "KedaNotInstalled")
+
+
+# --- routing to the activator ------------------------------------------------------------
+
+ACTIVATOR = builders.ActivatorService(namespace="omnia-system", name="omnia-activator")
+TO_ZERO = {"enabled": True, "engine": "keda", "minReplicas": 0, "maxReplicas": 3,
+           "metrics": [{"type": "custom", "name": "active_connections", "target": 10}]}
+SLICE = ("EndpointSlice", NS, "agent-activator")
+
+
+def deployment_with(ready: int) -> DeploymentSummary:
+    return DeploymentSummary(generation=1, observed_generation=1, spec_replicas=ready, replicas=ready,
+                             ready_replicas=ready, updated_replicas=ready, available_replicas=ready,
+                             config_hash=None, replicas_applied_by_operator=False)
+
+
+def at_zero(**spec) -> tuple[MemoryCache, MemoryApi, reconciling.Context]:
+    cache, api, _ = ready_world(autoscaling=TO_ZERO, **spec)
+    cache.deployments[(NS, "agent")] = deployment_with(0)
+    cache.activator = ["10.0.0.2", "10.0.0.9"]
+    return cache, api, context(cache, api, activator=ACTIVATOR)
+
+
+async def reconcile_again(cache: MemoryCache, api: MemoryApi, ctx: reconciling.Context, body: dict | None = None):
+    """Reconcile once the cache shows the agent (``body``, or as it was) with the operator's last status."""
+    body = body or manifests.agent(autoscaling=TO_ZERO)
+    cache.put(with_status(body, api.statuses.get(("AgentRuntime", NS, "agent"))))
+    await reconciling.reconcile(AGENT, ctx)
+
+
+async def test_an_agent_at_zero_gets_the_activators_slice():
+    cache, api, ctx = at_zero()
+    await reconciling.reconcile(AGENT, ctx)
+    applied = api.store[SLICE]
+    assert [endpoint["addresses"] for endpoint in applied["endpoints"]] == [["10.0.0.2"], ["10.0.0.9"]]
+    assert applied["metadata"]["labels"]["kubernetes.io/service-name"] == "agent"
+    assert applied["ports"] == [{"name": "ws", "port": 8080, "protocol": "TCP"}]
+    scaled = api.store[("ScaledObject", NS, "agent")]
+    assert [trigger["type"] for trigger in scaled["spec"]["triggers"]] == ["external-push"]
+
+
+async def test_the_slice_follows_the_activators_addresses_and_is_put_back_when_deleted():
+    """Applied once per change; missing from the cache (someone deleted it) it is applied again."""
+    cache, api, ctx = at_zero()
+    await reconciling.reconcile(AGENT, ctx)
+    cache.activator_slices[(NS, "agent")] = routing.SliceSummary(uid="s-1", controller="uid-agent")
+    api.calls.clear()
+    await reconcile_again(cache, api, ctx)
+    assert ("apply", "EndpointSlice", "agent-activator", labels.OPERATOR) not in api.calls
+
+    cache.activator = ["10.0.0.3"]
+    await reconcile_again(cache, api, ctx)
+    assert [endpoint["addresses"] for endpoint in api.store[SLICE]["endpoints"]] == [["10.0.0.3"]]
+
+    del cache.activator_slices[(NS, "agent")]
+    api.calls.clear()
+    await reconcile_again(cache, api, ctx)
+    assert ("apply", "EndpointSlice", "agent-activator", labels.OPERATOR) in api.calls
+
+
+async def test_the_slice_is_deleted_as_soon_as_a_pod_is_ready():
+    cache, api, ctx = at_zero()
+    await reconciling.reconcile(AGENT, ctx)
+    cache.activator_slices[(NS, "agent")] = routing.SliceSummary(uid=api.store[SLICE]["metadata"]["uid"],
+                                                                 controller="uid-agent")
+    cache.deployments[(NS, "agent")] = deployment_with(1)
+    await reconcile_again(cache, api, ctx)
+    assert SLICE not in api.store
+
+    cache.activator_slices.clear()
+    cache.deployments[(NS, "agent")] = deployment_with(0)
+    await reconcile_again(cache, api, ctx)
+    assert SLICE in api.store, "back at zero, the slice comes back"
+
+
+@pytest.mark.parametrize("change", [
+    pytest.param({"autoscaling": {**TO_ZERO, "minReplicas": 1}}, id="no-longer-scale-to-zero"),
+    pytest.param({"autoscaling": {**TO_ZERO, "enabled": False}}, id="autoscaling-off"),
+])
+async def test_the_slice_of_an_agent_that_stops_scaling_to_zero_is_deleted(change):
+    cache, api, ctx = at_zero()
+    await reconciling.reconcile(AGENT, ctx)
+    cache.activator_slices[(NS, "agent")] = routing.SliceSummary(uid=api.store[SLICE]["metadata"]["uid"],
+                                                                 controller="uid-agent")
+    await reconcile_again(cache, api, ctx, manifests.agent(**change))
+    assert SLICE not in api.store
+
+
+async def test_a_slice_of_someone_elses_is_never_deleted():
+    cache, api, ctx = at_zero()
+    cache.deployments[(NS, "agent")] = deployment_with(1)
+    api.store[SLICE] = {"metadata": {"uid": "s-9"}}
+    cache.activator_slices[(NS, "agent")] = routing.SliceSummary(uid="s-9", controller="someone-else")
+    await reconciling.reconcile(AGENT, ctx)
+    assert SLICE in api.store
+
+
+async def test_without_the_activators_addresses_nothing_is_routed_yet():
+    """Never listed (no rights there yet, say): no slice with made-up endpoints; the agent is built as usual."""
+    cache, api, ctx = at_zero()
+    cache.activator = None
+    await reconciling.reconcile(AGENT, ctx)
+    assert SLICE not in api.store
+    assert ("Deployment", NS, "agent") in api.store
+
+
+async def test_an_agent_at_zero_whose_provider_went_away_still_wakes_through_the_activator():
+    cache, api, ctx = at_zero()
+    del cache.objects[Ref("Provider", NS, "mock")]
+    with pytest.raises(kopf.TemporaryError):
+        await reconciling.reconcile(AGENT, ctx)
+    assert SLICE in api.store
+
+
+async def test_without_an_activator_an_agent_at_zero_keeps_todays_behaviour():
+    cache, api, _ = ready_world(autoscaling=TO_ZERO)
+    cache.deployments[(NS, "agent")] = deployment_with(0)
+    ctx = context(cache, api)
+    ctx.defaults = builders.Defaults(image="omnia:test", prometheus_url="http://prometheus:9090")
+    await reconciling.reconcile(AGENT, ctx)
+    assert SLICE not in api.store
+    assert [t["type"] for t in api.store[("ScaledObject", NS, "agent")]["spec"]["triggers"]] == ["prometheus"]
 
 
 async def test_a_deleted_agent_is_forgotten():
@@ -407,6 +529,16 @@ async def test_a_template_that_cannot_render_is_not_published():
     assert not [call for call in api.calls if call[0] == "create"]
     ready = next(c for c in api.statuses[("PromptPack", NS, "prompts")]["conditions"] if c["type"] == "Ready")
     assert ready["reason"] == "InvalidTemplate"
+
+
+async def test_a_variable_nothing_defines_is_not_published_even_in_a_branch_the_defaults_skip():
+    """Why: a render with the defaults passes; the first client whose input takes the branch would fail mid-turn."""
+    cache, api = MemoryCache(), MemoryApi()
+    cache.put(manifests.pack(prompt="Hi.{% if premium %} Dear {{ customer }}.{% endif %}", variables={"premium": ""}))
+    await reconciling.reconcile(PACK, context(cache, api))
+    assert not [call for call in api.calls if call[0] == "create"]
+    ready = next(c for c in api.statuses[("PromptPack", NS, "prompts")]["conditions"] if c["type"] == "Ready")
+    assert (ready["reason"], "'customer' is not defined" in ready["message"]) == ("InvalidTemplate", True)
 
 
 # --- providers and registries --------------------------------------------------------------

@@ -146,3 +146,49 @@ def test_operator_network_policy_options_reach_the_builders(monkeypatch, argumen
     assert result.exit_code == 0, result.output
     defaults = seen["defaults"]
     assert (defaults.ingress_namespaces, defaults.scrape_namespaces) == (ingress, scrape)
+
+
+@pytest.mark.parametrize(("arguments", "activator", "prometheus"), [
+    pytest.param([], None, None, id="neither-by-default"),
+    pytest.param(["--activator-service", "omnia-system/omnia-activator", "--prometheus-url", "http://prom:9090"],
+                 builders.ActivatorService(namespace="omnia-system", name="omnia-activator"), "http://prom:9090",
+                 id="given"),
+])
+def test_operator_scaling_options_reach_the_builders(monkeypatch, arguments, activator, prometheus):
+    """No Prometheus is assumed any more: KEDA's prometheus triggers need --prometheus-url."""
+    from omnia.operator import main
+
+    seen = {}
+    monkeypatch.setattr(main, "run", lambda **kwargs: seen.update(kwargs))
+    result = CliRunner().invoke(app, ["operator", *arguments])
+    assert result.exit_code == 0, result.output
+    assert (seen["defaults"].activator, seen["defaults"].prometheus_url) == (activator, prometheus)
+
+
+@pytest.mark.parametrize("value", ["omnia-activator", "omnia-system/", "/omnia-activator", "a/b/c", "Omnia/x"])
+def test_a_malformed_activator_service_exits_2(value):
+    for command in ("render", "operator"):
+        result = CliRunner().invoke(app, [command, *([str(EXAMPLE)] if command == "render" else []),
+                                          "--activator-service", value])
+        assert result.exit_code == 2, (command, result.output)
+        assert f"--activator-service: {value!r} " in result.output, result.output
+
+
+def test_render_takes_the_operators_scaling_options(tmp_path):
+    """A scale-to-zero agent renders, as the operator would make it, only with an activator or a Prometheus."""
+    for name in ("promptpack.yaml", "provider.yaml"):
+        (tmp_path / name).write_text((EXAMPLE / name).read_text())
+    agent = yaml.safe_load((EXAMPLE / "agentruntime.yaml").read_text())
+    agent["spec"]["autoscaling"] |= {"engine": "keda", "minReplicas": 0}
+    (tmp_path / "agentruntime.yaml").write_text(yaml.safe_dump(agent))
+
+    refused = CliRunner().invoke(app, ["render", str(tmp_path), DEFAULT_REDIS])
+    assert refused.exit_code == 2
+    assert "needs a Prometheus" in refused.output
+
+    result = CliRunner().invoke(app, ["render", str(tmp_path), DEFAULT_REDIS,
+                                      "--activator-service", "omnia-system/omnia-activator"])
+    assert result.exit_code == 0, result.output
+    scaled = next(obj for obj in yaml.safe_load_all(result.output) if obj["kind"] == "ScaledObject")
+    assert [trigger["type"] for trigger in scaled["spec"]["triggers"]] == ["memory", "external-push"]
+    assert scaled["spec"]["triggers"][1]["metadata"]["scalerAddress"] == "omnia-activator.omnia-system.svc:9090"

@@ -24,6 +24,7 @@ from tests.packaging.charts import CHART, REPO, find, one, rule_set
 CLUSTER_ROLE = REPO / "deploy" / "rbac" / "cluster_role.yaml"
 LEADER_ELECTION = REPO / "deploy" / "rbac" / "leader_election.yaml"
 SESSION_STORES = REPO / "deploy" / "rbac" / "session_stores.yaml"
+ACTIVATOR_RBAC = REPO / "deploy" / "rbac" / "activator.yaml"
 SUPPORT_AGENT = REPO / "examples" / "support-agent" / "agentruntime.yaml"
 NAMESPACED = {"watchNamespaces": ["team-a", "team-b"]}
 # The names deploy/rbac/session_stores.yaml grants, as a release would configure them.
@@ -45,6 +46,8 @@ EVERYTHING = {
         "metricsPort": 9100,
         "env": [{"name": "HTTPS_PROXY", "value": "http://proxy:3128"}],
     },
+    "activator": {"enabled": True, "maxHeld": 50, "wakeTimeoutSeconds": 30, "drainTimeoutSeconds": 5,
+                  "resources": {"requests": {"cpu": "10m", "memory": "96Mi"}, "limits": {"cpu": "1", "memory": "256Mi"}}},
     "podAnnotations": {"example.com/team": "platform"},
     "podLabels": {"example.com/tier": "control"},
     "priorityClassName": "system-cluster-critical",
@@ -58,10 +61,17 @@ EVERYTHING = {
 }
 
 
-def container(objects: list[dict[str, Any]]) -> dict[str, Any]:
-    deployment = one(objects, "Deployment")
-    (operator,) = deployment["spec"]["template"]["spec"]["containers"]
-    return operator
+def of(objects: list[dict[str, Any]], kind: str, component: str = "operator") -> dict[str, Any]:
+    """The one object of ``kind`` of the operator (or of the activator), whatever the release calls it."""
+    (found,) = [obj for obj in find(objects, kind)
+                if obj["metadata"]["labels"]["app.kubernetes.io/component"] == component]
+    return found
+
+
+def container(objects: list[dict[str, Any]], component: str = "operator") -> dict[str, Any]:
+    deployment = of(objects, "Deployment", component)
+    (only,) = deployment["spec"]["template"]["spec"]["containers"]
+    return only
 
 
 def env(objects: list[dict[str, Any]]) -> dict[str, str]:
@@ -141,32 +151,36 @@ def test_cluster_wide_operator_gets_exactly_the_rules_of_deploy_rbac(helm: chart
 def test_namespaced_operator_gets_the_same_rules_only_in_its_namespaces(helm: charts.Helm) -> None:
     """Listing namespaces takes every cluster-wide right away: a Role and RoleBinding in each instead."""
     objects = helm.template(NAMESPACED)
-    roles = find(objects, "Role")
+    roles = find(objects, "Role", "omnia-operator")
     assert sorted(role["metadata"]["namespace"] for role in roles) == ["team-a", "team-b"]
     for role in roles:
         assert rule_set(role["rules"]) == reference_rules()
-    bindings = find(objects, "RoleBinding")
+    bindings = find(objects, "RoleBinding", "omnia-operator")
     assert sorted(binding["metadata"]["namespace"] for binding in bindings) == ["team-a", "team-b"]
     for binding in bindings:
         assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
                                       "name": "omnia-operator"}
         assert binding["subjects"][0]["namespace"] == "omnia-system"
-    assert [role["metadata"]["name"] for role in find(objects, "ClusterRole")] == ["omnia-viewer", "omnia-editor"]
-    assert not find(objects, "ClusterRoleBinding")
+    assert sorted(role["metadata"]["name"] for role in find(objects, "ClusterRole")) == [
+        "omnia-activator", "omnia-editor", "omnia-viewer"]
+    assert [binding["metadata"]["name"] for binding in find(objects, "ClusterRoleBinding")] == ["omnia-activator"], \
+        "only the activator reads cluster-wide (deploy/rbac/activator.yaml)"
 
 
 def test_release_omnia_has_the_names_of_deploy_rbac(helm: charts.Helm) -> None:
     """So that docs and plain manifests name the same ServiceAccount and roles as the chart.
 
     deploy/rbac/ holds every right of every configuration; the Lease's only
-    comes with several replicas.
+    comes with several replicas, the operator's Role beside the activator only
+    with listed namespaces.
     """
     reference = {
         (doc["kind"], doc["metadata"]["name"])
         for path in (REPO / "deploy" / "rbac").glob("*.yaml")
         for doc in yaml.safe_load_all(path.read_text()) if doc and doc["kind"] != "RoleBinding"
     }
-    rendered = {(obj["kind"], obj["metadata"]["name"]) for obj in helm.template({"replicaCount": 2, **DEFAULT_STORES})}
+    rendered = {(obj["kind"], obj["metadata"]["name"]) for values in ({}, NAMESPACED)
+                for obj in helm.template({"replicaCount": 2, **DEFAULT_STORES, **values})}
     assert reference <= rendered
 
 
@@ -239,6 +253,7 @@ def test_without_rbac_the_chart_creates_no_operator_rights(helm: charts.Helm) ->
     objects = helm.template({"rbac": {"create": False}})
     assert [role["metadata"]["name"] for role in find(objects, "ClusterRole")] == ["omnia-viewer", "omnia-editor"]
     assert not find(objects, "ClusterRoleBinding") and not find(objects, "Role")
+    assert of(objects, "ServiceAccount", "activator"), "the activator's identity, still; its rights are yours to bind"
 
 
 def test_existing_service_account_must_be_named(helm: charts.Helm) -> None:
@@ -273,7 +288,7 @@ def test_user_roles_aggregate_into_the_built_in_roles(helm: charts.Helm) -> None
 
 def test_user_roles_can_be_left_to_another_release(helm: charts.Helm) -> None:
     objects = helm.template({"userRoles": {"create": False}})
-    assert {role["metadata"]["name"] for role in find(objects, "ClusterRole")} == {"omnia-operator"}
+    assert {role["metadata"]["name"] for role in find(objects, "ClusterRole")} == {"omnia-operator", "omnia-activator"}
 
 
 # --- the operator's Deployment ------------------------------------------------------
@@ -298,7 +313,7 @@ def test_operator_options_reach_its_command_line(helm: charts.Helm) -> None:
     operator = container(helm.template(EVERYTHING))
     assert operator["args"] == [
         "operator", "--namespace=team-a", "--liveness=0.0.0.0:9000", "--metrics=0.0.0.0:9100", "--workers=8",
-        "--prometheus-url=http://prometheus.monitoring.svc:9090",
+        "--prometheus-url=http://prometheus.monitoring.svc:9090", "--activator-service=omnia-system/omnia-activator",
         "--ingress-namespace=traefik", "--ingress-namespace=gateways", "--scrape-namespace=",
         "--default-session-secret=redis=omnia-system/omnia-session-redis:url",
         "--otlp-endpoint=http://otel-collector.observability.svc:4317", "--otlp-headers-secret=otlp:headers",
@@ -311,7 +326,7 @@ def test_operator_options_reach_its_command_line(helm: charts.Helm) -> None:
 
 def test_operator_pod_meets_the_restricted_pod_security_standard(helm: charts.Helm) -> None:
     objects = helm.template()
-    pod = one(objects, "Deployment")["spec"]["template"]["spec"]
+    pod = of(objects, "Deployment")["spec"]["template"]["spec"]
     operator = container(objects)
     security = operator["securityContext"]
     assert pod["securityContext"]["runAsNonRoot"] is True
@@ -337,18 +352,18 @@ def test_operator_has_requests_limits_and_probes(helm: charts.Helm) -> None:
 def test_one_replica_is_replaced_with_recreate_and_elects_no_leader(helm: charts.Helm) -> None:
     """Without leader election two operators must never overlap, not even during an upgrade."""
     objects = helm.template()
-    deployment = one(objects, "Deployment")
+    deployment = of(objects, "Deployment")
     assert deployment["spec"]["replicas"] == 1
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}
     assert "--leader-elect" not in container(objects)["args"]
     assert "affinity" not in deployment["spec"]["template"]["spec"]
-    assert one(helm.template({"replicaCount": 0}), "Deployment")["spec"]["replicas"] == 0
+    assert of(helm.template({"replicaCount": 0}), "Deployment")["spec"]["replicas"] == 0
 
 
 def test_several_replicas_elect_a_leader_in_their_namespace_and_roll(helm: charts.Helm) -> None:
     """Only the Lease holder reconciles, so replicas may overlap: rolling updates, spread over nodes."""
     objects = helm.template({"replicaCount": 2})
-    deployment = one(objects, "Deployment")
+    deployment = of(objects, "Deployment")
     operator = container(objects)
     assert deployment["spec"]["replicas"] == 2
     assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
@@ -365,13 +380,13 @@ def test_several_replicas_elect_a_leader_in_their_namespace_and_roll(helm: chart
 def test_an_affinity_of_ones_own_replaces_the_spreading_preference(helm: charts.Helm) -> None:
     affinity = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
         {"matchExpressions": [{"key": "pool", "operator": "In", "values": ["control"]}]}]}}}
-    deployment = one(helm.template({"replicaCount": 2, "affinity": affinity}), "Deployment")
+    deployment = of(helm.template({"replicaCount": 2, "affinity": affinity}), "Deployment")
     assert deployment["spec"]["template"]["spec"]["affinity"] == affinity
 
 
 def test_options_reach_the_pod(helm: charts.Helm) -> None:
     objects = helm.template(EVERYTHING)
-    template = one(objects, "Deployment")["spec"]["template"]
+    template = of(objects, "Deployment")["spec"]["template"]
     pod = template["spec"]
     assert template["metadata"]["annotations"] == {"example.com/team": "platform"}
     assert template["metadata"]["labels"]["example.com/tier"] == "control"
@@ -410,8 +425,8 @@ def test_values_schema_refuses_mistakes(helm: charts.Helm, values: dict[str, Any
 
 def test_service_selects_the_operator_pod(helm: charts.Helm) -> None:
     objects = helm.template()
-    service = one(objects, "Service")
-    pod_labels = one(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    service = one(objects, "Service", "omnia-operator")
+    pod_labels = of(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= pod_labels.items()
     assert service["spec"]["ports"] == [{"name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP"},
                                         {"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"}]
@@ -481,15 +496,15 @@ def test_service_monitors_carry_the_labels_prometheus_selects(helm: charts.Helm)
 )
 def test_names_follow_the_release(helm: charts.Helm, release: str, operator_name: str) -> None:
     objects = helm.template(release=release)
-    assert one(objects, "Deployment")["metadata"]["name"] == operator_name
-    assert one(objects, "ServiceAccount")["metadata"]["name"] == operator_name
+    assert of(objects, "Deployment")["metadata"]["name"] == operator_name
+    assert of(objects, "ServiceAccount")["metadata"]["name"] == operator_name
 
 
 def test_every_namespaced_object_is_in_the_release_namespace_or_a_watched_one(helm: charts.Helm) -> None:
     objects = helm.template(NAMESPACED, namespace="platform")
     for obj in objects:
         namespace = obj["metadata"].get("namespace")
-        if obj["kind"] in ("Role", "RoleBinding"):
+        if obj["kind"] in ("Role", "RoleBinding") and obj["metadata"]["name"] == "omnia-operator":
             assert namespace in ("team-a", "team-b")
         elif obj["kind"] not in ("ClusterRole", "ClusterRoleBinding"):
             assert namespace == "platform", obj["kind"]
@@ -501,3 +516,105 @@ def test_agents_network_policy_defaults_reach_the_operator(helm: charts.Helm) ->
     args = container(helm.template())["args"]
     assert [arg for arg in args if arg.startswith(("--ingress-namespace", "--scrape-namespace"))] == [
         "--ingress-namespace=ingress-nginx", "--scrape-namespace=monitoring"]
+
+
+# --- the activator ---------------------------------------------------------------------
+
+
+def test_the_activator_is_deployed_by_default_and_named_to_the_operator(helm: charts.Helm) -> None:
+    """Its Service is what --activator-service names, in the release namespace, with the ports the operator
+    writes into agents' EndpointSlices (http) and KEDA's triggers (scaler)."""
+    objects = helm.template(namespace="platform")
+    service = of(objects, "Service", "activator")
+    assert (service["metadata"]["name"], service["metadata"]["namespace"]) == ("omnia-activator", "platform")
+    assert "--activator-service=platform/omnia-activator" in container(objects)["args"]
+    assert service["spec"]["ports"] == [
+        {"name": "http", "port": builders.ACTIVATOR_HTTP_PORT, "targetPort": "http", "protocol": "TCP"},
+        {"name": "scaler", "port": builders.ACTIVATOR_SCALER_PORT, "targetPort": "scaler", "protocol": "TCP"}]
+    activator = container(objects, "activator")
+    assert {port["name"]: port["containerPort"] for port in activator["ports"]} == {
+        "http": builders.ACTIVATOR_HTTP_PORT, "scaler": builders.ACTIVATOR_SCALER_PORT}
+    pod_labels = of(objects, "Deployment", "activator")["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    operator_labels = of(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert not service["spec"]["selector"].items() <= operator_labels.items()
+    assert builders.ActivatorService.parse("platform/omnia-activator").scaler_address == \
+        "omnia-activator.platform.svc:9090"
+
+
+def test_the_activator_runs_the_one_image_with_its_options(helm: charts.Helm) -> None:
+    default = container(helm.template(), "activator")
+    assert default["image"] == builders.DEFAULT_IMAGE
+    assert default["args"] == ["activator", "--port=8080", "--scaler-port=9090", "--max-held=1000",
+                               "--wake-timeout=60", "--drain-timeout=25"]
+    given = container(helm.template(EVERYTHING), "activator")
+    assert given["image"] == "registry.example.com/omnia:0.1.0-rc1"
+    assert given["args"][-3:] == ["--max-held=50", "--wake-timeout=30", "--drain-timeout=5"]
+    assert given["resources"] == EVERYTHING["activator"]["resources"]
+    pod = of(helm.template(EVERYTHING), "Deployment", "activator")["spec"]["template"]["spec"]
+    assert pod["imagePullSecrets"] == [{"name": "registry"}]
+    assert pod["terminationGracePeriodSeconds"] == 15, "relayed connections drain before the pod goes"
+
+
+def test_activator_pod_meets_the_restricted_pod_security_standard(helm: charts.Helm) -> None:
+    objects = helm.template()
+    pod = of(objects, "Deployment", "activator")["spec"]["template"]["spec"]
+    activator = container(objects, "activator")
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert activator["securityContext"]["allowPrivilegeEscalation"] is False
+    assert activator["securityContext"]["readOnlyRootFilesystem"] is True
+    assert activator["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert {"name": "tmp", "mountPath": "/tmp"} in activator["volumeMounts"]
+    assert set(activator["resources"]["requests"]) == set(activator["resources"]["limits"]) == {"cpu", "memory"}
+    assert pod["serviceAccountName"] == of(objects, "ServiceAccount", "activator")["metadata"]["name"]
+    assert activator["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert activator["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+
+
+@pytest.mark.parametrize("values", [pytest.param({}, id="cluster-wide"), pytest.param(NAMESPACED, id="namespaced")])
+def test_activator_gets_exactly_the_read_rights_of_deploy_rbac(helm: charts.Helm, values: dict[str, Any]) -> None:
+    """Listing and watching EndpointSlices and listing AgentRuntimes anywhere, and nothing else; the operator reads the
+    activator's EndpointSlices through its ClusterRole, or a Role there when it is bound only where it serves."""
+    reference = {doc["kind"]: doc for doc in yaml.safe_load_all(ACTIVATOR_RBAC.read_text())}
+    objects = helm.template(values)
+    role = one(objects, "ClusterRole", "omnia-activator")
+    assert rule_set(role["rules"]) == rule_set(reference["ClusterRole"]["rules"])
+    assert rule_set(role["rules"]) == {("discovery.k8s.io", "endpointslices", "list", ()),
+                                       ("discovery.k8s.io", "endpointslices", "watch", ()),
+                                       ("omnia.altairalabs.ai", "agentruntimes", "list", ())}
+    binding = one(objects, "ClusterRoleBinding", "omnia-activator")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "omnia-activator", "namespace": "omnia-system"}]
+    operator_role = find(objects, "Role", "omnia-operator-activator")
+    if values:
+        (operator_role,) = operator_role
+        assert operator_role["metadata"]["namespace"] == "omnia-system"
+        assert rule_set(operator_role["rules"]) == rule_set(reference["Role"]["rules"])
+        operator_binding = one(objects, "RoleBinding", "omnia-operator-activator")
+        assert operator_binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": "omnia-operator", "namespace": "omnia-system"}]
+    else:
+        assert not operator_role, "the operator's ClusterRole covers the release namespace already"
+        assert ("discovery.k8s.io", "endpointslices", "watch", ()) in reference_rules()
+
+
+def test_without_the_activator_nothing_of_it_is_rendered_and_the_operator_is_not_told(helm: charts.Helm) -> None:
+    objects = helm.template({"activator": {"enabled": False}, **NAMESPACED})
+    assert not [obj for obj in objects if "activator" in obj["metadata"]["name"]]
+    assert not [arg for arg in container(objects)["args"] if arg.startswith("--activator-service")]
+
+
+def test_prometheus_is_opt_in(helm: charts.Helm) -> None:
+    """No Prometheus is assumed: without operator.prometheusURL the operator gets no --prometheus-url."""
+    assert not [arg for arg in container(helm.template())["args"] if arg.startswith("--prometheus-url")]
+
+
+@pytest.mark.parametrize("values", [
+    pytest.param({"activator": {"maxHeld": 0}}, id="no-connection-held"),
+    pytest.param({"activator": {"wakeTimeoutSeconds": "1m"}}, id="timeout-not-seconds"),
+    pytest.param({"activator": {"replicas": 2}}, id="unknown-key"),
+])
+def test_values_schema_refuses_activator_mistakes(helm: charts.Helm, values: dict[str, Any]) -> None:
+    result = helm.template_text(values, check=False)
+    assert result.returncode != 0
+    assert "schema" in result.stderr

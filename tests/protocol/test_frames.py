@@ -152,6 +152,13 @@ def test_errors_about_an_identified_frame_carry_its_id() -> None:
     assert json.loads(frames.from_protocol_error(caught.value))["id"] == "m9"
 
 
+def test_an_error_carries_a_retry_hint_only_when_one_is_known() -> None:
+    hinted = json.loads(frames.error(ErrorCode.RUNTIME_UNAVAILABLE, "waking", retry_after_seconds=5.0))
+    plain = json.loads(frames.error(ErrorCode.RUNTIME_UNAVAILABLE, "gone"))
+    assert (hinted["retryable"], hinted["retry_after_seconds"]) == (True, 5.0)
+    assert "retry_after_seconds" not in plain
+
+
 def test_size_is_counted_in_utf8_bytes_not_characters() -> None:
     """300 three-byte characters are 900 bytes: over a 512-byte limit though only 300 long."""
     text = '{"type": "message", "content": "' + "€" * 300 + '"}'

@@ -77,3 +77,11 @@ async def test_closing_a_stream_early_leaves_the_provider_usable(provider: Provi
     await stream.aclose()
     events = [event async for event in provider.stream(REQUEST)]
     assert isinstance(events[-1], Finish)
+
+
+async def test_prepare_readies_the_provider_and_may_be_repeated(provider: Provider):
+    """The runtime awaits ``prepare`` before it serves; a stream after it needs no more loading."""
+    await provider.prepare()
+    await provider.prepare()
+    events = [event async for event in provider.stream(REQUEST)]
+    assert isinstance(events[-1], Finish)

@@ -128,3 +128,12 @@ async def test_local_http_api_requires_its_key(local_engine: LocalEngine):
     finally:
         await provider.aclose()
     assert (caught.value.status, caught.value.retryable) == (401, False)
+
+
+async def test_a_file_that_is_not_a_model_fails_prepare_with_its_path(tmp_path):
+    """The runtime calls ``prepare`` at start-up, so this is said before the agent is ready."""
+    junk = tmp_path / "model.gguf"
+    junk.write_text("not a model")
+    provider = LocalProvider(engine=LocalEngine(model_path=junk, context_size=512, threads=1))
+    with pytest.raises(ProviderError, match=r"cannot load .*model\.gguf.*GGUF model file"):
+        await provider.prepare()

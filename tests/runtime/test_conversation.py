@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from omnia._proto.omnia.runtime.v1 import runtime_pb2 as pb
+from omnia.config import PromptConfig, PromptRollout
+from omnia.protocol import sessions
 from omnia.runtime.conversation import Conversation
 
 
@@ -153,3 +157,94 @@ async def test_a_reader_that_keeps_up_sees_the_chunks_as_produced(agent):
     events = await _until(conversation, {"done"})
     chunks = [e.chunk.content for e in events if e.HasField("chunk")]
     assert "".join(chunks) == "s" * 200 and len(chunks) > 20
+
+
+def _create(session_id: str, prompt_version: str = "") -> pb.ClientEvent:
+    return pb.ClientEvent(
+        open=pb.Open(
+            session_id=session_id,
+            create=True,
+            prompt_version=prompt_version,
+            metadata={"auth_method": "apiKey", "auth_subject": "key:abc"},
+        )
+    )
+
+
+def _with_canary(agent, weight: int) -> None:
+    agent.config = agent.config.model_copy(
+        update={
+            "prompts": PromptRollout(
+                stable=PromptConfig(version="1.0.0"),
+                canary=PromptConfig(version="2.0.0"),
+                retained=[PromptConfig(version="0.9.0")],
+                canary_weight=weight,
+            )
+        }
+    )
+
+
+async def test_create_stores_the_session_under_the_facades_id(agent):
+    """A facade announces the id before the runtime sees it; the runtime keeps that id."""
+    conversation = Conversation(agent)
+    await conversation.handle(_create("facade-chosen"))
+    opened = (await conversation.next_event()).opened
+    assert (opened.session_id, opened.resumed, opened.turns) == ("facade-chosen", False, 0)
+    stored = await agent.store.get("facade-chosen")
+    assert stored.metadata == {"auth_method": "apiKey", "auth_subject": "key:abc"}
+    await conversation.handle(_message("hello"))
+    assert (await _until(conversation, {"done"}))[-1].done.turn_index == 0
+
+
+@pytest.mark.parametrize(
+    ("announced", "weight", "expected"),
+    [
+        pytest.param("2.0.0", 50, "2.0.0", id="announced-canary-kept"),
+        pytest.param("1.0.0", 50, "1.0.0", id="announced-stable-kept"),
+        pytest.param("2.0.0", 0, "2.0.0", id="canary-still-served-at-weight-0"),
+        pytest.param("0.9.0", 0, "1.0.0", id="retained-is-not-for-new-sessions"),
+        pytest.param("3.0.0", 0, "1.0.0", id="unknown-version-chosen-again"),
+    ],
+)
+async def test_create_keeps_the_announced_version_while_the_rollout_serves_it(
+    agent, announced: str, weight: int, expected: str
+):
+    """The client was told a version in ``connected``; it gets it unless the rollout moved on."""
+    _with_canary(agent, weight)
+    conversation = Conversation(agent)
+    await conversation.handle(_create("s-1", announced))
+    assert (await conversation.next_event()).opened.prompt_version == expected
+    assert (await agent.store.get("s-1")).prompt_version == expected
+
+
+async def test_create_chooses_like_the_facade_when_nothing_was_announced(agent):
+    _with_canary(agent, 50)
+    for session_id in (f"s-{n}" for n in range(10)):
+        conversation = Conversation(agent)
+        await conversation.handle(_create(session_id))
+        opened = (await conversation.next_event()).opened
+        assert opened.prompt_version == sessions.prompt_version(
+            session_id, stable="1.0.0", canary="2.0.0", canary_weight=50
+        )
+
+
+@pytest.mark.parametrize(
+    "session_id", [pytest.param("", id="empty"), pytest.param("x" * 257, id="too-long")]
+)
+async def test_create_without_a_usable_id_is_invalid(agent, session_id: str):
+    conversation = Conversation(agent)
+    await conversation.handle(_create(session_id))
+    assert (await conversation.next_event()).error.code == "INVALID_MESSAGE"
+    assert await conversation.next_event() is None
+
+
+async def test_create_of_an_existing_id_stores_nothing_over_it(agent):
+    first = Conversation(agent)
+    await first.handle(_create("taken"))
+    await first.next_event()
+    await first.handle(_message("hello"))
+    await _until(first, {"done"})
+    second = Conversation(agent)
+    await second.handle(_create("taken"))
+    error = (await second.next_event()).error
+    assert (error.code, error.retryable) == ("INTERNAL", True)
+    assert len((await agent.store.get("taken")).turns) == 1

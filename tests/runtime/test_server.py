@@ -21,7 +21,15 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from omnia._proto.omnia.runtime.v1 import runtime_pb2 as pb
 from omnia._proto.omnia.runtime.v1 import runtime_pb2_grpc as pb_grpc
 from omnia.budgets.redis import RedisCounter
-from omnia.config import AgentConfig, BudgetConfig, BudgetLimit, ProviderConfig, SessionConfig
+from omnia.config import (
+    AgentConfig,
+    BudgetConfig,
+    BudgetLimit,
+    PromptConfig,
+    PromptRollout,
+    ProviderConfig,
+    SessionConfig,
+)
 from omnia.tools import Toolbox
 from omnia.runtime import server
 from omnia.termination import StartupError
@@ -168,6 +176,12 @@ def omnia_runtime(config_path: Path, termination_log: Path, tmp_path: Path) -> s
         pytest.param('{"name": "helper", "provider": {"type": "mock"}, "session": {"type": "etcd"}}',
                      "invalid agent configuration", id="invalid-config-file"),
         pytest.param(None, "No such file or directory", id="no-config-file"),
+        pytest.param(
+            config(prompts=PromptRollout(stable=PromptConfig(
+                system_prompt="Hi.{% if premium %} Dear {{ customer }}.{% endif %}", variables={"premium": ""},
+            ))).to_json(),
+            "systemPrompt: 'customer' is not defined", id="undefined-prompt-variable",
+        ),
     ],
 )
 def test_a_runtime_that_cannot_start_says_why_in_one_line_and_exits_without_a_traceback(tmp_path, contents, reason):
@@ -184,3 +198,21 @@ def test_a_runtime_that_cannot_start_says_why_in_one_line_and_exits_without_a_tr
     written = termination_log.read_text()
     assert written.endswith("\n") and written.count("\n") == 1
     assert reason in written
+
+
+def test_a_model_that_cannot_be_loaded_stops_the_runtime_before_it_serves(tmp_path):
+    """The model is loaded at start-up, not by the first turn: a bad file is a start-up error."""
+    junk = tmp_path / "broken.gguf"
+    junk.write_text("not a model")
+    config_path = tmp_path / "agent.json"
+    local = AgentConfig(name="helper", provider=ProviderConfig(type="local", model_path=str(junk)))
+    config_path.write_text(local.to_json())
+    termination_log = tmp_path / "termination-log"
+
+    result = omnia_runtime(config_path, termination_log, tmp_path)
+
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "cannot be loaded" in result.stderr and str(junk) in result.stderr
+    assert not (tmp_path / "runtime.sock").exists()
+    assert str(junk) in termination_log.read_text()

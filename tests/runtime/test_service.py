@@ -9,6 +9,7 @@ import pytest
 
 from omnia._proto.omnia.runtime.v1 import runtime_pb2 as pb
 from omnia._proto.omnia.runtime.v1 import runtime_pb2_grpc as pb_grpc
+from omnia.config import PromptConfig, PromptRollout
 from omnia.runtime import server as runtime_server
 from omnia.runtime.service import AgentRuntimeService
 from omnia.sessions import StoreUnavailable
@@ -52,3 +53,31 @@ async def test_health_reports_the_store(stub, agent, monkeypatch):
     monkeypatch.setattr(agent.store, "ping", down)
     health = await stub.Health(pb.HealthRequest())
     assert (health.serving, health.store_ok) == (False, False) and "refused" in health.detail
+
+
+async def test_describe_tells_the_agent_and_its_rollout(agent):
+    """What a facade needs to announce a new session without opening anything."""
+    agent.config = agent.config.model_copy(
+        update={
+            "prompts": PromptRollout(
+                stable=PromptConfig(version="1.0.0"),
+                canary=PromptConfig(version="1.1.0"),
+                canary_weight=30,
+            )
+        }
+    )
+    service = AgentRuntimeService(agent)
+    grpc_server, port = await runtime_server.start(service, address="127.0.0.1:0")
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        description = await pb_grpc.AgentRuntimeStub(channel).Describe(pb.DescribeRequest())
+    await grpc_server.stop(grace=None)
+    assert description == pb.Description(
+        agent="helper", stable_version="1.0.0", canary_version="1.1.0", canary_weight=30
+    )
+
+
+async def test_describe_without_a_canary_has_no_canary_version(stub):
+    description = await stub.Describe(pb.DescribeRequest())
+    assert (description.stable_version, description.canary_version, description.canary_weight) == (
+        "0.0.0", "", 0,
+    )

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 
+import httpx
+import pytest
+
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -45,6 +48,54 @@ async def test_traceparent_header_parents_the_runtime_spans():
             await ws.send(json.dumps({"type": "message", "content": "hi"}))
             while json.loads(await ws.recv())["type"] != "done":
                 pass
+    finally:
+        await facade.stop()
+        await runtime.close()
+        await grpc_server.stop(grace=None)
+    root = next(s for s in exporter.get_finished_spans() if s.name == "invoke_agent traced")
+    assert format(root.context.trace_id, "032x") == TRACE_ID
+    assert format(root.parent.span_id, "016x") == PARENT_ID
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        pytest.param(
+            "/v1/chat/completions",
+            {"model": "traced", "messages": [{"role": "user", "content": "hi"}]},
+            id="openai",
+        ),
+        pytest.param(
+            "/a2a",
+            {
+                "jsonrpc": "2.0", "id": 1, "method": "message/send",
+                "params": {"message": {"kind": "message", "role": "user", "messageId": "m1",
+                                       "parts": [{"kind": "text", "text": "hi"}]}},
+            },
+            id="a2a",
+        ),
+    ],
+)
+async def test_open_protocols_pass_the_traceparent_header_like_the_websocket(path, body):
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    script = MockScript(replies=[ScriptedReply(text="traced")])
+    config = AgentConfig(name="traced", provider=ProviderConfig(type="mock", mock=script))
+    agent = Agent(
+        config=config, provider=MockProvider(script), store=MemoryStore(), tracer=provider.get_tracer("t")
+    )
+    grpc_server, port = await runtime_server.start(AgentRuntimeService(agent), address="127.0.0.1:0")
+    runtime = RuntimeClient.connect(f"127.0.0.1:{port}")
+    app = create_app(config.facade, agent=config.name, runtime=runtime, registry=CollectorRegistry())
+    facade = FacadeServer(app, config=config.facade, host="127.0.0.1", port=0)
+    await facade.start()
+    try:
+        headers = {"traceparent": f"00-{TRACE_ID}-{PARENT_ID}-01"}
+        async with httpx.AsyncClient(base_url=facade.url, timeout=10) as http:
+            response = await http.post(path, json=body, headers=headers)
+        assert response.status_code == 200, response.text
+        assert "traced" in response.text
     finally:
         await facade.stop()
         await runtime.close()

@@ -237,3 +237,26 @@ async def test_readers_during_writes_see_whole_turns_in_order(make_store):
     await asyncio.gather(*(write(session_id) for session_id in ids))
     writing = False
     await asyncio.gather(*readers)
+
+
+async def test_refresh_brings_an_earlier_read_up_to_date_with_another_replicas_turns(
+    make_store,
+):
+    """What a runtime's cache relies on: reading only the new turns gives what ``get`` gives."""
+    store = make_store()
+    # The memory store has no second replica: the other writer is the same store.
+    replica = store if make_store.kind == "memory" else make_store.replica(store)
+    await store.create(_session())
+    await store.append_turn("s1", _turn(0, "zero"))
+    earlier = await store.get("s1")
+    await replica.append_turn("s1", _turn(1, "one"))
+    await replica.append_turn("s1", _turn(2, "two"))
+    refreshed = await store.refresh(earlier)
+    assert refreshed == await store.get("s1")
+    assert [t.messages[0]["content"] for t in refreshed.turns] == ["zero", "one", "two"]
+    assert (await store.refresh(refreshed)).turns == refreshed.turns
+
+
+async def test_refresh_of_a_session_that_is_gone_is_not_found(store):
+    with pytest.raises(SessionNotFound):
+        await store.refresh(_session("never-created"))

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -35,11 +35,14 @@ from omnia.agent.prompts import (
     MESSAGE_VARIABLE,
     PromptError,
     PromptRenderer,
+    check_sources,
     choose_version,
     client_choice,
     find_version,
+    served_version,
 )
 from omnia.config import AgentConfig, PromptConfig, ToolConfig
+from omnia.protocol.sessions import new_id as new_session_id
 from omnia.providers.base import (
     ChatRequest,
     Finish,
@@ -62,6 +65,7 @@ from omnia.sessions.base import (
     Turn,
     TurnConflict,
 )
+from omnia.sessions.cache import SessionCache
 
 log = logging.getLogger(__name__)
 
@@ -203,8 +207,8 @@ def principal_of(metadata: Mapping[str, str]) -> tuple[str, str] | None:
     return method, metadata.get("auth_subject", "")
 
 
-def _new_id() -> str:
-    return uuid.uuid4().hex
+def _store_unavailable(exc: StoreUnavailable) -> OpenError:
+    return OpenError("STORE_UNAVAILABLE", f"session store unavailable: {exc}", retryable=True)
 
 
 MAX_TOOL_OUTPUT_CHARS = 16_000
@@ -247,7 +251,7 @@ class Agent:
         store: SessionStore,
         executor: ToolExecutor | None = None,
         tools: ToolCatalog | None = None,
-        new_id: Callable[[], str] = _new_id,
+        new_id: Callable[[], str] = new_session_id,
         tracer: trace.Tracer | None = None,
         budgets: Budgets | None = None,
     ) -> None:
@@ -255,6 +259,9 @@ class Agent:
         self.budgets = budgets
         self.provider = provider
         self.store = store
+        # Decoded histories of recent sessions, brought up to date from the
+        # store before every turn (see ``omnia.sessions.cache``).
+        self.sessions = SessionCache(store)
         self.executor = executor or NoServerTools()
         self.tools = tools or ConfiguredTools(config.tools)
         self._new_id = new_id
@@ -276,10 +283,15 @@ class Agent:
         return renderer
 
     def check(self) -> None:
-        """Fail at start-up, not at the first turn, on templates that cannot render."""
+        """Fail at start-up, not at the first turn, on templates that cannot render.
+
+        Both checks: the sources (syntax, variables nothing defines, in every
+        branch) and a render with the defaults.
+        """
         rollout = self.config.prompts
         for prompt in (rollout.stable, rollout.canary, *rollout.retained):
             if prompt is not None:
+                check_sources(prompt)
                 self.renderer(prompt).check()
 
     async def open_session(
@@ -291,31 +303,44 @@ class Agent:
         with; another principal resuming it is told it does not exist, the
         same as for an unknown id, so an id reveals nothing to others.
         """
+        if not session_id:
+            return await self.create_session(self._new_id(), metadata=metadata), False
         try:
-            if session_id:
-                session = await self.store.get(session_id)
-                owner = principal_of(session.metadata)
-                if owner is not None and owner != principal_of(metadata or {}):
-                    raise SessionNotFound(session_id)
-                return session, True
-            new_id = self._new_id()
-            prompt = choose_version(self.config.prompts, session_id=new_id)
-            session = Session(
-                id=new_id,
-                agent=self.config.name,
-                prompt_version=prompt.version,
-                metadata=dict(metadata or {}),
-            )
-            await self.store.create(session)
-            return session, False
+            session = await self.store.get(session_id)
         except SessionNotFound:
             raise OpenError("SESSION_NOT_FOUND", f"session {session_id} not found") from None
+        except StoreUnavailable as exc:
+            raise _store_unavailable(exc) from None
+        owner = principal_of(session.metadata)
+        if owner is not None and owner != principal_of(metadata or {}):
+            raise OpenError("SESSION_NOT_FOUND", f"session {session_id} not found")
+        return session, True
+
+    async def create_session(
+        self, session_id: str, *, prompt_version: str = "", metadata: dict | None = None
+    ) -> Session:
+        """Store a new session under ``session_id``, which the caller chose.
+
+        The session gets ``prompt_version`` when the rollout serves it to new
+        sessions (the facade announced it from ``Describe``); otherwise the
+        version ``choose_version`` gives the id, as the rollout stands now.
+        """
+        prompt = served_version(self.config.prompts, prompt_version) if prompt_version else None
+        if prompt is None:
+            prompt = choose_version(self.config.prompts, session_id=session_id)
+        session = Session(
+            id=session_id,
+            agent=self.config.name,
+            prompt_version=prompt.version,
+            metadata=dict(metadata or {}),
+        )
+        try:
+            await self.store.create(session)
         except SessionExists:
             raise OpenError("INTERNAL", "session id collision", retryable=True) from None
         except StoreUnavailable as exc:
-            raise OpenError(
-                "STORE_UNAVAILABLE", f"session store unavailable: {exc}", retryable=True
-            ) from None
+            raise _store_unavailable(exc) from None
+        return session
 
     async def run_turn(
         self,
@@ -333,7 +358,9 @@ class Agent:
         await point; the partial turn is committed with reason ``cancelled``.
         If the task running this coroutine is itself cancelled, nothing is
         committed and nothing more is emitted. The turn is traced as an
-        ``invoke_agent`` span, a child of ``trace_context`` when given.
+        ``invoke_agent`` span, a child of ``trace_context`` when given, and
+        logged in one line once it has ended: ``turn done`` (tokens, cost,
+        latency) or ``turn failed`` (the error code).
         """
         attributes = {
             "gen_ai.operation.name": "invoke_agent",
@@ -352,8 +379,11 @@ class Agent:
                     ended.append(event)
                 await emit(event)
 
+            started = time.monotonic()
             await self._run_turn(session_id, user, channel=channel, emit=traced_emit, cancelled=cancelled)
+            latency_ms = round((time.monotonic() - started) * 1000)
             for event in ended:
+                _log_turn(session_id, event, latency_ms=latency_ms)
                 if isinstance(event, TurnDone):
                     span.set_attributes(
                         {
@@ -376,7 +406,7 @@ class Agent:
         cancelled: asyncio.Event | None,
     ) -> None:
         try:
-            session = await self.store.get(session_id)
+            session = await self.sessions.get(session_id)
         except SessionNotFound:
             await emit(TurnFailed("SESSION_NOT_FOUND", f"session {session_id} not found", False))
             return
@@ -618,6 +648,7 @@ class Agent:
         try:
             await self.store.append_turn(session.id, record)
         except TurnConflict:
+            self.sessions.forget(session.id)
             return None, TurnFailed(
                 "SESSION_CONFLICT",
                 "another connection added a turn to this session first; resend the message",
@@ -629,6 +660,7 @@ class Agent:
             return None, TurnFailed("SESSION_NOT_FOUND", f"session {session.id} expired", False)
         except StoreUnavailable as exc:
             return None, TurnFailed("STORE_UNAVAILABLE", f"session store unavailable: {exc}", True)
+        self.sessions.committed(session, record)
         return record, None
 
 
@@ -678,6 +710,28 @@ class _TurnState:
                             "name": call["name"],
                         }
                     )
+
+
+def _log_turn(session_id: str, event: TurnDone | TurnFailed, *, latency_ms: int) -> None:
+    """One line per turn, for a person watching ``omnia run --verbose`` and for log queries alike."""
+    if isinstance(event, TurnDone):
+        log.info(
+            "turn done",
+            extra={
+                "session_id": session_id,
+                "turn": event.turn_index,
+                "input_tokens": event.usage.input_tokens,
+                "output_tokens": event.usage.output_tokens,
+                "cost_usd": event.cost_usd,
+                "latency_ms": latency_ms,
+                "finish_reason": event.finish_reason,
+            },
+        )
+    else:
+        log.info(
+            "turn failed",
+            extra={"session_id": session_id, "code": event.code, "latency_ms": latency_ms},
+        )
 
 
 def _history(session: Session, *, limit: int) -> list[Message]:

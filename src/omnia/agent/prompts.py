@@ -15,7 +15,6 @@ author wrote that variable into it.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import re
 from collections.abc import Mapping
@@ -27,6 +26,7 @@ import jinja2.meta
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from omnia.config import ClientInputsConfig, ClientVariableConfig, PromptConfig, PromptRollout
+from omnia.protocol import sessions
 
 MESSAGE_VARIABLE = "message"
 """The user's text in a template a client picked; never a client input."""
@@ -193,14 +193,23 @@ class PromptRenderer:
 def choose_version(rollout: PromptRollout, *, session_id: str) -> PromptConfig:
     """The prompt version a *new* session gets.
 
-    The choice is a pure function of the session id, so it is sticky and the
-    same on every replica; ``canary_weight`` percent of ids fall in the canary.
+    The choice is a pure function of the session id (``protocol.sessions``),
+    so it is sticky, the same on every replica, and the facade can announce
+    it before the runtime sees the session; ``canary_weight`` percent of ids
+    fall in the canary.
     """
     if rollout.canary is None or rollout.canary_weight <= 0:
         return rollout.stable
-    digest = hashlib.sha256(session_id.encode()).digest()
-    bucket = int.from_bytes(digest[:8], "big") % 100
+    bucket = sessions.canary_bucket(session_id)
     return rollout.canary if bucket < rollout.canary_weight else rollout.stable
+
+
+def served_version(rollout: PromptRollout, version: str) -> PromptConfig | None:
+    """The prompt ``version`` when the rollout still serves it to new sessions."""
+    for candidate in (rollout.canary, rollout.stable):
+        if candidate is not None and candidate.version == version:
+            return candidate
+    return None
 
 
 def find_version(rollout: PromptRollout, version: str) -> PromptConfig:

@@ -62,6 +62,8 @@ PRESENTATIONS: tuple[Presentation, ...] = (
             Column("Ready", ".status.readyReplicas", type="integer", description="Pods that are ready."),
             Column("Provider", ".spec.providerRef.name", description="The Provider the agent calls."),
             Column("Prompt", ".status.activePromptVersions", description="Prompt versions served to new sessions."),
+            Column("Budget", ".status.budgetPercentUsed", type="integer",
+                   description="Percent used of its most spent budget; 100 or more refuses turns."),
             AGE,
             Column("Endpoint", ".status.endpoint", description="In-cluster WebSocket URL.", priority=1),
         ),

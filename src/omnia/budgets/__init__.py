@@ -25,6 +25,7 @@ __all__ = [
     "Spent",
     "Standing",
     "UsageCounter",
+    "connect",
     "create_counter",
     "limits",
     "periods",
@@ -37,11 +38,21 @@ def create_counter(config: SessionConfig, *, env: Mapping[str, str]) -> UsageCou
 
     if config.type == "memory":
         return MemoryCounter()
-    url = store_url(config, env=env)
-    if config.type == "redis":
+    return connect(config.type, store_url(config, env=env))
+
+
+def connect(store_type: str, url: str) -> UsageCounter:
+    """The counter of a ``redis`` or ``postgres`` store at ``url``, connected lazily.
+
+    The runtimes count in it and the operator reads it back for the
+    AgentRuntime's status; ValueError for a URL the driver cannot parse.
+    """
+    if store_type == "redis":
         from omnia.budgets.redis import RedisCounter
 
         return RedisCounter.from_url(url)
-    from omnia.budgets.postgres import PostgresCounter
+    if store_type == "postgres":
+        from omnia.budgets.postgres import PostgresCounter
 
-    return PostgresCounter(dsn=url)
+        return PostgresCounter(dsn=url)
+    raise ValueError(f"no shared budget counter for session store type {store_type!r}")

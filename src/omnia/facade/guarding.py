@@ -29,6 +29,13 @@ The two protocol classes here add what is missing and nothing else:
     server closes is dropped, not merely closed, if the client does not take
     the close frame within that time either.
 
+``GuardedWebSocketProtocol`` is also where an idle connection's memory goes,
+so it holds less than uvicorn's: its receive queue and its writable flag are
+``_Inbox`` and ``_Flag`` (a list and a future made only while someone waits,
+instead of ``asyncio.Queue``'s three deques and ``asyncio.Event``'s one), and
+it forgets the parsed handshake (request and response headers) once the
+upgrade is answered.
+
 ``PendingConnections`` is plain bookkeeping with no sockets, tested on its own.
 """
 
@@ -200,6 +207,79 @@ class GuardedHTTPProtocol(H11Protocol):
             self.refuse(_TIMEOUT_RESPONSE)
 
 
+class _Inbox:
+    """The part of ``asyncio.Queue`` uvicorn's WebSocket protocol uses, for one reader.
+
+    Holds a handful of events at most (uvicorn stops reading the socket while
+    the app has not taken the previous frame), so a list does. ``get`` is
+    awaited by the connection's ASGI task only; cancelling it loses nothing.
+    """
+
+    __slots__ = ("_items", "_waiter")
+
+    def __init__(self) -> None:
+        self._items: list[Message] = []
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put_nowait(self, item: Message) -> None:
+        self._items.append(item)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def empty(self) -> bool:
+        return not self._items
+
+    async def get(self) -> Message:
+        while not self._items:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._items.pop(0)
+
+
+class _Flag:
+    """The part of ``asyncio.Event`` uvicorn uses for "the socket is writable".
+
+    Any number of tasks may ``wait`` (a connection's reader and its ASGI task
+    both send); each cancelled waiter is simply forgotten.
+    """
+
+    __slots__ = ("_set", "_waiters")
+
+    def __init__(self) -> None:
+        self._set = True
+        self._waiters: list[asyncio.Future[None]] | None = None
+
+    def set(self) -> None:
+        self._set = True
+        waiters, self._waiters = self._waiters, None
+        for waiter in waiters or ():
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def clear(self) -> None:
+        self._set = False
+
+    def is_set(self) -> bool:
+        return self._set
+
+    async def wait(self) -> bool:
+        if self._set:
+            return True
+        waiter = asyncio.get_running_loop().create_future()
+        if self._waiters is None:
+            self._waiters = []
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        finally:
+            if self._waiters is not None and waiter in self._waiters:
+                self._waiters.remove(waiter)
+        return True
+
+
 class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
     """uvicorn's websockets (sans-I/O) protocol with bounded output.
 
@@ -219,6 +299,8 @@ class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
         send_timeout: float,
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
+        self.queue = _Inbox()  # type: ignore[assignment]
+        self.writable = _Flag()  # type: ignore[assignment]
         self.max_output_bytes = max_output_bytes
         self.send_timeout = send_timeout
         self.output_blocked = False
@@ -270,7 +352,10 @@ class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
 
     async def send(self, message: Message) -> None:  # type: ignore[override]
         await super().send(message)
-        if message["type"] == "websocket.close":
+        if message["type"] == "websocket.accept":
+            # Only the handshake reads them; a connection lives for hours.
+            self.request = self.response = None  # type: ignore[assignment]
+        elif message["type"] == "websocket.close":
             self._drop_later()
 
     def handle_ping(self) -> None:

@@ -33,13 +33,14 @@ class Metrics:
         # rather than no series at all (which KEDA would read as no data).
         self.active_connections = Gauge(
             "active_connections",
-            "Open WebSocket connections (the autoscaling metric), by agent.",
+            "Open WebSocket connections and running turns of the open protocols "
+            "(the autoscaling metric), by agent.",
             ["agent"],
             registry=registry,
         ).labels(agent)
         self.omnia_active_connections = Gauge(
             "omnia_active_connections",
-            "Open WebSocket connections, by agent.",
+            "Open WebSocket connections and running turns of the open protocols, by agent.",
             ["agent"],
             registry=registry,
         ).labels(agent)

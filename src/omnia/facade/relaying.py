@@ -1,8 +1,15 @@
 """Relaying WebSocket conversations to the runtime's Converse streams.
 
 This is the hot path: every connection of the pod lives here, idle or not.
-So each connection costs exactly two tasks — the ASGI task reads the client,
-one more task reads the runtime — plus one gRPC stream and a few slots.
+So a connection costs only what it uses. A new session is announced by the
+facade alone: it mints the id, picks the prompt version from the runtime's
+``Describe`` (cached for a second, shared by all connections) and sends
+``connected``; until the client's first message the connection is one ASGI
+task and a few slots, with no gRPC stream, nothing in the runtime and
+nothing in the session store. The first message opens the ``Converse``
+stream with ``Open{create}`` (the runtime stores the session under the
+announced id) and starts a second task that reads the runtime. A resume
+opens the stream at once, since the runtime must check the session first.
 Client frames are parsed once (``omnia.protocol.frames``); runtime events are
 turned into JSON text once and never decoded again.
 
@@ -33,8 +40,8 @@ from omnia._proto.omnia.runtime.v1 import runtime_pb2 as pb
 from omnia.config import PROTOCOL_VERSION, FacadeConfig
 from omnia.facade import auth
 from omnia.facade.metrics import Metrics
-from omnia.facade.runtime_client import UNAVAILABLE_CODES, RuntimeClient
-from omnia.protocol import frames
+from omnia.facade.runtime_client import UNAVAILABLE_CODES, RuntimeClient, RuntimeUnavailable
+from omnia.protocol import frames, sessions
 from omnia.protocol.errors import CloseCode, ErrorCode, ProtocolError
 from omnia.protocol.limits import TokenBucket
 
@@ -43,6 +50,10 @@ logger = logging.getLogger(__name__)
 _TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 _KNOWN_CODES = frozenset(code.value for code in ErrorCode)
 _WRITE_ERRORS = (grpc.RpcError, asyncio.InvalidStateError)
+
+# How long the runtime's ``Describe`` answer is used before it is asked again.
+# A failed refresh drops it, so new connections notice a runtime that is gone.
+_DESCRIPTION_TTL_SECONDS = 1.0
 
 # How long ``drain`` waits, after closing the last connections, for their
 # tasks to notice; closing is immediate, this only bounds a stuck peer.
@@ -74,6 +85,9 @@ class Relay:
         self.connections: set[_Connection] = set()
         self._empty = asyncio.Event()
         self._empty.set()
+        self._description: pb.Description | None = None
+        self._described_at = 0.0
+        self._describing: asyncio.Task[None] | None = None
 
     async def serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one WebSocket (an ASGI ``websocket`` scope) until either side closes it.
@@ -85,7 +99,35 @@ class Relay:
         Never raises for anything a client or the runtime does: every failure
         becomes an ``error`` frame and a close code.
         """
-        await _Connection(scope, receive, send, relay=self).run()
+        await _Connection(receive, send, relay=self).run(scope)
+
+    async def description(self) -> pb.Description | None:
+        """The runtime's ``Describe`` answer, or None when it cannot be had.
+
+        Served from a cache: a fresh answer (under a second old) at once; a
+        stale one at once too, while one refresh for all callers runs in the
+        background. Only with no answer at all does the caller wait for the
+        refresh (up to the runtime's ``open_timeout``). A refresh that fails
+        empties the cache, so while the runtime is gone new sessions are
+        refused instead of announced.
+        """
+        description = self._description
+        if description is not None and time.monotonic() - self._described_at < _DESCRIPTION_TTL_SECONDS:
+            return description
+        if self._describing is None or self._describing.done():
+            self._describing = asyncio.create_task(self._describe())
+        if description is not None:
+            return description
+        await asyncio.shield(self._describing)
+        return self._description
+
+    async def _describe(self) -> None:
+        try:
+            self._description = await self.runtime.describe()
+            self._described_at = time.monotonic()
+        except RuntimeUnavailable as exc:
+            logger.warning("runtime unavailable: %s", exc)
+            self._description = None
 
     async def drain(self, *, timeout: float) -> None:
         """Close every connection, giving running turns up to ``timeout`` seconds.
@@ -134,12 +176,13 @@ class Relay:
 
 class _Connection:
     __slots__ = (
-        "scope",
         "receive",
         "send_asgi",
         "relay",
         "metrics",
         "call",
+        "reader",
+        "creating",
         "closed",
         "turn_started",
         "first_chunk_seen",
@@ -149,13 +192,16 @@ class _Connection:
         "timeout_task",
     )
 
-    def __init__(self, scope: Scope, receive: Receive, send: Send, *, relay: Relay) -> None:
-        self.scope = scope
+    def __init__(self, receive: Receive, send: Send, *, relay: Relay) -> None:
         self.receive = receive
         self.send_asgi = send
         self.relay = relay
         self.metrics = relay.metrics
+        # The Converse stream and the task reading it: None until the stream is opened.
         self.call: grpc.aio.StreamStreamCall | None = None
+        self.reader: asyncio.Task[None] | None = None
+        # A new session's Open, kept until the first message sends it.
+        self.creating: pb.Open | None = None
         self.closed = False
         self.turn_started: float | None = None
         self.first_chunk_seen = False
@@ -170,7 +216,7 @@ class _Connection:
 
     # -- lifecycle -------------------------------------------------------------
 
-    async def run(self) -> None:
+    async def run(self, scope: Scope) -> None:
         relay = self.relay
         if (await self.receive())["type"] != "websocket.connect":
             return
@@ -187,20 +233,18 @@ class _Connection:
             )
             await self.close(CloseCode.TRY_AGAIN_LATER)
             return
-        reader: asyncio.Task[None] | None = None
         try:
-            if not await self._open():
+            if not await self._open(scope):
                 return
             self.metrics.connections.labels("accepted").inc()
-            reader = asyncio.create_task(self._read_runtime())
             await self._read_client()
         except Exception:
             logger.exception("connection failed")
             await self.fail(ErrorCode.INTERNAL, "internal error in the facade")
             await self.close(CloseCode.INTERNAL_ERROR)
         finally:
-            if reader is not None:
-                reader.cancel()
+            if self.reader is not None:
+                self.reader.cancel()
             if self.call is not None:
                 self.call.cancel()
             if self.in_turn:
@@ -208,10 +252,15 @@ class _Connection:
             relay._release(self)
             await self.close(CloseCode.NORMAL)
 
-    async def _open(self) -> bool:
-        """Authenticate, open the Converse stream and send ``connected``; False if refused."""
-        headers = Headers(scope=self.scope)
-        query = QueryParams(self.scope["query_string"])
+    async def _open(self, scope: Scope) -> bool:
+        """Authenticate and send ``connected``; False if refused (and closed).
+
+        A new session is announced from the runtime's description alone; a
+        resume opens the Converse stream first, so the runtime checks the
+        session (and its owner) before the client hears anything.
+        """
+        headers = Headers(scope=scope)
+        query = QueryParams(scope["query_string"])
         try:
             principal = await self.relay.authenticator.authenticate(headers=headers, query=query)
         except auth.Unauthorized as exc:
@@ -228,24 +277,50 @@ class _Connection:
         traceparent = headers.get("traceparent", "")
         if not _TRACEPARENT.fullmatch(traceparent):
             traceparent = ""
-        open_event = pb.ClientEvent(
-            open=pb.Open(
-                session_id=session_id,
-                metadata=_session_metadata(principal, headers),
-                traceparent=traceparent,
+        request = pb.Open(
+            session_id=session_id,
+            metadata=_session_metadata(principal, headers),
+            traceparent=traceparent,
+        )
+        if session_id:
+            return await self._resume(request)
+        description = await self.relay.description()
+        if description is None:
+            self.metrics.connections.labels("open_failed").inc()
+            await self.fail(
+                ErrorCode.RUNTIME_UNAVAILABLE,
+                "the agent runtime is unavailable; retry shortly",
+                retryable=True,
+            )
+            await self.close(CloseCode.TRY_AGAIN_LATER)
+            return False
+        request.session_id = sessions.new_id()
+        request.create = True
+        request.prompt_version = sessions.prompt_version(
+            request.session_id,
+            stable=description.stable_version,
+            canary=description.canary_version,
+            canary_weight=description.canary_weight,
+        )
+        self.creating = request
+        await self.send(
+            frames.connected(
+                session_id=request.session_id,
+                agent=description.agent,
+                protocol_version=PROTOCOL_VERSION,
+                prompt_version=request.prompt_version,
+                resumed=False,
+                turns=0,
             )
         )
-        self.call = call = self.relay.runtime.converse(traceparent=traceparent or None)
-        try:
-            async with asyncio.timeout(self.relay.runtime.open_timeout):
-                await call.write(open_event)
-                event = await call.read()
-        except (TimeoutError, *_WRITE_ERRORS) as exc:
+        return True
+
+    async def _resume(self, request: pb.Open) -> bool:
+        event = await self._open_stream(request)
+        if event is None:
             self.metrics.connections.labels("open_failed").inc()
-            await self._runtime_lost(exc)
             return False
-        kind = event.WhichOneof("event") if event is not grpc.aio.EOF else None
-        if kind == "opened":
+        if event.WhichOneof("event") == "opened":
             opened = event.opened
             await self.send(
                 frames.connected(
@@ -259,27 +334,54 @@ class _Connection:
             )
             return True
         self.metrics.connections.labels("open_failed").inc()
-        if kind == "error":
-            error = event.error
-            await self.fail(error.code, error.message, retryable=error.retryable)
-            if error.code == ErrorCode.SESSION_NOT_FOUND:
-                await self.close(CloseCode.SESSION_NOT_FOUND)
-            elif error.retryable:
-                await self.close(CloseCode.TRY_AGAIN_LATER)
-            else:
-                await self.close(CloseCode.INTERNAL_ERROR)
-        else:
-            await self.fail(
-                ErrorCode.RUNTIME_UNAVAILABLE, "the agent runtime ended the conversation on open"
-            )
+        error = event.error
+        await self.fail(error.code, error.message, retryable=error.retryable)
+        if error.code == ErrorCode.SESSION_NOT_FOUND:
+            await self.close(CloseCode.SESSION_NOT_FOUND)
+        elif error.retryable:
             await self.close(CloseCode.TRY_AGAIN_LATER)
+        else:
+            await self.close(CloseCode.INTERNAL_ERROR)
         return False
+
+    async def _open_stream(self, request: pb.Open) -> pb.ServerEvent | None:
+        """Open the Converse stream with ``request``; the runtime's ``opened`` or ``error``.
+
+        On ``opened`` the stream stays and a task starts relaying its events;
+        on ``error`` it is dropped. None when the runtime cannot be reached
+        within its ``open_timeout``: that has been reported and the
+        connection closed.
+        """
+        self.call = call = self.relay.runtime.converse(traceparent=request.traceparent or None)
+        try:
+            async with asyncio.timeout(self.relay.runtime.open_timeout):
+                await call.write(pb.ClientEvent(open=request))
+                event = await call.read()
+        except (TimeoutError, *_WRITE_ERRORS) as exc:
+            await self._runtime_lost(exc)
+            return None
+        if event is not grpc.aio.EOF and event.WhichOneof("event") == "opened":
+            self.reader = asyncio.create_task(self._read_runtime())
+            return event
+        call.cancel()
+        self.call = None
+        if event is grpc.aio.EOF or event.WhichOneof("event") != "error":
+            return pb.ServerEvent(
+                error=pb.Error(
+                    code=ErrorCode.RUNTIME_UNAVAILABLE,
+                    message="the agent runtime ended the conversation on open",
+                    retryable=True,
+                )
+            )
+        return event
 
     async def shutdown(self) -> None:
         """Close for a restart: a final DRAINING error, then close code 1012."""
         await self.fail(
             ErrorCode.DRAINING,
-            "this replica is shutting down; reconnect with session_id to resume",
+            "this replica is shutting down; reconnect to start a new session"
+            if self.creating is not None
+            else "this replica is shutting down; reconnect with session_id to resume",
         )
         await self.close(CloseCode.SERVICE_RESTART, "service restart")
 
@@ -401,6 +503,8 @@ class _Connection:
         self.turn_timer = asyncio.get_running_loop().call_later(
             self.relay.config.turn_timeout_seconds, self._on_turn_timeout
         )
+        if self.creating is not None and not await self._create(frame):
+            return
         metadata_json = frames.encode_metadata(frame.metadata) if frame.metadata else ""
         await self._write(
             pb.ClientEvent(
@@ -409,6 +513,25 @@ class _Connection:
                 )
             )
         )
+
+    async def _create(self, frame: frames.UserMessage) -> bool:
+        """Open the stream of a new session, which stores it; False if the turn ended.
+
+        A refusal (the store is down, say) ends this message's turn with the
+        runtime's error and keeps the connection: nothing was stored, and the
+        next message tries again under the same id.
+        """
+        assert self.creating is not None
+        event = await self._open_stream(self.creating)
+        if event is None:
+            return False
+        if event.WhichOneof("event") == "error":
+            error = event.error
+            self._end_turn(outcome="error")
+            await self.fail(error.code, error.message, retryable=error.retryable, frame_id=frame.id)
+            return False
+        self.creating = None
+        return not self.closed
 
     async def _on_tool_result(self, frame: frames.ToolResult) -> None:
         if frame.id not in self.awaiting_results:
@@ -456,8 +579,13 @@ class _Connection:
             )
 
     async def _write(self, event: pb.ClientEvent) -> None:
-        """Forward one event; a broken stream is reported by the runtime reader, not here."""
-        assert self.call is not None
+        """Forward one event; a broken stream is reported by the runtime reader, not here.
+
+        A no-op without a stream: only a turn has one to cancel, and a new
+        session's first turn may still be opening it.
+        """
+        if self.call is None:
+            return
         try:
             await self.call.write(event)
         except _WRITE_ERRORS:
@@ -583,7 +711,9 @@ class _Connection:
             logger.warning("runtime unavailable: %s", exc)
             await self.fail(
                 ErrorCode.RUNTIME_UNAVAILABLE,
-                "the agent runtime is unavailable; reconnect with session_id to resume",
+                "the agent runtime is unavailable; reconnect to start a new session"
+                if self.creating is not None
+                else "the agent runtime is unavailable; reconnect with session_id to resume",
                 retryable=True,
             )
             await self.close(CloseCode.TRY_AGAIN_LATER)

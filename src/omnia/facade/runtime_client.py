@@ -91,5 +91,17 @@ class RuntimeClient:
         except grpc.aio.AioRpcError as exc:
             raise RuntimeUnavailable(f"{exc.code().name}: {exc.details()}") from None
 
+    async def describe(self) -> runtime_pb2.Description:
+        """The agent's name and the prompt rollout for new sessions; raises ``RuntimeUnavailable``.
+
+        Takes at most ``open_timeout`` seconds; safe to call concurrently.
+        """
+        try:
+            return await self._stub.Describe(
+                runtime_pb2.DescribeRequest(), timeout=self.open_timeout, wait_for_ready=True
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise RuntimeUnavailable(f"{exc.code().name}: {exc.details()}") from None
+
     async def close(self) -> None:
         await self.channel.close()

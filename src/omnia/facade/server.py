@@ -7,6 +7,13 @@ facade takes the signals itself: on the first SIGTERM or SIGINT it drains
 within ``drainTimeoutSeconds``, close the rest with a reconnect hint) and
 only then asks uvicorn to stop. A second signal skips the wait.
 
+In a pod, the endpoints that route to it are withdrawn asynchronously: a
+client can still be sent here after the drain has closed the last
+connection. So the facade can *linger*: keep its listener open for a few
+more seconds, answering every late WebSocket with ``DRAINING`` (retryable,
+close code 1012) and ``/readyz`` with 503, so a late client is told to
+reconnect instead of being refused.
+
 The listening socket is bound here rather than by uvicorn, so that a port in
 use is an ``OSError`` for the caller and not a ``sys.exit`` from inside the
 event loop.
@@ -28,7 +35,8 @@ from starlette.applications import Starlette
 
 from omnia.config import AgentConfig, FacadeConfig
 from omnia.facade import guarding
-from omnia.facade.app import create_app
+from omnia.facade.app import WebSocketShortcut, create_app
+from omnia.facade.profiles import AgentProfile
 from omnia.facade.relaying import Relay
 from omnia.facade.runtime_client import RuntimeClient
 from omnia.termination import StartupError
@@ -55,10 +63,13 @@ class FacadeServer:
     then stops uvicorn. Neither installs signal handlers (``serve`` does).
     """
 
-    def __init__(self, app: Starlette, *, config: FacadeConfig, host: str, port: int) -> None:
+    def __init__(
+        self, app: Starlette, *, config: FacadeConfig, host: str, port: int, linger_seconds: float = 0.0
+    ) -> None:
         self.app = app
         self.config = config
         self.host = host
+        self.linger_seconds = linger_seconds
         self.relay: Relay = app.state.relay
         self._socket = _bind(host, port)
         # uvicorn's own h11 and websockets (sans-I/O) protocols, with the
@@ -66,7 +77,7 @@ class FacadeServer:
         http, websocket = guarding.protocols(config)
         self._server = _Server(
             uvicorn.Config(
-                app,
+                WebSocketShortcut(app, relay=self.relay),
                 http=http,  # type: ignore[arg-type]
                 ws=websocket,  # type: ignore[arg-type]
                 # Frames above max_message_bytes get a MESSAGE_TOO_LARGE frame
@@ -76,7 +87,14 @@ class FacadeServer:
                 # Chat frames are small; compression would cost tens of
                 # kilobytes of zlib state per connection for little gain.
                 ws_per_message_deflate=False,
-                lifespan="off",
+                # Clients reach the pod through a Service or the activator,
+                # never through a proxy on its own loopback (the only one
+                # uvicorn would trust): its X-Forwarded-* layer would only
+                # add a coroutine frame to every idle connection.
+                proxy_headers=False,
+                # The open protocols' services (the MCP session manager) run
+                # for the life of the server.
+                lifespan="on",
                 log_config=None,
                 access_log=False,
                 timeout_graceful_shutdown=_HTTP_GRACE_SECONDS,
@@ -84,6 +102,7 @@ class FacadeServer:
             )
         )
         self._task: asyncio.Task[None] | None = None
+        self._forced = asyncio.Event()
 
     @property
     def port(self) -> int:
@@ -107,18 +126,25 @@ class FacadeServer:
             await asyncio.sleep(0.01)
 
     async def stop(self) -> None:
-        """Drain (see ``Relay.drain``), then stop serving. Idempotent.
+        """Drain (see ``Relay.drain``), linger, then stop serving. Idempotent.
 
-        Takes up to ``drainTimeoutSeconds`` plus a few seconds of grace;
-        ``force_stop`` from elsewhere (a second signal) shortens the wait.
+        Takes up to ``drainTimeoutSeconds`` plus ``linger_seconds`` plus a
+        few seconds of grace; ``force_stop`` from elsewhere (a second signal)
+        shortens the wait.
         """
         await self.relay.drain(timeout=self.config.drain_timeout_seconds)
+        if self.linger_seconds > 0 and not self._forced.is_set():
+            logger.info("answering late connections with DRAINING for %ss", self.linger_seconds)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.linger_seconds):
+                    await self._forced.wait()
         self._server.should_exit = True
         if self._task is not None:
             await self._task
 
     def force_stop(self) -> None:
-        """Stop without waiting for turns or requests (a second signal)."""
+        """Stop without waiting for turns, late connections or requests (a second signal)."""
+        self._forced.set()
         self._server.should_exit = True
         self._server.force_exit = True
 
@@ -130,8 +156,9 @@ async def run(
     host: str = "0.0.0.0",
     port: int | None = None,
     registry: CollectorRegistry | None = None,
+    linger_seconds: float = 0.0,
 ) -> None:
-    """Serve until SIGTERM or SIGINT, then drain and return.
+    """Serve until SIGTERM or SIGINT, then drain, linger and return.
 
     Raises ``StartupError`` when ``facade.auth`` cannot be used as configured
     (API keys missing from the environment) or the port cannot be listened on.
@@ -141,9 +168,13 @@ async def run(
     port = config.facade.port if port is None else port
     try:
         app = create_app(
-            config.facade, agent=config.name, runtime=runtime, registry=registry or CollectorRegistry()
+            config.facade,
+            agent=config.name,
+            runtime=runtime,
+            registry=registry or CollectorRegistry(),
+            profile=AgentProfile.of(config),
         )
-        server = FacadeServer(app, config=config.facade, host=host, port=port)
+        server = FacadeServer(app, config=config.facade, host=host, port=port, linger_seconds=linger_seconds)
     except ValueError as exc:
         await runtime.close()
         raise StartupError(f"facade.auth: {exc}") from None
@@ -179,13 +210,16 @@ def serve(
     runtime_address: str,
     host: str = "0.0.0.0",
     port: int | None = None,
+    linger_seconds: float = 0.0,
 ) -> None:
     """Run the facade in this process until SIGTERM/SIGINT; blocking.
 
     ``port`` defaults to ``config.facade.port``.
     """
     _raise_open_files_limit()
-    asyncio.run(run(config, runtime_address=runtime_address, host=host, port=port))
+    asyncio.run(
+        run(config, runtime_address=runtime_address, host=host, port=port, linger_seconds=linger_seconds)
+    )
 
 
 def _bind(host: str, port: int) -> socket.socket:

@@ -22,17 +22,16 @@ import socket
 import ssl
 import tempfile
 from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
 import kopf
 
-from omnia.operator import labels
+from omnia.operator import credentials, labels
 
 log = logging.getLogger(__name__)
-
-SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
 # (apiVersion, kind) → plural, for every kind the operator reads or writes.
 PLURALS: Mapping[tuple[str, str], str] = {
@@ -47,6 +46,7 @@ PLURALS: Mapping[tuple[str, str], str] = {
     ("keda.sh/v1alpha1", "ScaledObject"): "scaledobjects",
     ("policy/v1", "PodDisruptionBudget"): "poddisruptionbudgets",
     ("networking.k8s.io/v1", "NetworkPolicy"): "networkpolicies",
+    ("discovery.k8s.io/v1", "EndpointSlice"): "endpointslices",
     ("omnia.altairalabs.ai/v1alpha1", "AgentRuntime"): "agentruntimes",
     ("omnia.altairalabs.ai/v1alpha1", "PromptPack"): "promptpacks",
     ("omnia.altairalabs.ai/v1alpha1", "Provider"): "providers",
@@ -86,6 +86,27 @@ def resource_path(api_version: str, kind: str, *, namespace: str, name: str | No
     if subresource is not None:
         path += f"/{subresource}"
     return path
+
+
+@dataclass(frozen=True)
+class Selector:
+    """Which objects of a kind a list or watch returns: by field, by label, or both."""
+
+    field: str = ""
+    label: str = ""
+
+    @classmethod
+    def name(cls, name: str) -> Selector:
+        """One object by name: what a rule's ``resourceNames`` can narrow ``list`` and ``watch`` to."""
+        return cls(field=f"metadata.name={name}")
+
+    def params(self) -> dict[str, str]:
+        params = {}
+        if self.field:
+            params["fieldSelector"] = self.field
+        if self.label:
+            params["labelSelector"] = self.label
+        return params
 
 
 class KubeApi(Protocol):
@@ -128,19 +149,16 @@ class KubeClient:
         self._instance = instance or socket.gethostname()
 
     @classmethod
-    def from_connection(
-        cls, info: kopf.ConnectionInfo, *, transport: httpx.AsyncBaseTransport | None = None
+    def connect(cls, settings: kopf.OperatorSettings) -> KubeClient:
+        """A client with the operator's credentials: its ServiceAccount, else the kubeconfig."""
+        return cls.from_credentials(credentials.discover(settings))
+
+    @classmethod
+    def from_credentials(
+        cls, source: credentials.Credentials, *, transport: httpx.AsyncBaseTransport | None = None
     ) -> KubeClient:
-        """A client authenticated as kopf's login handlers found (kubeconfig or ServiceAccount)."""
-        return cls(
-            httpx.AsyncClient(
-                base_url=info.server,
-                verify=_ssl_context(info),
-                auth=_auth(info),
-                timeout=httpx.Timeout(30.0, connect=10.0),
-                transport=transport,
-            )
-        )
+        """A client with ``source``'s identity, on ``transport`` if given (tests)."""
+        return cls(http_client(source, transport=transport))
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -202,24 +220,30 @@ class KubeClient:
         A list narrowed by a field selector on the name: what RBAC allows
         when a rule grants ``list`` on that name only (``resourceNames``).
         """
-        response = await self._http.get(
-            resource_path(api_version, kind, namespace=namespace), params={"fieldSelector": f"metadata.name={name}"}
-        )
-        body = _json(response)
-        items = body.get("items") or []
-        return (items[0] if items else None), str((body.get("metadata") or {}).get("resourceVersion", ""))
+        items, version = await self.list_selected(api_version, kind, namespace=namespace,
+                                                  selector=Selector.name(name))
+        return (items[0] if items else None), version
 
-    async def watch_one(
-        self, api_version: str, kind: str, *, namespace: str, name: str, resource_version: str,
+    async def list_selected(
+        self, api_version: str, kind: str, *, namespace: str, selector: Selector
+    ) -> tuple[list[dict[str, Any]], str]:
+        """The objects ``selector`` selects and the list's resourceVersion, to watch from."""
+        response = await self._http.get(resource_path(api_version, kind, namespace=namespace),
+                                        params=selector.params())
+        body = _json(response)
+        return list(body.get("items") or []), str((body.get("metadata") or {}).get("resourceVersion", ""))
+
+    async def watch_selected(
+        self, api_version: str, kind: str, *, namespace: str, selector: Selector, resource_version: str,
         timeout_seconds: int = 300,
     ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-        """The changes of the object named ``name`` after ``resource_version``: (type, object) pairs.
+        """The changes of the objects ``selector`` selects after ``resource_version``: (type, object) pairs.
 
         Ends when the server closes the watch (after about ``timeout_seconds``);
         raises :class:`Expired` when ``resource_version`` is too old. Cancelling
         the consuming task closes the stream.
         """
-        params = {"fieldSelector": f"metadata.name={name}", "watch": "true", "resourceVersion": resource_version,
+        params = {**selector.params(), "watch": "true", "resourceVersion": resource_version,
                   "allowWatchBookmarks": "true", "timeoutSeconds": str(timeout_seconds)}
         path = resource_path(api_version, kind, namespace=namespace)
         timeout = httpx.Timeout(timeout_seconds + 30.0, connect=10.0)
@@ -311,54 +335,21 @@ def _json(response: httpx.Response) -> dict[str, Any]:
     raise error(response.status_code, reason or response.reason_phrase, message)
 
 
-# --- credentials ------------------------------------------------------------
+# --- HTTP and TLS -------------------------------------------------------------
 
 
-def login(*, settings: kopf.OperatorSettings) -> kopf.ConnectionInfo:
-    """The credentials kopf would use: the pod's ServiceAccount, else the kubeconfig."""
-    info = kopf.login_with_service_account(settings=settings) or kopf.login_with_kubeconfig(settings=settings)
-    if info is None:
-        raise kopf.LoginError("no ServiceAccount token and no kubeconfig (set KUBECONFIG)")
-    return info
-
-
-class _BearerAuth(httpx.Auth):
-    """A bearer token read through ``source`` on every request, so a rotated token is picked up."""
-
-    def __init__(self, source: Callable[[], str]) -> None:
-        self._source = source
-
-    def auth_flow(self, request: httpx.Request):
-        request.headers["Authorization"] = f"Bearer {self._source()}"
-        yield request
-
-
-class _TokenFile:
-    """The kubelet rewrites a projected ServiceAccount token before it expires; re-read it when it changes."""
-
-    def __init__(self, path: Path) -> None:
-        self._path = path
-        self._mtime = -1.0
-        self._token = ""
-
-    def __call__(self) -> str:
-        mtime = self._path.stat().st_mtime
-        if mtime != self._mtime:
-            self._token = self._path.read_text().strip()
-            self._mtime = mtime
-        return self._token
-
-
-def _auth(info: kopf.ConnectionInfo) -> httpx.Auth | None:
-    token_file = SERVICE_ACCOUNT_DIR / "token"
-    if info.token and info.server == "https://kubernetes.default.svc" and token_file.exists():
-        return _BearerAuth(_TokenFile(token_file))
-    if info.token:
-        token = info.token
-        return _BearerAuth(lambda: token)
-    if info.username and info.password:
-        return httpx.BasicAuth(info.username, info.password)
-    return None
+def http_client(
+    source: credentials.Credentials, *, transport: httpx.AsyncBaseTransport | None = None
+) -> httpx.AsyncClient:
+    """An HTTP client for the API server with ``source``'s identity (the activator reads with it too)."""
+    info = source.connection()
+    return httpx.AsyncClient(
+        base_url=info.server,
+        verify=_ssl_context(info),
+        auth=source.auth(),
+        timeout=httpx.Timeout(30.0, connect=10.0),
+        transport=transport,
+    )
 
 
 def _ssl_context(info: kopf.ConnectionInfo) -> ssl.SSLContext | bool:

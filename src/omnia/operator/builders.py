@@ -43,7 +43,6 @@ from omnia.rendering import FACADE_API_KEYS_ENV, PROVIDER_API_KEY_ENV, SESSION_U
 from omnia.tools import credentials
 
 DEFAULT_IMAGE = f"ghcr.io/altairalabs/omnia:{__version__}"
-DEFAULT_PROMETHEUS_URL = "http://prometheus-operated.monitoring.svc:9090"
 DEFAULT_MEMORY_TARGET = "70%"
 DEFAULT_INGRESS_NAMESPACE = "ingress-nginx"
 DEFAULT_SCRAPE_NAMESPACE = "monitoring"
@@ -72,6 +71,14 @@ POD_NAMESPACE_ENV = "OMNIA_POD_NAMESPACE"
 # The distroless "nonroot" user: any non-zero id satisfies runAsNonRoot, a
 # well-known one keeps file ownership in images predictable.
 POD_USER = 65532
+
+SERVICE_PORT_NAME = "ws"
+"""The name of the facade's port on an agent's Service (and of the activator's port in its EndpointSlice)."""
+
+ACTIVE_CONNECTIONS = "active_connections"
+"""The custom metric the activator's external scaler serves (the facade's gauge of open connections)."""
+ACTIVATOR_HTTP_PORT = 8080
+ACTIVATOR_SCALER_PORT = 9090
 
 SESSION_STORE_PORTS = {"redis": 6379, "postgres": 5432}
 DNS_PORT = 53
@@ -107,6 +114,37 @@ class Tracing:
 
 
 @dataclass(frozen=True)
+class ActivatorService:
+    """The activator's Service (``omnia operator --activator-service NAMESPACE/NAME``).
+
+    The activator holds the first connections to an agent at zero replicas
+    and tells KEDA about them through its external scaler (``routing``).
+    """
+
+    namespace: str
+    name: str
+
+    @classmethod
+    def parse(cls, text: str) -> ActivatorService:
+        """``NAMESPACE/NAME``; raises ValueError naming what is wrong."""
+        namespace, slash, name = text.partition("/")
+        if not slash or not namespace or not name or "/" in name:
+            raise ValueError(f"{text!r} is not NAMESPACE/NAME")
+        for part in (namespace, name):
+            if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", part):
+                raise ValueError(f"{text!r} is not NAMESPACE/NAME: {part!r} is not a valid name")
+        return cls(namespace=namespace, name=name)
+
+    @property
+    def scaler_address(self) -> str:
+        """Where KEDA reaches the external scaler: the Service's ``scaler`` port."""
+        return f"{self.name}.{self.namespace}.svc:{ACTIVATOR_SCALER_PORT}"
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
 class Defaults:
     """What the operator fills in when an AgentRuntime leaves it out."""
 
@@ -123,8 +161,10 @@ class Defaults:
             "limits": {"cpu": "2", "memory": "1Gi"},
         }
     )
-    prometheus_url: str = DEFAULT_PROMETHEUS_URL
-    """Where KEDA's prometheus trigger queries custom metrics such as active_connections."""
+    prometheus_url: str | None = None
+    """Where KEDA's prometheus triggers query custom metrics; None: no Prometheus (opt-in)."""
+    activator: ActivatorService | None = None
+    """The activator, which wakes agents at zero and serves ``active_connections`` to KEDA; None: none."""
     session_stores: Mapping[str, DefaultStore] = field(default_factory=dict)
     """Session type → the store agents of that type use when they name none (``sessionstores``)."""
     tracing: TracingDefaults = field(default_factory=TracingDefaults)
@@ -163,6 +203,9 @@ NETWORK_POLICY = ObjectKind("networking.k8s.io/v1", "NetworkPolicy")
 
 PRE_STOP_SECONDS = 10
 """How long agent pods keep serving after deletion starts, while endpoints are withdrawn."""
+
+LINGER_SECONDS = 5
+"""How long the facade still answers late connections with DRAINING after its drain, instead of refusing them."""
 
 OPTIONAL_KINDS = (HPA, SCALED_OBJECT, PDB, NETWORK_POLICY)
 """Kinds an agent owns only under some specs; the operator deletes them when the spec stops asking."""
@@ -289,6 +332,13 @@ def desired_replicas(agent: AgentRuntime, *, deployment_exists: bool) -> int | N
     return None if deployment_exists else autoscaling.min_replicas
 
 
+def scales_to_zero(agent: AgentRuntime) -> bool:
+    """Whether KEDA may take the agent to zero pods (``minReplicas: 0``), so the activator must wake it."""
+    autoscaling = agent.spec.autoscaling
+    return autoscaled(agent) and autoscaling is not None and autoscaling.engine == "keda" \
+        and autoscaling.min_replicas == 0
+
+
 def needs_pdb(agent: AgentRuntime) -> bool:
     autoscaling = agent.spec.autoscaling
     floor = autoscaling.min_replicas if autoscaled(agent) and autoscaling else agent.spec.replicas
@@ -340,7 +390,7 @@ def build_agent_objects(
     else:
         absent.append(HPA)
     if engine == "keda":
-        objects.append(build_scaled_object(agent, prometheus_url=defaults.prometheus_url))
+        objects.append(build_scaled_object(agent, activator=defaults.activator, prometheus_url=defaults.prometheus_url))
     else:
         absent.append(SCALED_OBJECT)
     if needs_pdb(agent):
@@ -403,7 +453,8 @@ def build_service(agent: AgentRuntime) -> dict[str, Any]:
         "spec": {
             "type": "ClusterIP",
             "selector": labels.selector_labels(name),
-            "ports": [{"name": "ws", "port": agent.spec.facade.port, "targetPort": "ws", "protocol": "TCP"}],
+            "ports": [{"name": SERVICE_PORT_NAME, "port": agent.spec.facade.port, "targetPort": "ws",
+                       "protocol": "TCP"}],
         },
     }
 
@@ -436,7 +487,7 @@ def build_deployment(
         "image": images.facade,
         "command": ["omnia"],
         "args": ["facade", "--config", config_file, "--runtime", RUNTIME_ADDRESS, "--port", str(port),
-                 "--termination-log", TERMINATION_LOG],
+                 "--linger", str(LINGER_SECONDS), "--termination-log", TERMINATION_LOG],
         "ports": [{"name": "ws", "containerPort": port, "protocol": "TCP"}],
         "env": _env(secrets, "facade") + tracing_env(agent, tracing=traces, container="facade"),
         "livenessProbe": {
@@ -513,7 +564,9 @@ def build_deployment(
                 "serviceAccountName": name,
                 "automountServiceAccountToken": False,
                 "enableServiceLinks": False,
-                "terminationGracePeriodSeconds": PRE_STOP_SECONDS + int(config.facade.drain_timeout_seconds) + 15,
+                "terminationGracePeriodSeconds": (
+                    PRE_STOP_SECONDS + int(config.facade.drain_timeout_seconds) + LINGER_SECONDS + 15
+                ),
                 "securityContext": {
                     "runAsNonRoot": True,
                     "runAsUser": POD_USER,
@@ -583,33 +636,29 @@ def build_hpa(agent: AgentRuntime) -> dict[str, Any]:
     }
 
 
-def build_scaled_object(agent: AgentRuntime, *, prometheus_url: str) -> dict[str, Any]:
-    """A KEDA ScaledObject: cpu and memory triggers, custom metrics through Prometheus.
+def build_scaled_object(
+    agent: AgentRuntime, *, activator: ActivatorService | None = None, prometheus_url: str | None = None
+) -> dict[str, Any]:
+    """A KEDA ScaledObject: cpu and memory triggers, custom metrics from the activator or Prometheus.
+
+    ``active_connections`` comes from the activator's external scaler when
+    there is an activator: one ``external-push`` trigger, which also wakes the
+    agent the moment the activator holds a connection for it. Any other
+    custom metric (and ``active_connections`` without an activator) is a
+    ``prometheus`` trigger, only when the operator was given a Prometheus.
 
     ``minReplicas: 0`` is scale to zero; KEDA can only wake a Deployment from
-    zero pods on a metric that exists without pods, so it needs a custom one.
+    zero pods on a metric that exists without pods. With an activator that is
+    its trigger, so it must be there; without one, a Prometheus trigger (which
+    wakes the agent only once something else makes the metric non-zero).
     """
     autoscaling = _autoscaling(agent)
     name = agent.metadata.name
     namespace = agent.metadata.namespace or "default"
-    triggers = []
+    triggers: list[dict[str, Any]] = []
     for index, metric in enumerate(_metrics(agent)):
         where = f"spec.autoscaling.metrics[{index}]"
-        if metric.type == "custom":
-            query = prometheus_query(metric.name, namespace=namespace, agent=name)
-            triggers.append(
-                {
-                    "type": "prometheus",
-                    "name": metric.name,
-                    "metricType": "AverageValue",
-                    "metadata": {
-                        "serverAddress": prometheus_url,
-                        "query": query,
-                        "threshold": _average_value(metric, where),
-                    },
-                }
-            )
-        else:
+        if metric.type != "custom":
             percent = _percent(metric.target)
             triggers.append(
                 {
@@ -618,11 +667,56 @@ def build_scaled_object(agent: AgentRuntime, *, prometheus_url: str) -> dict[str
                     "metadata": {"value": str(percent) if percent is not None else str(metric.target)},
                 }
             )
-    if autoscaling.min_replicas == 0 and not any(t["type"] == "prometheus" for t in triggers):
-        raise BuildError(
-            "spec.autoscaling.minReplicas: scaling to zero needs a custom metric; "
-            "cpu and memory cannot wake a Deployment that has no pods"
-        )
+        elif metric.name == ACTIVE_CONNECTIONS and activator is not None:
+            if any(t["type"] == "external-push" for t in triggers):
+                raise BuildError(f"{where}: {ACTIVE_CONNECTIONS} is listed twice")
+            triggers.append(
+                {
+                    "type": "external-push",
+                    "name": metric.name,
+                    "metricType": "AverageValue",
+                    "metadata": {
+                        "scalerAddress": activator.scaler_address,
+                        "agent": name,
+                        "namespace": namespace,
+                        "metricName": metric.name,
+                        "targetValue": _average_value(metric, where),
+                    },
+                }
+            )
+        elif prometheus_url:
+            triggers.append(
+                {
+                    "type": "prometheus",
+                    "name": metric.name,
+                    "metricType": "AverageValue",
+                    "metadata": {
+                        "serverAddress": prometheus_url,
+                        "query": prometheus_query(metric.name, namespace=namespace, agent=name),
+                        "threshold": _average_value(metric, where),
+                    },
+                }
+            )
+        else:
+            served = f"; the activator serves only {ACTIVE_CONNECTIONS}" if activator is not None else \
+                f" or, for {ACTIVE_CONNECTIONS}, an activator (--activator-service)"
+            raise BuildError(
+                f"{where}: the custom metric {metric.name!r} needs a Prometheus, which the operator was not given "
+                f"(--prometheus-url, the chart's operator.prometheusURL){served}"
+            )
+    if autoscaling.min_replicas == 0:
+        if activator is not None and not any(t["type"] == "external-push" for t in triggers):
+            raise BuildError(
+                "spec.autoscaling.minReplicas: scaling to zero wakes the agent through the activator, whose external "
+                f"scaler follows {ACTIVE_CONNECTIONS}: add {{type: custom, name: {ACTIVE_CONNECTIONS}, target: N}} "
+                "to spec.autoscaling.metrics"
+            )
+        if activator is None and not any(t["type"] == "prometheus" for t in triggers):
+            raise BuildError(
+                "spec.autoscaling.minReplicas: scaling to zero needs a custom metric that exists without pods: "
+                f"{ACTIVE_CONNECTIONS} from the activator (--activator-service) or one from Prometheus "
+                "(--prometheus-url); cpu and memory cannot wake a Deployment that has no pods"
+            )
     return {
         "apiVersion": "keda.sh/v1alpha1",
         "kind": "ScaledObject",
@@ -671,7 +765,9 @@ def build_network_policy(
 
     Ingress: the peers of ``networkPolicy.ingressFrom`` or, when it names
     none, the installation's ingress namespaces; always the scrape
-    namespaces (Prometheus reads ``/metrics`` on the same port). With no peer
+    namespaces (Prometheus reads ``/metrics`` on the same port) and the
+    activator's namespace (it proxies held connections to the pods and reads
+    their ``/metrics`` for KEDA), each namespace once. With no peer
     at all the policy admits no ingress: a rule without ``from`` would admit
     everyone. The runtime's health port is not admitted: only the kubelet
     probes it, from the pod's own node, whose traffic NetworkPolicy allows.
@@ -688,6 +784,9 @@ def build_network_policy(
     named = [peer.model_dump(mode="json", by_alias=True, exclude_defaults=True) for peer in spec.ingress_from]
     peers = named or [_namespace_peer(name) for name in defaults.ingress_namespaces]
     peers += [_namespace_peer(name) for name in defaults.scrape_namespaces]
+    if defaults.activator is not None:
+        peers.append(_namespace_peer(defaults.activator.namespace))
+    peers = [peer for index, peer in enumerate(peers) if peer not in peers[:index]]
     ingress = [{"from": peers, "ports": [{"protocol": "TCP", "port": agent.spec.facade.port}]}] if peers else []
     egress = [{"ports": [{"protocol": "UDP", "port": DNS_PORT}, {"protocol": "TCP", "port": DNS_PORT}]}]
     exported = tracing(agent, defaults=defaults.tracing)

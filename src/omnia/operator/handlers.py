@@ -14,9 +14,13 @@ started several times in one process (as the tests do).
   the changed object if it is reconciled, and everything that references it.
 - The default session stores' Secrets, in the operator's own namespace,
   which kopf may not watch, are followed on their own (``following``) and
-  answer :meth:`IndexCache.secret` for their names.
+  answer :meth:`IndexCache.secret` for their names. So are the activator's
+  EndpointSlices (``routing``): a change of its Ready pods reconciles every
+  scale-to-zero agent. The agents' own ``<agent>-activator`` slices are an
+  index, so that a deleted one is put back.
 - The **start-up handler** captures the indexes and starts the workers, which
-  run :func:`omnia.operator.reconciling.reconcile`.
+  run :func:`omnia.operator.reconciling.reconcile`, and the budget meter
+  (``metering``), which queues an agent when its budget counters changed.
 """
 
 from __future__ import annotations
@@ -36,15 +40,19 @@ from omnia.config import PromptConfig
 from omnia.operator import (
     applying,
     builders,
+    credentials,
     following,
     labels,
+    metering,
     metrics,
     podhealth,
     queueing,
     reconciling,
     references,
+    routing,
     summaries,
 )
+from omnia.operator.applying import Selector
 from omnia.operator.promptpacks import VersionRef
 from omnia.operator.references import Ref
 from omnia.operator.sessionstores import DefaultStore
@@ -67,10 +75,15 @@ class IndexCache:
     """The :class:`~omnia.operator.reconciling.Cache` over kopf's indexes (live views)."""
 
     def __init__(
-        self, indexes: Mapping[str, kopf.Index], *, followed: Mapping[tuple[str, str], following.Follower] | None = None
+        self,
+        indexes: Mapping[str, kopf.Index],
+        *,
+        followed: Mapping[tuple[str, str], following.Follower] | None = None,
+        activator: following.Follower[tuple[str, ...]] | None = None,
     ) -> None:
         self._indexes = indexes
         self._followed = followed if followed is not None else {}
+        self._activator = activator
 
     def _one(self, index: str, key: Any) -> Any:
         store = self._indexes[index].get(key)
@@ -91,7 +104,7 @@ class IndexCache:
     def secret(self, namespace: str, name: str) -> SecretSummary | None:
         follower = self._followed.get((namespace, name))
         if follower is not None:
-            return follower.summary
+            return follower.summaries.get(name)
         return self._one("secrets", Ref(references.SECRET, namespace, name))
 
     def config_map(self, namespace: str, name: str) -> ConfigMapSummary | None:
@@ -105,6 +118,26 @@ class IndexCache:
 
     def pods(self, namespace: str, agent: str) -> list[podhealth.PodSummary]:
         return list(self._indexes["pods"].get(Ref(references.AGENT_RUNTIME, namespace, agent), ()))
+
+    def agents(self) -> list[Ref]:
+        return [key for key in self._indexes["agentruntimes"] if isinstance(key, Ref)]
+
+    def activator_slice(self, namespace: str, agent: str) -> routing.SliceSummary | None:
+        return self._one("activatorslices", Ref(references.AGENT_RUNTIME, namespace, agent))
+
+    def activator_addresses(self) -> list[str] | None:
+        """The activator's Ready pod addresses; None when there is no activator or it was never listed."""
+        if self._activator is None or not self._activator.synced:
+            return None
+        return sorted({address for addresses in self._activator.summaries.values() for address in addresses})
+
+    def agents_scaling_to_zero(self) -> list[Ref]:
+        found = []
+        for ref in self.agents():
+            parsed = self.agent(ref.namespace, ref.name)
+            if parsed is not None and parsed.resource is not None and builders.scales_to_zero(parsed.resource):
+                found.append(ref)
+        return found
 
     def referrers(self, ref: Ref) -> set[Ref]:
         found: set[Ref] = set()
@@ -129,8 +162,9 @@ class Operator:
     workers: int = 4
     resync_seconds: float = 600.0
     discovery_interval: float = reconciling.DISCOVERY_INTERVAL_SECONDS
+    budget_interval: float = metering.INTERVAL_SECONDS
     connect: Callable[[kopf.OperatorSettings], applying.KubeClient] = field(
-        default=lambda settings: applying.KubeClient.from_connection(applying.login(settings=settings))
+        default=lambda settings: applying.KubeClient.connect(settings)
     )
     queue: queueing.WorkQueue[Ref] = field(default_factory=queueing.WorkQueue)
     backoff: queueing.Backoff[Ref] = field(default_factory=queueing.Backoff)
@@ -138,8 +172,11 @@ class Operator:
     metrics: metrics.Metrics = field(default_factory=lambda: metrics.Metrics(CollectorRegistry()))
     context: reconciling.Context | None = None
     cache: IndexCache | None = None
+    meter: metering.Meter | None = None
     followers: dict[tuple[str, str], following.Follower] = field(default_factory=dict)
     """(namespace, name) → the follower of a default session store's Secret."""
+    activator: following.Follower[tuple[str, ...]] | None = None
+    """The follower of the activator Service's EndpointSlices, when there is an activator."""
     _tasks: list[asyncio.Task] = field(default_factory=list)
     _client: applying.KubeClient | None = None
 
@@ -149,11 +186,19 @@ class Operator:
                 self.queue.add(ref)
 
     async def start(self, indexes: Mapping[str, kopf.Index], settings: kopf.OperatorSettings) -> None:
-        self.cache = IndexCache(indexes, followed=self.followers)
         self._client = self.connect(settings)
+        if self.defaults.activator is not None:
+            self.activator = self._activator_follower(self._client, self.defaults.activator)
+        self.cache = IndexCache(indexes, followed=self.followers, activator=self.activator)
         await self._follow_session_stores(self._client)
+        if self.activator is not None:
+            await self._start_following(self.activator,
+                                        problem=f"the activator Service {self.defaults.activator}'s EndpointSlices")
+        self.meter = metering.Meter(cache=self.cache, api=self._client, session_stores=self.defaults.session_stores,
+                                    enqueue=self.enqueue, measured=self.metrics, interval=self.budget_interval)
         self.context = reconciling.Context(cache=self.cache, api=self._client, defaults=self.defaults,
-                                           discovery_interval=self.discovery_interval, metrics=self.metrics)
+                                           discovery_interval=self.discovery_interval, metrics=self.metrics,
+                                           meter=self.meter)
         context = self.context
         self.metrics.watch_queue(self.queue)
         for number in range(self.workers):
@@ -163,6 +208,7 @@ class Operator:
                 name=f"omnia-reconciler-{number}",
             ))
         self._tasks.append(asyncio.create_task(self._resync(), name="omnia-resync"))
+        self._tasks.append(asyncio.create_task(self.meter.run(), name="omnia-budget-meter"))
 
     async def _follow_session_stores(self, client: applying.KubeClient) -> None:
         """Follow each default session store's Secret; the first list is awaited, so the first reconciles see it."""
@@ -171,17 +217,36 @@ class Operator:
             if key in self.followers:
                 continue
             ref = Ref(references.SECRET, *key)
-            follower = following.Follower(client, namespace=store.namespace, name=store.name,
-                                          on_change=lambda _, ref=ref: self._source_changed(ref))
+            follower = following.Follower.secret(client, namespace=store.namespace, name=store.name,
+                                                 on_change=lambda _, ref=ref: self._source_changed(ref))
             self.followers[key] = follower
-            version = None
-            try:
-                version = await follower.sync()
-            except (applying.ApiError, httpx.HTTPError) as exc:
-                log.warning("cannot read the default %s session store's Secret %s/%s yet: %s",
-                            store.type, store.namespace, store.name, exc)
-            self._tasks.append(asyncio.create_task(follower.run(resource_version=version),
-                                                   name=f"omnia-follow-{store.namespace}-{store.name}"))
+            await self._start_following(
+                follower, problem=f"the default {store.type} session store's Secret {store.namespace}/{store.name}")
+
+    def _activator_follower(
+        self, client: applying.KubeClient, service: builders.ActivatorService
+    ) -> following.Follower[tuple[str, ...]]:
+        """A follower of the activator Service's EndpointSlices, keeping each one's Ready addresses."""
+        return following.Follower(
+            client, routing.ENDPOINT_SLICE.api_version, routing.ENDPOINT_SLICE.kind, service.namespace,
+            Selector(label=f"{routing.SERVICE_NAME_LABEL}={service.name}"),
+            summarise=lambda body: tuple(routing.ready_addresses([body])),
+            on_change=lambda _: self._activator_changed(),
+        )
+
+    async def _start_following(self, follower: following.Follower, *, problem: str) -> None:
+        """List once (awaited, so the first reconciles see the result), then watch in a task of the operator's."""
+        version = None
+        try:
+            version = await follower.sync()
+        except (applying.ApiError, httpx.HTTPError) as exc:
+            log.warning("cannot read %s yet: %s", problem, exc)
+        self._tasks.append(asyncio.create_task(follower.run(resource_version=version),
+                                               name=f"omnia-follow-{follower.namespace}-{follower.kind}"))
+
+    def _activator_changed(self) -> None:
+        if self.cache is not None:
+            self.enqueue(self.cache.agents_scaling_to_zero())
 
     def _source_changed(self, ref: Ref) -> None:
         if self.cache is not None:
@@ -193,6 +258,8 @@ class Operator:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
         self.queue.close()
+        if self.meter is not None:
+            await self.meter.aclose()
         if self._client is not None:
             await self._client.aclose()
 
@@ -210,7 +277,7 @@ def register(registry: kopf.OperatorRegistry, *, operator: Operator) -> None:
 
     @kopf.on.login(registry=registry)
     def login(settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo:
-        return applying.login(settings=settings)
+        return credentials.discover(settings).connection()
 
     @kopf.on.startup(registry=registry)
     async def start(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
@@ -254,6 +321,13 @@ def register(registry: kopf.OperatorRegistry, *, operator: Operator) -> None:
                 labels={labels.MANAGED_BY: labels.OPERATOR}, registry=registry)
     def deployments(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict:
         return {Ref("Deployment", namespace, name): DeploymentSummary.from_body(body)}
+
+    # The watch is narrowed on the server to the operator's slices (main.settings_for_omnia).
+    @kopf.index(group="discovery.k8s.io", version="v1", plural="endpointslices", id="activatorslices",
+                labels=ACTIVATOR_SLICE_LABELS, registry=registry)
+    def activator_slices(body: kopf.Body, namespace: str, meta: kopf.Meta, **_: Any) -> dict:
+        agent = Ref(references.AGENT_RUNTIME, namespace, meta["labels"][labels.AGENT])
+        return {agent: routing.SliceSummary.from_body(body)}
 
     # The watch is narrowed on the server to agent pods (main.settings_for_omnia).
     @kopf.index(group="", version="v1", plural="pods", id="pods", labels=AGENT_POD_LABELS, registry=registry)
@@ -301,6 +375,15 @@ def register(registry: kopf.OperatorRegistry, *, operator: Operator) -> None:
             else:
                 operator.enqueue([ref])
 
+    @kopf.on.event(group="discovery.k8s.io", version="v1", plural="endpointslices",
+                   labels=ACTIVATOR_SLICE_LABELS, registry=registry)
+    def activator_slice_changed(type: str | None, namespace: str, meta: kopf.Meta, **_: Any) -> None:
+        ref = Ref(references.AGENT_RUNTIME, namespace, meta["labels"][labels.AGENT])
+        if type == "DELETED":
+            _owned_object_gone(operator, ref)
+        else:
+            operator.enqueue([ref])
+
     @kopf.on.event(group="", version="v1", plural="pods", labels=AGENT_POD_LABELS, registry=registry)
     def pod_changed(namespace: str, meta: kopf.Meta, **_: Any) -> None:
         # Any change, deletion included: the agent's Ready condition follows its pods.
@@ -308,10 +391,13 @@ def register(registry: kopf.OperatorRegistry, *, operator: Operator) -> None:
 
 
 INDEXES = ("agentruntimes", "promptpacks", "providers", "toolregistries",
-           "secrets", "configmaps", "snapshots", "deployments", "pods")
+           "secrets", "configmaps", "snapshots", "deployments", "pods", "activatorslices")
 
 AGENT_POD_LABELS = {labels.NAME: labels.AGENT_NAME, labels.MANAGED_BY: labels.OPERATOR, labels.AGENT: kopf.PRESENT}
 """The labels of the pods of an agent's Deployment (``labels.agent_labels``), whatever its name."""
+
+ACTIVATOR_SLICE_LABELS = {routing.MANAGED_BY_LABEL: routing.MANAGER, labels.AGENT: kopf.PRESENT}
+"""The labels of the agents' ``<agent>-activator`` EndpointSlices (``routing.build_activator_slice``)."""
 
 
 def _index_custom_resource(

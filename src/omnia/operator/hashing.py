@@ -71,4 +71,9 @@ def content_hash(prompt: PromptConfig) -> str:
     if prompt.client_inputs == ClientInputsConfig():
         # Snapshots taken before packs could declare client inputs keep their identity.
         exclude.add("client_inputs")
+    # Likewise for packs from before they could describe the agent.
+    if not prompt.description:
+        exclude.add("description")
+    if not prompt.skills:
+        exclude.add("skills")
     return digest(prompt.model_dump(mode="json", by_alias=True, exclude=exclude))

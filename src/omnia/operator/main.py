@@ -28,7 +28,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 import kopf
 from prometheus_client import CollectorRegistry, start_http_server
 
-from omnia.operator import applying, builders, handlers, labels, leading, metrics, reconciling
+from omnia.operator import applying, builders, handlers, labels, leading, metering, metrics, reconciling, routing
 
 QUIET_LOGGERS = ("kopf.objects", "kopf.activities", "httpx", "aiohttp.access")
 """Loggers that report every handler call and request at INFO: the operator logs its own outcomes."""
@@ -49,6 +49,10 @@ def settings_for_omnia() -> kopf.OperatorSettings:
     settings.watching.label_selectors[("", "v1", "pods")] = (
         f"{labels.NAME}={labels.AGENT_NAME},{labels.MANAGED_BY}={labels.OPERATOR}"
     )
+    # And EndpointSlices: only the agents' <agent>-activator ones (routing).
+    settings.watching.label_selectors[("discovery.k8s.io", "v1", "endpointslices")] = (
+        f"{routing.MANAGED_BY_LABEL}={routing.MANAGER}"
+    )
     # Re-establish watches now and then, as client-go does.
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
@@ -64,6 +68,7 @@ def run(
     workers: int = 4,
     resync_seconds: float = 600.0,
     discovery_interval: float = reconciling.DISCOVERY_INTERVAL_SECONDS,
+    budget_interval: float = metering.INTERVAL_SECONDS,
     leader_election_namespace: str | None = None,
 ) -> None:
     """Run the operator until SIGTERM or SIGINT.
@@ -71,7 +76,8 @@ def run(
     ``namespaces`` empty serves the whole cluster; ``liveness`` is the
     ``host:port`` of the liveness endpoint (``GET /healthz``, JSON with the
     reconcile counters), None for none; ``metrics_address`` that of the
-    Prometheus metrics (``GET /metrics``), None for none. With ``leader_election_namespace``
+    Prometheus metrics (``GET /metrics``), None for none; ``budget_interval``
+    the seconds between readings of the budget counters (``metering``). With ``leader_election_namespace``
     the operator first waits for the Lease ``omnia-operator`` there, and
     exits with status 1 if it loses it.
     """
@@ -81,6 +87,7 @@ def run(
         lost = asyncio.run(_operate(namespaces=namespaces, liveness=liveness, metrics_address=metrics_address,
                                     defaults=defaults, workers=workers,
                                     resync_seconds=resync_seconds, discovery_interval=discovery_interval,
+                                    budget_interval=budget_interval,
                                     leader_election_namespace=leader_election_namespace))
     except (KeyboardInterrupt, asyncio.CancelledError):
         return
@@ -97,6 +104,7 @@ async def _operate(
     workers: int,
     resync_seconds: float,
     discovery_interval: float,
+    budget_interval: float,
     leader_election_namespace: str | None,
 ) -> bool:
     """Serve the metrics and run the operator; returns whether leadership was lost."""
@@ -105,7 +113,8 @@ async def _operate(
     collectors = CollectorRegistry()
     measured = metrics.Metrics(collectors)
     operator = handlers.Operator(defaults=defaults, workers=workers, resync_seconds=resync_seconds,
-                                 discovery_interval=discovery_interval, metrics=measured)
+                                 discovery_interval=discovery_interval, budget_interval=budget_interval,
+                                 metrics=measured)
     handlers.register(registry, operator=operator)
     with serving_metrics(metrics_address, registry=collectors):
         return await _lead(operator, registry=registry, settings=settings, measured=measured, namespaces=namespaces,
@@ -131,7 +140,7 @@ async def _lead(
         stop.set()
 
     if leader_election_namespace:
-        elector = leading.Elector(applying.KubeClient.from_connection(applying.login(settings=settings)),
+        elector = leading.Elector(applying.KubeClient.connect(settings),
                                   namespace=leader_election_namespace)
         async with _standby_liveness(liveness):
             await elector.acquire()

@@ -23,6 +23,7 @@ RECONCILE_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5
 QUEUE_WAIT_SECONDS_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300)
 
 DISCOVERY_RESULTS = ("ready", "degraded", "failed")
+BUDGET_READ_RESULTS = ("ok", "unavailable")
 
 
 class Metrics:
@@ -63,6 +64,13 @@ class Metrics:
             ["result"],
             registry=registry,
         )
+        self.budget_reads = Counter(
+            "omnia_operator_budget_reads",
+            "Readings of an agent's budget counters for its status, by result: ok, or unavailable "
+            "(the session store did not answer, or its URL could not be read from its Secret).",
+            ["result"],
+            registry=registry,
+        )
         # Series that exist from the start read 0 rather than being absent,
         # so rate() and alerts work before the first reconcile of each kind.
         for kind in references.RECONCILED_KINDS:
@@ -71,6 +79,8 @@ class Metrics:
                 self.reconciles.labels(kind, result)
         for result in DISCOVERY_RESULTS:
             self.discoveries.labels(result)
+        for result in BUDGET_READ_RESULTS:
+            self.budget_reads.labels(result)
 
     def watch_queue(self, queue: queueing.WorkQueue) -> None:
         """Report ``queue``'s depth at every scrape.

@@ -30,19 +30,22 @@ from typing import Any, Protocol
 import kopf
 from prometheus_client import CollectorRegistry
 
-from omnia.agent.prompts import PromptError, PromptRenderer
+from omnia.agent.prompts import PromptError, PromptRenderer, check_sources
 from omnia.api.v1alpha1 import API_VERSION, AgentRuntime, PromptVersion, Provider, ToolRegistry
 from omnia.config import PromptConfig, PromptRollout
 from omnia.operator import (
     builders,
     hashing,
     labels,
+    metering,
     metrics,
     podhealth,
     promptpacks,
     queueing,
     references,
+    routing,
     sessionstores,
+    standings,
     status,
     toolregistries,
 )
@@ -104,6 +107,10 @@ class Cache(Protocol):
 
     def pods(self, namespace: str, agent: str) -> list[podhealth.PodSummary]: ...
 
+    def activator_slice(self, namespace: str, agent: str) -> routing.SliceSummary | None: ...
+
+    def activator_addresses(self) -> list[str] | None: ...
+
     def referrers(self, ref: Ref) -> set[Ref]: ...
 
 
@@ -125,6 +132,8 @@ class Context:
     discoveries: dict[Ref, Remembered] = field(default_factory=dict)
     """Ref → the ToolRegistry's last discovery, so that its other reconciles do not ask the servers again."""
     metrics: metrics.Metrics = field(default_factory=lambda: metrics.Metrics(CollectorRegistry()))
+    meter: metering.Meter | None = None
+    """The budget counters' last readings; None shows no budgets (and keeps those the status has)."""
 
     def now(self) -> datetime.datetime:
         return self.clock().replace(microsecond=0)
@@ -332,6 +341,7 @@ async def reconcile_agent(ref: Ref, ctx: Context) -> float | None:
                                   selector=selector, now=now)
         raise kopf.PermanentError(f"{ref}: {parsed.error}")
     agent: AgentRuntime = parsed.resource
+    await _route(agent, deployment, ctx)
     traces = builders.tracing(agent, defaults=ctx.defaults.tracing)
     resolution = resolve_agent(agent, ctx.cache, session_stores=ctx.defaults.session_stores, tracing=traces)
     endpoint = builders.endpoint(agent)
@@ -485,9 +495,23 @@ async def _write_agent_status(
     selector: str,
     now: datetime.datetime,
 ) -> float | None:
-    """Write the agent's status, its pods judged too; returns when time alone may change their verdict."""
+    """Write the agent's status, its pods and budgets judged too; returns when time alone may change their verdict.
+
+    Budgets are shown from the meter's last reading, with the limits of the
+    spec (those of an invalid spec are unknown: the status keeps what it
+    showed); an entry that reached a threshold since the status written
+    before posts its Warning (``standings``). The meter then reads the
+    agent's counters again, which reconciles it once more if they changed.
+    """
     previous = parsed.status
+    ref = Ref(parsed.kind, parsed.namespace, parsed.name)
     pods = podhealth.assess(ctx.cache.pods(parsed.namespace, parsed.name), now=now)
+    limits = standings.limits(parsed.resource) if parsed.resource is not None else None
+    shown = previous.budgets or []
+    if limits is None or ctx.meter is None:
+        budgets = shown
+    else:
+        budgets = standings.standings(limits, reading=ctx.meter.reading(ref), previous=shown)
     current = status.agent_status(
         previous,
         generation=parsed.generation,
@@ -501,9 +525,41 @@ async def _write_agent_status(
         selector=selector,
         now=now,
         pods=pods.problem,
+        budgets=budgets,
+        budget=standings.exceeded(budgets),
     )
-    await _write_status(parsed, previous, current, ctx)
+    await _write_status(parsed, previous, current, ctx,
+                        handler_events=standings.crossings(shown, current.budgets or []))
+    if ctx.meter is not None and limits:
+        ctx.meter.soon(ref)
     return pods.recheck_after
+
+
+async def _route(agent: AgentRuntime, deployment: DeploymentSummary | None, ctx: Context) -> None:
+    """Lead the agent's Service to the activator while its Deployment has no Ready replica, else to its pods.
+
+    Done before the references are resolved: it depends on none of them,
+    and an agent at zero whose Provider just went away must still wake.
+    While the activator's addresses are unknown (never listed), an existing
+    slice is left as it is.
+    """
+    namespace, name = agent.metadata.namespace or "", routing.slice_name(agent.metadata.name)
+    live = ctx.cache.activator_slice(namespace, agent.metadata.name)
+    routed = routing.wanted(agent, activator=ctx.defaults.activator, deployment_exists=deployment is not None,
+                            ready_replicas=deployment.ready_replicas if deployment is not None else 0)
+    key = (routing.ENDPOINT_SLICE.api_version, routing.ENDPOINT_SLICE.kind, namespace, name)
+    if routed:
+        addresses = ctx.cache.activator_addresses()
+        if addresses is not None:
+            # Applied again while the cache does not show it: it was deleted, or this is its first apply.
+            await _apply(routing.build_activator_slice(agent, addresses=addresses), ctx, force=live is None)
+        return
+    ctx.applied.pop(key, None)
+    if live is not None and live.controller == agent.metadata.uid:
+        await ctx.api.delete(*key[:2], namespace=namespace, name=name, uid=live.uid)
+        log.info("deleted EndpointSlice %s/%s: %s", namespace, name,
+                 "a pod is Ready" if builders.scales_to_zero(agent) and ctx.defaults.activator else
+                 "the agent no longer scales to zero through the activator")
 
 
 async def _hand_replicas_to_autoscaler(agent: AgentRuntime, deployment: DeploymentSummary, ctx: Context) -> None:
@@ -553,7 +609,8 @@ async def _prune(agent: AgentRuntime, kind: builders.ObjectKind, ctx: Context) -
 
 def forget_agent(ref: Ref, ctx: Context) -> None:
     """Drop the memories of an agent: its objects are applied again at its next reconcile."""
-    for key in [key for key in ctx.applied if key[2] == ref.namespace and key[3] in (ref.name, labels.config_map_name(ref.name))]:
+    names = (ref.name, labels.config_map_name(ref.name), routing.slice_name(ref.name))
+    for key in [key for key in ctx.applied if key[2] == ref.namespace and key[3] in names]:
         del ctx.applied[key]
     ctx.written.pop(ref, None)
 
@@ -621,6 +678,7 @@ async def _prompt_content(pack, ctx: Context) -> tuple[Check | None, PromptConfi
             return Check.failed(READY, "SourceNotFound", f"spec.source.configMapRef: ConfigMap {ref.name!r} {missing}"), None
     try:
         prompt = prompt_config(pack.spec, source_text=source_text)
+        check_sources(prompt)
         PromptRenderer(prompt).check()
     except RenderError as exc:
         return Check.failed(READY, "InvalidContent", f"version {pack.spec.version}: {exc}"), None

@@ -17,6 +17,7 @@ from typing import Literal
 
 from omnia.api.v1alpha1 import (
     AgentRuntimeStatus,
+    BudgetStanding,
     Condition,
     PromptPackStatus,
     PromptVersion,
@@ -34,8 +35,13 @@ AVAILABLE = "Available"
 PROGRESSING = "Progressing"
 READY = "Ready"
 CREDENTIALS_FOUND = "CredentialsFound"
+BUDGET_EXCEEDED = "BudgetExceeded"
 
 AGENT_CONDITIONS = (PROVIDER_READY, PROMPT_PACK_READY, TOOLS_READY, AVAILABLE, PROGRESSING, READY)
+"""The conditions of every agent, in their order; BudgetExceeded follows for an agent with budgets."""
+
+OWN_EVENTS = frozenset({BUDGET_EXCEEDED})
+"""Conditions whose Events are posted by their own rules (``standings.crossings``), not by :func:`events`."""
 
 # Reasons shared by handlers and tests.
 INVALID_SPEC = "InvalidSpec"
@@ -122,6 +128,8 @@ def events(
     silent = set(quiet)
     found = []
     for condition in changed(previous, current):
+        if condition.type in OWN_EVENTS:
+            continue
         if condition.type in silent and any(
             other.type != condition.type and other.reason == condition.reason for other in current
         ):
@@ -234,6 +242,8 @@ def agent_status(
     selector: str,
     now: datetime.datetime,
     pods: Check | None = None,
+    budgets: Sequence[BudgetStanding] = (),
+    budget: Check | None = None,
 ) -> AgentRuntimeStatus:
     """The AgentRuntime's status.
 
@@ -247,6 +257,10 @@ def agent_status(
     run badly: they are why pods are missing.
     When something stopped it, the pods keep what they run: the config hash
     and prompt versions stay those of the last successful reconcile.
+    ``budgets`` are the standings of the agent's budgets and ``budget`` their
+    BudgetExceeded condition (``standings``), None for an agent without
+    budgets, which then has no such condition: a spent budget refuses turns
+    but leaves the pods Ready.
     """
     blocked = problem is not None or not all(check.ok for check in references)
     if blocked:
@@ -289,7 +303,10 @@ def agent_status(
     if problem is not None and problem.type not in (READY, *(c.type for c in references)):
         checks.append(problem)
     checks += [available, progressing, ready]
-    conditions = merge_conditions(previous.conditions, checks, now=now, generation=generation)
+    if budget is not None:
+        checks.append(budget)
+    kept = [c for c in previous.conditions if budget is not None or c.type != BUDGET_EXCEEDED]
+    conditions = merge_conditions(kept, checks, now=now, generation=generation)
     order = {type_: index for index, type_ in enumerate(AGENT_CONDITIONS)}
     conditions.sort(key=lambda c: order.get(c.type, len(order)))
     return AgentRuntimeStatus(
@@ -301,6 +318,8 @@ def agent_status(
         active_prompt_versions=list(prompt_versions),
         endpoint=endpoint,
         config_hash=config_hash,
+        budgets=list(budgets) or None,
+        budget_percent_used=max((entry.percent_used for entry in budgets), default=None),
         conditions=conditions,
         observed_generation=generation,
     )

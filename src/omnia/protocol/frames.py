@@ -290,8 +290,12 @@ def error(
     *,
     retryable: bool | None = None,
     frame_id: str | None = None,
+    retry_after_seconds: float | None = None,
 ) -> str:
-    """An ``error`` frame; ``retryable`` defaults to what the code implies."""
+    """An ``error`` frame; ``retryable`` defaults to what the code implies.
+
+    ``retry_after_seconds`` is a hint of when a retry may succeed, given where one is known.
+    """
     if retryable is None:
         retryable = code in RETRYABLE
     frame: dict[str, Any] = {
@@ -302,6 +306,8 @@ def error(
     }
     if frame_id is not None:
         frame["id"] = frame_id
+    if retry_after_seconds is not None:
+        frame["retry_after_seconds"] = retry_after_seconds
     return _encode(frame)
 
 

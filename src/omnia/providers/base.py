@@ -139,4 +139,13 @@ class Provider(Protocol):
 
     def stream(self, request: ChatRequest) -> AsyncIterator[ProviderEvent]: ...
 
+    async def prepare(self) -> None:
+        """Get ready to serve: load what the first stream would otherwise wait for.
+
+        The runtime awaits it before it serves (so an agent is not reported
+        ready with its model still loading) and turns a ``ProviderError``
+        into a start-up failure. A remote API has nothing to load here.
+        """
+        ...
+
     async def aclose(self) -> None: ...

@@ -144,7 +144,11 @@ class LocalEngine:
         params.api_keys = [self.api_key]
         params.ui = False
         params.verbosity = 0
-        return xllamacpp.Server(params)
+        try:
+            return xllamacpp.Server(params)
+        except RuntimeError as exc:
+            # llama.cpp says only that it failed; the usual cause is a file that is not a GGUF model.
+            raise ProviderError(f"llama.cpp cannot load {self.model_path} ({exc}); is it a GGUF model file?") from None
 
 
 class LocalProvider:
@@ -249,6 +253,10 @@ class LocalProvider:
             yield Finish(reason=_REASONS.get(reason, "stop"), usage=usage)
         finally:
             stop.set()
+
+    async def prepare(self) -> None:
+        """Load the model now (in a worker thread), so that the first turn does not wait for it."""
+        await self.engine.ready()
 
     async def aclose(self) -> None:
         """Nothing to release: the engine is shared and lives with the process."""

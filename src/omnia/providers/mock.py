@@ -95,6 +95,9 @@ class MockProvider:
             ),
         )
 
+    async def prepare(self) -> None:
+        """Nothing to load."""
+
     async def aclose(self) -> None:
         """Nothing to release."""
 

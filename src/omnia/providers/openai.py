@@ -125,6 +125,9 @@ class OpenAIProvider:
     def stream(self, request: ChatRequest) -> AsyncIterator[ProviderEvent]:
         return stream_with_retries(lambda: self._attempt(request), policy=self._retry)
 
+    async def prepare(self) -> None:
+        """Nothing to load: the API is remote, and its key was checked when this was made."""
+
     async def aclose(self) -> None:
         """Close the SDK client's connection pool."""
         await self._client.close()

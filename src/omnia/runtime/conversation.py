@@ -31,6 +31,7 @@ from omnia.agent import (
     UserInput,
 )
 from omnia.budgets import Standing
+from omnia.protocol.frames import MAX_ID_LENGTH
 
 log = logging.getLogger(__name__)
 
@@ -230,10 +231,23 @@ class Conversation:
     async def _open(self, request: pb.Open) -> None:
         if self._trace_context is None:
             self._trace_context = telemetry.context_from_traceparent(request.traceparent)
+        metadata = dict(request.metadata)
         try:
-            session, resumed = await self._agent.open_session(
-                session_id=request.session_id or None, metadata=dict(request.metadata)
-            )
+            if request.create:
+                if not 0 < len(request.session_id) <= MAX_ID_LENGTH:
+                    self._fail(
+                        "INVALID_MESSAGE",
+                        f"a new session needs an id of 1 to {MAX_ID_LENGTH} characters",
+                    )
+                    return
+                session = await self._agent.create_session(
+                    request.session_id, prompt_version=request.prompt_version, metadata=metadata
+                )
+                resumed = False
+            else:
+                session, resumed = await self._agent.open_session(
+                    session_id=request.session_id or None, metadata=metadata
+                )
         except OpenError as exc:
             self._fail(exc.code, exc.message, retryable=exc.retryable)
             return

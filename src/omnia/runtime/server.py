@@ -17,6 +17,7 @@ import asyncio
 import logging
 import os
 import signal
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -171,6 +172,7 @@ async def launch(
         agent = build_agent(config, env=env, toolbox=toolbox)
     except (ValueError, ProviderError) as exc:
         raise StartupError(str(exc)) from None
+    await _prepare(agent)
     await toolbox.start(wait=TOOL_DISCOVERY_WAIT_SECONDS)
     service = AgentRuntimeService(agent)
     server = None
@@ -185,6 +187,20 @@ async def launch(
         await toolbox.aclose()
         raise StartupError(str(exc)) from None
     return running
+
+
+async def _prepare(agent: Agent) -> None:
+    """Load the model before serving: nobody is told the agent is ready while it still loads."""
+    provider = agent.provider
+    log.info("preparing the model", extra={"provider": provider.type, "model": provider.model})
+    started = time.monotonic()
+    try:
+        await provider.prepare()
+    except ProviderError as exc:
+        await provider.aclose()
+        raise StartupError(f"the {provider.type} model {provider.model} cannot be loaded: {exc}") from None
+    log.info("model ready", extra={"provider": provider.type, "model": provider.model,
+                                    "seconds": round(time.monotonic() - started, 2)})
 
 
 async def serve(

@@ -83,6 +83,16 @@ class AgentRuntimeService(pb_grpc.AgentRuntimeServicer):
             metadata_json=json.dumps(session.metadata),
         )
 
+    async def Describe(self, request, context) -> pb.Description:
+        rollout = self.agent.config.prompts
+        canary = rollout.canary
+        return pb.Description(
+            agent=self.agent.config.name,
+            stable_version=rollout.stable.version,
+            canary_version=canary.version if canary is not None else "",
+            canary_weight=rollout.canary_weight if canary is not None else 0,
+        )
+
     async def drain(self, *, grace: float) -> None:
         """Report not serving, wait up to ``grace`` seconds for the facade to end
         its conversations (it lets in-flight turns finish), then close the rest.

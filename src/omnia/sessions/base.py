@@ -123,6 +123,16 @@ class SessionStore(Protocol):
     async def get(self, session_id: str) -> Session:
         """The session with all its turns; ``SessionNotFound`` if unknown or expired."""
 
+    async def refresh(self, session: Session) -> Session:
+        """``session`` as stored now, reading only the turns it lacks.
+
+        Turns are never rewritten, so an earlier read of a session stays a
+        true prefix of it; this brings one up to date at the price of the new
+        turns (usually none) instead of the whole history. A session that
+        expired raises ``SessionNotFound``; one created afresh under the same
+        id (its creation time differs) is read whole.
+        """
+
     async def append_turn(self, session_id: str, turn: Turn) -> None:
         """Commit ``turn`` atomically; ``TurnConflict`` unless ``turn.index`` is next."""
 

@@ -61,6 +61,9 @@ class MemoryStore:
         except KeyError:
             raise SessionNotFound(session_id) from None
 
+    async def refresh(self, session: Session) -> Session:
+        return await self.get(session.id)
+
     async def append_turn(self, session_id: str, turn: Turn) -> None:
         session = await self.get(session_id)
         if turn.index != session.next_index:

@@ -39,6 +39,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import replace
 
 import asyncpg
 
@@ -212,7 +213,19 @@ class PostgresStore:
                 log.warning("expired sessions not purged: %s", exc)
 
     async def get(self, session_id: str) -> Session:
-        async with self._connection("get") as conn:
+        return await self._read(session_id, operation="get", from_index=0)
+
+    async def refresh(self, session: Session) -> Session:
+        fresh = await self._read(session.id, operation="refresh", from_index=len(session.turns))
+        if fresh.created_at != session.created_at:
+            return await self.get(session.id)
+        if not fresh.turns:
+            return session
+        return replace(session, turns=(*session.turns, *fresh.turns))
+
+    async def _read(self, session_id: str, *, operation: str, from_index: int) -> Session:
+        """The session with its turns from ``from_index`` on."""
+        async with self._connection(operation) as conn:
             # One statement, one snapshot: the header and every turn agree.
             rows = await conn.fetch(
                 """
@@ -220,11 +233,11 @@ class PostgresStore:
                        t.turn_index, t.messages, t.input_tokens, t.output_tokens,
                        t.cost_usd, t.finish_reason, t.created_at AS turn_created_at
                 FROM omnia_sessions s
-                LEFT JOIN omnia_turns t ON t.session_pk = s.pk
+                LEFT JOIN omnia_turns t ON t.session_pk = s.pk AND t.turn_index >= $3
                 WHERE s.namespace = $1 AND s.id = $2 AND s.expires_at > now()
                 ORDER BY t.turn_index
                 """,
-                self._namespace, session_id,
+                self._namespace, session_id, from_index,
             )
         if not rows:
             raise SessionNotFound(session_id)

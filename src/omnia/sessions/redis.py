@@ -26,6 +26,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
@@ -161,6 +162,23 @@ class RedisStore:
             metadata=data["metadata"],
             created_at=data["created_at"],
             turns=tuple(Turn.from_dict(json.loads(turn)) for turn in turns),
+        )
+
+    async def refresh(self, session: Session) -> Session:
+        header_key, turns_key = self._keys(session.id)
+        async with self._reaching("refresh"):
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.hget(header_key, "header")
+                pipe.lrange(turns_key, len(session.turns), -1)
+                header, turns = await pipe.execute()
+        if header is None:
+            raise SessionNotFound(session.id)
+        if json.loads(header)["created_at"] != session.created_at:
+            return await self.get(session.id)
+        if not turns:
+            return session
+        return replace(
+            session, turns=(*session.turns, *(Turn.from_dict(json.loads(turn)) for turn in turns))
         )
 
     async def append_turn(self, session_id: str, turn: Turn) -> None:

@@ -58,6 +58,21 @@ app.kubernetes.io/component: operator
 app.kubernetes.io/component: operator
 {{- end }}
 
+{{- define "omnia.activatorName" -}}
+{{- printf "%s-activator" (include "omnia.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "omnia.activatorSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "omnia.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: activator
+{{- end }}
+
+{{- define "omnia.activatorLabels" -}}
+{{ include "omnia.labels" . }}
+app.kubernetes.io/component: activator
+{{- end }}
+
 {{/*
 The operator's rights: exactly the rules of deploy/rbac/cluster_role.yaml,
 which names the code that needs each one. tests/packaging/test_chart.py fails
@@ -106,6 +121,9 @@ when the two differ.
 - apiGroups: [networking.k8s.io]
   resources: [networkpolicies]
   verbs: [get, create, patch, delete]
+- apiGroups: [discovery.k8s.io]
+  resources: [endpointslices]
+  verbs: [list, watch, create, patch, delete]
 - apiGroups: [""]
   resources: [events]
   verbs: [create]

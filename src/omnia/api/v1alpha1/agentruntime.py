@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import re
 from typing import Annotated, Literal
 
@@ -135,6 +136,25 @@ class FacadeAuth(ApiModel):
     jwt: JwtAuth | None = Field(default=None, description="Token validation settings (type jwt).")
 
 
+class FacadeProtocols(ApiModel):
+    """The open protocols the facade serves beside its WebSocket protocol (see docs/protocols.md).
+
+    Each has the same authentication, limits, metrics and traces as the WebSocket.
+    """
+
+    openai: bool = Field(
+        default=True,
+        description="OpenAI-compatible chat: POST /v1/chat/completions and GET /v1/models.",
+    )
+    mcp: bool = Field(
+        default=True, description="An MCP server at /mcp (streamable HTTP) with one tool, ask."
+    )
+    a2a: bool = Field(
+        default=True,
+        description="A2A: the agent card at /.well-known/agent-card.json and the JSON-RPC endpoint at /a2a.",
+    )
+
+
 class FacadeSpec(ApiModel):
     """The client-facing server of each agent pod."""
 
@@ -143,6 +163,11 @@ class FacadeSpec(ApiModel):
         default_factory=FacadeAuth,
         json_schema_extra={"default": defaults_of(FacadeAuth)},
         description="Client authentication."
+    )
+    protocols: FacadeProtocols = Field(
+        default_factory=FacadeProtocols,
+        json_schema_extra={"default": defaults_of(FacadeProtocols)},
+        description="The open protocols served beside the WebSocket protocol; all on unless turned off here.",
     )
     max_connections: int = Field(
         default=1000, ge=1,
@@ -428,6 +453,29 @@ class AgentRuntimeSpec(ApiModel):
     )
 
 
+class BudgetStanding(StatusModel):
+    """What one budget has spent in its current period, as the operator last read the counters."""
+
+    scope: Literal["agent", "shared"] = Field(
+        description="agent: this agent's own budget (spec.budget.daily/monthly); "
+        "shared: the namespace budget it names (spec.budget.shared)."
+    )
+    name: str = Field(description="The agent's name for scope agent, the shared budget's name for scope shared.")
+    period: Literal["day", "month"] = Field(description="The UTC day or calendar month the totals are of.")
+    tokens: int = Field(default=0, ge=0, description="Tokens spent in the period (input plus output).")
+    cost_usd: float = Field(default=0.0, ge=0, alias="costUSD", description="US dollars spent in the period.")
+    tokens_limit: int | None = Field(default=None, ge=0, description="The tokens limit; absent when not limited.")
+    cost_usd_limit: float | None = Field(
+        default=None, ge=0, alias="costUSDLimit", description="The costUSD limit; absent when not limited."
+    )
+    percent_used: int = Field(
+        ge=0,
+        description="Spent as a percentage of the limit, the higher of tokens and costUSD, rounded down; "
+        "100 or more: turns are refused with BUDGET_EXCEEDED until the period resets.",
+    )
+    resets_at: datetime.datetime = Field(description="When the period ends and its totals start from zero (UTC).")
+
+
 AgentRuntimePhase = Literal["Pending", "Progressing", "Running", "Degraded", "Failed"]
 
 
@@ -457,8 +505,18 @@ class AgentRuntimeStatus(StatusModel):
     config_hash: str | None = Field(
         default=None, description="Hash of everything the pods depend on, stamped on the pod template."
     )
+    budgets: list[BudgetStanding] | None = Field(
+        default=None,
+        description="Spending of each budget in spec.budget, per scope and period, as the operator last read "
+        "the counters in the session store (periodically and after each reconcile; redis and postgres only). Absent without budgets.",
+    )
+    budget_percent_used: int | None = Field(
+        default=None, ge=0,
+        description="The highest percentUsed of budgets, for kubectl get; absent without budgets.",
+    )
     conditions: Conditions = conditions_field(
-        "Current conditions: ProviderReady, PromptPackReady, ToolsReady, Available, Progressing, Ready."
+        "Current conditions: ProviderReady, PromptPackReady, ToolsReady, Available, Progressing, Ready, "
+        "and BudgetExceeded for an agent with budgets."
     )
     observed_generation: int | None = observed_generation_field()
 

@@ -176,6 +176,16 @@ class ClientInputs(ApiModel):
     )
 
 
+class Skill(ApiModel):
+    """Something the agent does well, listed in its A2A agent card."""
+
+    id: str = Field(min_length=1, max_length=128, description="Identifier of the skill, unique in the pack.")
+    name: str = Field(min_length=1, max_length=256, description="Human-readable name.")
+    description: str = Field(default="", max_length=4096, description="What the skill does.")
+    tags: list[str] = Field(default_factory=list, description="Keywords for discovery.")
+    examples: list[str] = Field(default_factory=list, description="Example requests.")
+
+
 class PromptPackSpec(ApiModel):
     """The desired state of a PromptPack.
 
@@ -229,6 +239,15 @@ class PromptPackSpec(ApiModel):
         description="The variables and templates a client may set in a message's metadata, whichever "
         "source the content comes from. Nothing is client-settable unless declared here; a message that "
         "sets anything else gets INVALID_MESSAGE.",
+    )
+    description: str | None = Field(
+        default=None,
+        max_length=4096,
+        description="What the agent is for; its A2A agent card shows it (versioned with the content).",
+    )
+    skills: list[Skill] = Field(
+        default_factory=list,
+        description="What the agent does well; its A2A agent card lists them (versioned with the content).",
     )
     rollout: Rollout = Field(
         default_factory=Rollout,

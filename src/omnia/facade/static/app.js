@@ -1,6 +1,8 @@
 // The chat page: one WebSocket to /ws, frames as in docs/protocol.md.
-// No build step and no dependencies; agent text is only ever set as text,
-// never as HTML.
+// No build step. Replies are Markdown written by a model, hence untrusted:
+// they reach the document only as marked's HTML cleaned by DOMPurify (both
+// vendored in /static/vendor/); everything else (the user's messages, tool
+// calls and results, errors) is only ever set as text.
 "use strict";
 
 (() => {
@@ -13,6 +15,7 @@
   const sessionLabel = $("session-label");
   const sessionInput = $("session-id");
   const credentialInput = $("credential");
+  const emptyState = $("empty-state");
 
   // Errors that answer one client frame; every other error ends the turn.
   const FRAME_ERRORS = new Set(["INVALID_MESSAGE", "MESSAGE_TOO_LARGE", "RATE_LIMITED", "TURN_IN_PROGRESS"]);
@@ -21,13 +24,15 @@
   let sessionId = new URLSearchParams(location.search).get("session_id") || "";
   let credential = sessionStorage.getItem("omnia.credential") || "";
   let socket = null;
-  let reply = null;          // {bubble, text} of the reply being streamed
+  let reply = null;          // {bubble, content, source, frame} of the reply being streamed
   let turnRunning = false;
   let pending = null;        // a message typed while disconnected
   let lastError = null;
   let attempts = 0;
   let reconnectTimer = null;
   let counter = 0;
+  // A new session is stored with its first message; until then its id resumes nothing.
+  let announced = "";
 
   function socketUrl() {
     const url = new URL("/ws", location.href);
@@ -71,8 +76,45 @@
   }
 
   function finishReply(state) {
-    if (reply) reply.bubble.dataset.state = state;
+    if (reply) {
+      renderReply(reply);
+      reply.bubble.dataset.state = state;
+    }
     reply = null;
+  }
+
+  // Links open elsewhere and tell the target nothing about this page.
+  DOMPurify.addHook("afterSanitizeAttributes", (node) => {
+    if (node.tagName === "A" && node.hasAttribute("href")) {
+      node.setAttribute("target", "_blank");
+      node.setAttribute("rel", "noopener noreferrer");
+    }
+  });
+
+  function markdown(source) {
+    const html = marked.parse(source, { gfm: true, breaks: true, async: false });
+    // No controls either: a reply is read, not filled in (a task list's checkbox is an input, and stays).
+    return DOMPurify.sanitize(html, {
+      USE_PROFILES: { html: true },
+      FORBID_TAGS: ["style", "form", "button", "textarea", "select"],
+    });
+  }
+
+  function startReply() {
+    const bubble = add("message assistant");
+    bubble.dataset.state = "streaming";
+    const content = document.createElement("div");
+    content.className = "content";
+    bubble.appendChild(content);
+    return { bubble, content, source: "", frame: 0 };
+  }
+
+  // Re-rendered whole at most once a frame: a half-written code block or list
+  // is only ever shown as Markdown makes of it so far.
+  function renderReply(target) {
+    cancelAnimationFrame(target.frame);
+    target.frame = 0;
+    target.content.innerHTML = markdown(target.source);
   }
 
   function connect() {
@@ -109,8 +151,15 @@
     switch (frame.type) {
       case "connected":
         attempts = 0;
-        setSession(frame.session_id);
+        if (frame.resumed) {
+          setSession(frame.session_id);
+        } else {
+          setSession("");
+          announced = frame.session_id;
+          sessionLabel.textContent = announced;
+        }
         $("agent").textContent = frame.agent;
+        $("empty-agent").textContent = frame.agent;
         document.title = `${frame.agent} · Omnia`;
         setStatus("connected", `connected · prompt ${frame.prompt_version}`);
         if (frame.resumed) add("notice", `resumed session with ${frame.turns} earlier turn(s)`);
@@ -120,17 +169,18 @@
           sendMessage(content);
         }
         break;
-      case "chunk":
-        if (!reply) {
-          const bubble = add("message assistant");
-          bubble.dataset.state = "streaming";
-          const text = document.createTextNode("");
-          bubble.appendChild(text);
-          reply = { bubble, text };
+      case "chunk": {
+        if (!reply) reply = startReply();
+        reply.source += frame.content;
+        const streaming = reply;
+        if (!streaming.frame) {
+          streaming.frame = requestAnimationFrame(() => {
+            renderReply(streaming);
+            messages.scrollTop = messages.scrollHeight;
+          });
         }
-        reply.text.appendData(frame.content);
-        messages.scrollTop = messages.scrollHeight;
         break;
+      }
       case "tool_call":
         finishReply("done");
         showToolCall(frame);
@@ -145,17 +195,16 @@
         break;
       }
       case "done": {
-        const bubble = reply ? reply.bubble : add("message assistant");
+        const finished = reply || startReply();
+        renderReply(finished);
         const usage = document.createElement("span");
         usage.className = "usage";
-        const u = frame.usage || {};
-        usage.textContent =
-          `${u.input_tokens ?? 0} in · ${u.output_tokens ?? 0} out tokens · ` +
-          `$${Number(u.cost ?? 0).toFixed(6)} · ${frame.finish_reason}`;
-        bubble.appendChild(usage);
-        bubble.dataset.state = "done";
+        usage.textContent = usageLine(frame);
+        finished.bubble.appendChild(usage);
+        finished.bubble.dataset.state = "done";
         reply = null;
         setTurn(false);
+        messages.scrollTop = messages.scrollHeight;
         break;
       }
       case "error":
@@ -169,6 +218,16 @@
       default:
         break;
     }
+  }
+
+  // A free model (the embedded one, or a Provider without pricing) costs nothing: no "$0.000000".
+  function usageLine(frame) {
+    const u = frame.usage || {};
+    const parts = [`${u.input_tokens ?? 0} in · ${u.output_tokens ?? 0} out tokens`];
+    const cost = Number(u.cost ?? 0);
+    if (cost > 0) parts.push(`$${cost.toFixed(6)}`);
+    parts.push(frame.finish_reason);
+    return parts.join(" · ");
   }
 
   function showToolCall(frame) {
@@ -242,6 +301,10 @@
       connect();
       return;
     }
+    if (announced) {
+      setSession(announced);
+      announced = "";
+    }
     add("message user", content);
     setTurn(true);
   }
@@ -279,6 +342,10 @@
     attempts = 0;
     connect();
   });
+
+  new MutationObserver(() => {
+    emptyState.hidden = messages.childElementCount > 0;
+  }).observe(messages, { childList: true });
 
   credentialInput.value = credential;
   setSession(sessionId);

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eomnia/runtime/v1/runtime.proto\x12\x10omnia.runtime.v1\"\x81\x02\n\x0b\x43lientEvent\x12&\n\x04open\x18\x01 \x01(\x0b\x32\x16.omnia.runtime.v1.OpenH\x00\x12\x30\n\x07message\x18\x02 \x01(\x0b\x32\x1d.omnia.runtime.v1.UserMessageH\x00\x12\x33\n\x0btool_result\x18\x03 \x01(\x0b\x32\x1c.omnia.runtime.v1.ToolResultH\x00\x12.\n\x08\x61pproval\x18\x04 \x01(\x0b\x32\x1a.omnia.runtime.v1.ApprovalH\x00\x12*\n\x06\x63\x61ncel\x18\x05 \x01(\x0b\x32\x18.omnia.runtime.v1.CancelH\x00\x42\x07\n\x05\x65vent\"\x98\x01\n\x04Open\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x36\n\x08metadata\x18\x02 \x03(\x0b\x32$.omnia.runtime.v1.Open.MetadataEntry\x12\x13\n\x0btraceparent\x18\x03 \x01(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"A\n\x0bUserMessage\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12\x15\n\rmetadata_json\x18\x03 \x01(\t\"@\n\nToolResult\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12\x10\n\x08is_error\x18\x03 \x01(\x08\"=\n\x08\x41pproval\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x10\n\x08\x61pproved\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x08\n\x06\x43\x61ncel\"\xa4\x02\n\x0bServerEvent\x12*\n\x06opened\x18\x01 \x01(\x0b\x32\x18.omnia.runtime.v1.OpenedH\x00\x12(\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x17.omnia.runtime.v1.ChunkH\x00\x12/\n\ttool_call\x18\x03 \x01(\x0b\x32\x1a.omnia.runtime.v1.ToolCallH\x00\x12\x33\n\x0btool_result\x18\x04 \x01(\x0b\x32\x1c.omnia.runtime.v1.ToolResultH\x00\x12&\n\x04\x64one\x18\x05 \x01(\x0b\x32\x16.omnia.runtime.v1.DoneH\x00\x12(\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x17.omnia.runtime.v1.ErrorH\x00\x42\x07\n\x05\x65vent\"c\n\x06Opened\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05\x61gent\x18\x02 \x01(\t\x12\x16\n\x0eprompt_version\x18\x03 \x01(\t\x12\x0f\n\x07resumed\x18\x04 \x01(\x08\x12\r\n\x05turns\x18\x05 \x01(\r\",\n\x05\x43hunk\x12\x0f\n\x07\x63ontent\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\t\"k\n\x08ToolCall\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x03 \x01(\t\x12\x13\n\x0b\x63lient_side\x18\x04 \x01(\x08\x12\x18\n\x10require_approval\x18\x05 \x01(\x08\"F\n\x05Usage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\r\x12\x15\n\routput_tokens\x18\x02 \x01(\r\x12\x10\n\x08\x63ost_usd\x18\x03 \x01(\x01\"\xc1\x01\n\x04\x44one\x12\x15\n\rfinish_reason\x18\x01 \x01(\t\x12&\n\x05usage\x18\x02 \x01(\x0b\x32\x17.omnia.runtime.v1.Usage\x12\x12\n\nturn_index\x18\x03 \x01(\r\x12\x12\n\nmessage_id\x18\x04 \x01(\t\x12\x10\n\x08provider\x18\x05 \x01(\t\x12\r\n\x05model\x18\x06 \x01(\t\x12\x31\n\x07\x62udgets\x18\x07 \x03(\x0b\x32 .omnia.runtime.v1.BudgetStanding\"\xad\x01\n\x0e\x42udgetStanding\x12\r\n\x05scope\x18\x01 \x01(\t\x12\x0e\n\x06period\x18\x02 \x01(\t\x12\x0e\n\x06tokens\x18\x03 \x01(\x04\x12\x10\n\x08\x63ost_usd\x18\x04 \x01(\x01\x12\x19\n\x0climit_tokens\x18\x05 \x01(\x04H\x00\x88\x01\x01\x12\x1b\n\x0elimit_cost_usd\x18\x06 \x01(\x01H\x01\x88\x01\x01\x42\x0f\n\r_limit_tokensB\x11\n\x0f_limit_cost_usd\"9\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\tretryable\x18\x03 \x01(\x08\"\x0f\n\rHealthRequest\"R\n\x0eHealthResponse\x12\x0f\n\x07serving\x18\x01 \x01(\x08\x12\x10\n\x08store_ok\x18\x02 \x01(\x08\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\x12\r\n\x05\x61gent\x18\x04 \x01(\t\"\'\n\x11GetSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"z\n\x12GetSessionResponse\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05\x61gent\x18\x02 \x01(\t\x12\x16\n\x0eprompt_version\x18\x03 \x01(\t\x12\x12\n\nturns_json\x18\x04 \x01(\t\x12\x15\n\rmetadata_json\x18\x05 \x01(\t2\x82\x02\n\x0c\x41gentRuntime\x12L\n\x08\x43onverse\x12\x1d.omnia.runtime.v1.ClientEvent\x1a\x1d.omnia.runtime.v1.ServerEvent(\x01\x30\x01\x12K\n\x06Health\x12\x1f.omnia.runtime.v1.HealthRequest\x1a .omnia.runtime.v1.HealthResponse\x12W\n\nGetSession\x12#.omnia.runtime.v1.GetSessionRequest\x1a$.omnia.runtime.v1.GetSessionResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eomnia/runtime/v1/runtime.proto\x12\x10omnia.runtime.v1\"\x81\x02\n\x0b\x43lientEvent\x12&\n\x04open\x18\x01 \x01(\x0b\x32\x16.omnia.runtime.v1.OpenH\x00\x12\x30\n\x07message\x18\x02 \x01(\x0b\x32\x1d.omnia.runtime.v1.UserMessageH\x00\x12\x33\n\x0btool_result\x18\x03 \x01(\x0b\x32\x1c.omnia.runtime.v1.ToolResultH\x00\x12.\n\x08\x61pproval\x18\x04 \x01(\x0b\x32\x1a.omnia.runtime.v1.ApprovalH\x00\x12*\n\x06\x63\x61ncel\x18\x05 \x01(\x0b\x32\x18.omnia.runtime.v1.CancelH\x00\x42\x07\n\x05\x65vent\"\xc0\x01\n\x04Open\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x36\n\x08metadata\x18\x02 \x03(\x0b\x32$.omnia.runtime.v1.Open.MetadataEntry\x12\x13\n\x0btraceparent\x18\x03 \x01(\t\x12\x0e\n\x06\x63reate\x18\x04 \x01(\x08\x12\x16\n\x0eprompt_version\x18\x05 \x01(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"A\n\x0bUserMessage\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12\x15\n\rmetadata_json\x18\x03 \x01(\t\"@\n\nToolResult\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12\x10\n\x08is_error\x18\x03 \x01(\x08\"=\n\x08\x41pproval\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x10\n\x08\x61pproved\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x08\n\x06\x43\x61ncel\"\xa4\x02\n\x0bServerEvent\x12*\n\x06opened\x18\x01 \x01(\x0b\x32\x18.omnia.runtime.v1.OpenedH\x00\x12(\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x17.omnia.runtime.v1.ChunkH\x00\x12/\n\ttool_call\x18\x03 \x01(\x0b\x32\x1a.omnia.runtime.v1.ToolCallH\x00\x12\x33\n\x0btool_result\x18\x04 \x01(\x0b\x32\x1c.omnia.runtime.v1.ToolResultH\x00\x12&\n\x04\x64one\x18\x05 \x01(\x0b\x32\x16.omnia.runtime.v1.DoneH\x00\x12(\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x17.omnia.runtime.v1.ErrorH\x00\x42\x07\n\x05\x65vent\"c\n\x06Opened\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05\x61gent\x18\x02 \x01(\t\x12\x16\n\x0eprompt_version\x18\x03 \x01(\t\x12\x0f\n\x07resumed\x18\x04 \x01(\x08\x12\r\n\x05turns\x18\x05 \x01(\r\",\n\x05\x43hunk\x12\x0f\n\x07\x63ontent\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\t\"k\n\x08ToolCall\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x03 \x01(\t\x12\x13\n\x0b\x63lient_side\x18\x04 \x01(\x08\x12\x18\n\x10require_approval\x18\x05 \x01(\x08\"F\n\x05Usage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\r\x12\x15\n\routput_tokens\x18\x02 \x01(\r\x12\x10\n\x08\x63ost_usd\x18\x03 \x01(\x01\"\xc1\x01\n\x04\x44one\x12\x15\n\rfinish_reason\x18\x01 \x01(\t\x12&\n\x05usage\x18\x02 \x01(\x0b\x32\x17.omnia.runtime.v1.Usage\x12\x12\n\nturn_index\x18\x03 \x01(\r\x12\x12\n\nmessage_id\x18\x04 \x01(\t\x12\x10\n\x08provider\x18\x05 \x01(\t\x12\r\n\x05model\x18\x06 \x01(\t\x12\x31\n\x07\x62udgets\x18\x07 \x03(\x0b\x32 .omnia.runtime.v1.BudgetStanding\"\xad\x01\n\x0e\x42udgetStanding\x12\r\n\x05scope\x18\x01 \x01(\t\x12\x0e\n\x06period\x18\x02 \x01(\t\x12\x0e\n\x06tokens\x18\x03 \x01(\x04\x12\x10\n\x08\x63ost_usd\x18\x04 \x01(\x01\x12\x19\n\x0climit_tokens\x18\x05 \x01(\x04H\x00\x88\x01\x01\x12\x1b\n\x0elimit_cost_usd\x18\x06 \x01(\x01H\x01\x88\x01\x01\x42\x0f\n\r_limit_tokensB\x11\n\x0f_limit_cost_usd\"9\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\tretryable\x18\x03 \x01(\x08\"\x0f\n\rHealthRequest\"R\n\x0eHealthResponse\x12\x0f\n\x07serving\x18\x01 \x01(\x08\x12\x10\n\x08store_ok\x18\x02 \x01(\x08\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\x12\r\n\x05\x61gent\x18\x04 \x01(\t\"\x11\n\x0f\x44\x65scribeRequest\"c\n\x0b\x44\x65scription\x12\r\n\x05\x61gent\x18\x01 \x01(\t\x12\x16\n\x0estable_version\x18\x02 \x01(\t\x12\x16\n\x0e\x63\x61nary_version\x18\x03 \x01(\t\x12\x15\n\rcanary_weight\x18\x04 \x01(\r\"\'\n\x11GetSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"z\n\x12GetSessionResponse\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05\x61gent\x18\x02 \x01(\t\x12\x16\n\x0eprompt_version\x18\x03 \x01(\t\x12\x12\n\nturns_json\x18\x04 \x01(\t\x12\x15\n\rmetadata_json\x18\x05 \x01(\t2\xd0\x02\n\x0c\x41gentRuntime\x12L\n\x08\x43onverse\x12\x1d.omnia.runtime.v1.ClientEvent\x1a\x1d.omnia.runtime.v1.ServerEvent(\x01\x30\x01\x12K\n\x06Health\x12\x1f.omnia.runtime.v1.HealthRequest\x1a .omnia.runtime.v1.HealthResponse\x12W\n\nGetSession\x12#.omnia.runtime.v1.GetSessionRequest\x1a$.omnia.runtime.v1.GetSessionResponse\x12L\n\x08\x44\x65scribe\x12!.omnia.runtime.v1.DescribeRequest\x1a\x1d.omnia.runtime.v1.Descriptionb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,41 +36,45 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CLIENTEVENT']._serialized_start=53
   _globals['_CLIENTEVENT']._serialized_end=310
   _globals['_OPEN']._serialized_start=313
-  _globals['_OPEN']._serialized_end=465
-  _globals['_OPEN_METADATAENTRY']._serialized_start=418
-  _globals['_OPEN_METADATAENTRY']._serialized_end=465
-  _globals['_USERMESSAGE']._serialized_start=467
-  _globals['_USERMESSAGE']._serialized_end=532
-  _globals['_TOOLRESULT']._serialized_start=534
-  _globals['_TOOLRESULT']._serialized_end=598
-  _globals['_APPROVAL']._serialized_start=600
-  _globals['_APPROVAL']._serialized_end=661
-  _globals['_CANCEL']._serialized_start=663
-  _globals['_CANCEL']._serialized_end=671
-  _globals['_SERVEREVENT']._serialized_start=674
-  _globals['_SERVEREVENT']._serialized_end=966
-  _globals['_OPENED']._serialized_start=968
-  _globals['_OPENED']._serialized_end=1067
-  _globals['_CHUNK']._serialized_start=1069
-  _globals['_CHUNK']._serialized_end=1113
-  _globals['_TOOLCALL']._serialized_start=1115
-  _globals['_TOOLCALL']._serialized_end=1222
-  _globals['_USAGE']._serialized_start=1224
-  _globals['_USAGE']._serialized_end=1294
-  _globals['_DONE']._serialized_start=1297
-  _globals['_DONE']._serialized_end=1490
-  _globals['_BUDGETSTANDING']._serialized_start=1493
-  _globals['_BUDGETSTANDING']._serialized_end=1666
-  _globals['_ERROR']._serialized_start=1668
-  _globals['_ERROR']._serialized_end=1725
-  _globals['_HEALTHREQUEST']._serialized_start=1727
-  _globals['_HEALTHREQUEST']._serialized_end=1742
-  _globals['_HEALTHRESPONSE']._serialized_start=1744
-  _globals['_HEALTHRESPONSE']._serialized_end=1826
-  _globals['_GETSESSIONREQUEST']._serialized_start=1828
-  _globals['_GETSESSIONREQUEST']._serialized_end=1867
-  _globals['_GETSESSIONRESPONSE']._serialized_start=1869
-  _globals['_GETSESSIONRESPONSE']._serialized_end=1991
-  _globals['_AGENTRUNTIME']._serialized_start=1994
-  _globals['_AGENTRUNTIME']._serialized_end=2252
+  _globals['_OPEN']._serialized_end=505
+  _globals['_OPEN_METADATAENTRY']._serialized_start=458
+  _globals['_OPEN_METADATAENTRY']._serialized_end=505
+  _globals['_USERMESSAGE']._serialized_start=507
+  _globals['_USERMESSAGE']._serialized_end=572
+  _globals['_TOOLRESULT']._serialized_start=574
+  _globals['_TOOLRESULT']._serialized_end=638
+  _globals['_APPROVAL']._serialized_start=640
+  _globals['_APPROVAL']._serialized_end=701
+  _globals['_CANCEL']._serialized_start=703
+  _globals['_CANCEL']._serialized_end=711
+  _globals['_SERVEREVENT']._serialized_start=714
+  _globals['_SERVEREVENT']._serialized_end=1006
+  _globals['_OPENED']._serialized_start=1008
+  _globals['_OPENED']._serialized_end=1107
+  _globals['_CHUNK']._serialized_start=1109
+  _globals['_CHUNK']._serialized_end=1153
+  _globals['_TOOLCALL']._serialized_start=1155
+  _globals['_TOOLCALL']._serialized_end=1262
+  _globals['_USAGE']._serialized_start=1264
+  _globals['_USAGE']._serialized_end=1334
+  _globals['_DONE']._serialized_start=1337
+  _globals['_DONE']._serialized_end=1530
+  _globals['_BUDGETSTANDING']._serialized_start=1533
+  _globals['_BUDGETSTANDING']._serialized_end=1706
+  _globals['_ERROR']._serialized_start=1708
+  _globals['_ERROR']._serialized_end=1765
+  _globals['_HEALTHREQUEST']._serialized_start=1767
+  _globals['_HEALTHREQUEST']._serialized_end=1782
+  _globals['_HEALTHRESPONSE']._serialized_start=1784
+  _globals['_HEALTHRESPONSE']._serialized_end=1866
+  _globals['_DESCRIBEREQUEST']._serialized_start=1868
+  _globals['_DESCRIBEREQUEST']._serialized_end=1885
+  _globals['_DESCRIPTION']._serialized_start=1887
+  _globals['_DESCRIPTION']._serialized_end=1986
+  _globals['_GETSESSIONREQUEST']._serialized_start=1988
+  _globals['_GETSESSIONREQUEST']._serialized_end=2027
+  _globals['_GETSESSIONRESPONSE']._serialized_start=2029
+  _globals['_GETSESSIONRESPONSE']._serialized_end=2151
+  _globals['_AGENTRUNTIME']._serialized_start=2154
+  _globals['_AGENTRUNTIME']._serialized_end=2490
 # @@protoc_insertion_point(module_scope)

@@ -21,7 +21,7 @@ class ClientEvent(_message.Message):
     def __init__(self, open: _Optional[_Union[Open, _Mapping]] = ..., message: _Optional[_Union[UserMessage, _Mapping]] = ..., tool_result: _Optional[_Union[ToolResult, _Mapping]] = ..., approval: _Optional[_Union[Approval, _Mapping]] = ..., cancel: _Optional[_Union[Cancel, _Mapping]] = ...) -> None: ...
 
 class Open(_message.Message):
-    __slots__ = ("session_id", "metadata", "traceparent")
+    __slots__ = ("session_id", "metadata", "traceparent", "create", "prompt_version")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -32,10 +32,14 @@ class Open(_message.Message):
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     TRACEPARENT_FIELD_NUMBER: _ClassVar[int]
+    CREATE_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_VERSION_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     metadata: _containers.ScalarMap[str, str]
     traceparent: str
-    def __init__(self, session_id: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., traceparent: _Optional[str] = ...) -> None: ...
+    create: bool
+    prompt_version: str
+    def __init__(self, session_id: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., traceparent: _Optional[str] = ..., create: _Optional[bool] = ..., prompt_version: _Optional[str] = ...) -> None: ...
 
 class UserMessage(_message.Message):
     __slots__ = ("id", "content", "metadata_json")
@@ -192,6 +196,22 @@ class HealthResponse(_message.Message):
     detail: str
     agent: str
     def __init__(self, serving: _Optional[bool] = ..., store_ok: _Optional[bool] = ..., detail: _Optional[str] = ..., agent: _Optional[str] = ...) -> None: ...
+
+class DescribeRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Description(_message.Message):
+    __slots__ = ("agent", "stable_version", "canary_version", "canary_weight")
+    AGENT_FIELD_NUMBER: _ClassVar[int]
+    STABLE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CANARY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CANARY_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    agent: str
+    stable_version: str
+    canary_version: str
+    canary_weight: int
+    def __init__(self, agent: _Optional[str] = ..., stable_version: _Optional[str] = ..., canary_version: _Optional[str] = ..., canary_weight: _Optional[int] = ...) -> None: ...
 
 class GetSessionRequest(_message.Message):
     __slots__ = ("session_id",)

@@ -49,6 +49,11 @@ class AgentRuntimeStub:
                 request_serializer=omnia_dot_runtime_dot_v1_dot_runtime__pb2.GetSessionRequest.SerializeToString,
                 response_deserializer=omnia_dot_runtime_dot_v1_dot_runtime__pb2.GetSessionResponse.FromString,
                 _registered_method=True)
+        self.Describe = channel.unary_unary(
+                '/omnia.runtime.v1.AgentRuntime/Describe',
+                request_serializer=omnia_dot_runtime_dot_v1_dot_runtime__pb2.DescribeRequest.SerializeToString,
+                response_deserializer=omnia_dot_runtime_dot_v1_dot_runtime__pb2.Description.FromString,
+                _registered_method=True)
 
 
 class AgentRuntimeServicer:
@@ -75,6 +80,15 @@ class AgentRuntimeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Describe(self, request, context):
+        """What the facade needs to answer a new connection by itself: the agent's
+        name and which prompt versions new sessions get. Cheap and side-effect
+        free; the facade caches the answer for a second or so.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentRuntimeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -92,6 +106,11 @@ def add_AgentRuntimeServicer_to_server(servicer, server):
                     servicer.GetSession,
                     request_deserializer=omnia_dot_runtime_dot_v1_dot_runtime__pb2.GetSessionRequest.FromString,
                     response_serializer=omnia_dot_runtime_dot_v1_dot_runtime__pb2.GetSessionResponse.SerializeToString,
+            ),
+            'Describe': grpc.unary_unary_rpc_method_handler(
+                    servicer.Describe,
+                    request_deserializer=omnia_dot_runtime_dot_v1_dot_runtime__pb2.DescribeRequest.FromString,
+                    response_serializer=omnia_dot_runtime_dot_v1_dot_runtime__pb2.Description.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -175,6 +194,33 @@ class AgentRuntime:
             '/omnia.runtime.v1.AgentRuntime/GetSession',
             omnia_dot_runtime_dot_v1_dot_runtime__pb2.GetSessionRequest.SerializeToString,
             omnia_dot_runtime_dot_v1_dot_runtime__pb2.GetSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Describe(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnia.runtime.v1.AgentRuntime/Describe',
+            omnia_dot_runtime_dot_v1_dot_runtime__pb2.DescribeRequest.SerializeToString,
+            omnia_dot_runtime_dot_v1_dot_runtime__pb2.Description.FromString,
             options,
             channel_credentials,
             insecure,
