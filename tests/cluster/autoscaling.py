@@ -27,7 +27,6 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -60,20 +59,6 @@ class AutoscalingError(controlplane.ControlPlaneError):
 
 def missing_binaries(binaries: controlplane.Binaries, names: Sequence[str]) -> list[str]:
     return [name for name in names if not (binaries.path(name).is_file())]
-
-
-def keda_module_dir() -> Path:
-    """KEDA's Go module in the module cache (``go mod download``, through the module proxy if needed)."""
-    downloaded = subprocess.run(
-        ["go", "mod", "download", "-json", f"github.com/kedacore/keda/v2@{KEDA_VERSION}"],
-        # Outside any module, as scripts/fetch-keda-crd does, so that no go.mod or go.sum is touched.
-        capture_output=True, text=True, check=False, cwd=tempfile.gettempdir(),
-        env={**os.environ, "GOFLAGS": "-mod=mod"},
-    )
-    info = json.loads(downloaded.stdout or "{}")
-    if downloaded.returncode != 0 or "Dir" not in info:
-        raise AutoscalingError(f"could not download KEDA's module: {info.get('Error') or downloaded.stderr.strip()}")
-    return Path(info["Dir"])
 
 
 def fetch_keda_crds() -> Path:

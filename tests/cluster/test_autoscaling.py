@@ -5,15 +5,14 @@ kube-controller-manager evaluates the HPAs KEDA creates through KEDA's
 ``external.metrics.k8s.io`` API, and KWOK makes the pods Ready. The metric
 sources are small servers of the test on loopback: a Prometheus HTTP API that
 answers one value and records the queries it was asked, and a KEDA external
-scaler (KEDA's own gRPC protocol, Python stubs generated from the proto in
-KEDA's Go module). metrics-server needs a real kubelet; here it is started
+scaler (KEDA's own gRPC protocol, through the stubs scripts/gen-protos
+generates from the proto in KEDA's Go module). metrics-server needs a real kubelet; here it is started
 against the fake nodes only to check that it is served, with no node to scrape.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 import subprocess
 import sys
@@ -91,22 +90,11 @@ class FakePrometheus:
 
 
 @pytest.fixture(scope="module")
-def externalscaler(tmp_path_factory):
-    """Python modules generated from KEDA's externalscaler.proto (the version KEDA is built from)."""
-    proto = autoscaling.keda_module_dir() / "pkg" / "scalers" / "externalscaler" / "externalscaler.proto"
-    out = tmp_path_factory.mktemp("externalscaler")
-    from grpc_tools import protoc
+def externalscaler():
+    """The Python modules scripts/gen-protos generates from KEDA's externalscaler.proto."""
+    from omnia._proto.externalscaler import externalscaler_pb2, externalscaler_pb2_grpc
 
-    code = protoc.main(["protoc", f"--proto_path={proto.parent}", f"--python_out={out}",
-                        f"--grpc_python_out={out}", str(proto)])
-    assert code == 0, f"protoc failed on {proto}"
-    sys.path.insert(0, str(out))
-    try:
-        yield importlib.import_module("externalscaler_pb2"), importlib.import_module("externalscaler_pb2_grpc")
-    finally:
-        sys.path.remove(str(out))
-        for name in ("externalscaler_pb2", "externalscaler_pb2_grpc"):
-            sys.modules.pop(name, None)
+    return externalscaler_pb2, externalscaler_pb2_grpc
 
 
 class ExternalScaler:
