@@ -16,6 +16,7 @@ from collections.abc import Iterator, Mapping
 
 import pytest
 
+import autoscaling
 import controlplane
 import realnode
 
@@ -59,6 +60,27 @@ def control_plane(
     )
     with plane:
         yield plane
+
+
+@pytest.fixture(scope="module")
+def keda_system(control_plane: controlplane.ControlPlane) -> Iterator[autoscaling.Keda]:
+    """KEDA's operator and metrics API server against the control plane, for one test module.
+
+    Skips (or, in CI, fails) when ``scripts/build-control-plane keda`` has not built them.
+    """
+    missing = autoscaling.missing_binaries(control_plane.binaries, autoscaling.KEDA_BINARIES)
+    if missing:
+        _unavailable(f"KEDA is not built: missing {', '.join(missing)}; run scripts/build-control-plane keda")
+    with autoscaling.Keda(control_plane) as keda:
+        yield keda
+
+
+@pytest.fixture
+def metrics_server_binary(control_plane_binaries: controlplane.Binaries) -> controlplane.Binaries:
+    """Skips (or, in CI, fails) unless ``scripts/build-control-plane metrics-server`` built it."""
+    if autoscaling.missing_binaries(control_plane_binaries, [autoscaling.METRICS_SERVER_BINARY]):
+        _unavailable("metrics-server is not built; run scripts/build-control-plane metrics-server")
+    return control_plane_binaries
 
 
 @pytest.fixture

@@ -53,6 +53,9 @@ POD_CIDR = "10.244.0.0/16"
 
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 
+# The CN of the certificate kube-apiserver's aggregation layer presents.
+FRONT_PROXY_CLIENT = "front-proxy-client"
+
 # The binaries a control plane cannot start without; helm is built too, but
 # only chart tests need it.
 REQUIRED_BINARIES = (
@@ -166,19 +169,23 @@ class _Pki:
         return self._issue(
             file_stem=f"client-{_file_safe(name)}",
             subject=subject,
-            usage=ExtendedKeyUsageOID.CLIENT_AUTH,
+            usages=[ExtendedKeyUsageOID.CLIENT_AUTH],
             alternative_names=None,
         )
 
-    def issue_server(self, *, name: str, dns_names: Sequence[str], ips: Sequence[str]) -> tuple[Path, Path]:
+    def issue_server(
+        self, *, name: str, dns_names: Sequence[str], ips: Sequence[str], client: bool = False
+    ) -> tuple[Path, Path]:
+        """A serving certificate; with ``client`` also good for client authentication (mutual TLS peers)."""
         alternative_names = x509.SubjectAlternativeName(
             [x509.DNSName(dns) for dns in dns_names]
             + [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
         )
+        usages = [ExtendedKeyUsageOID.SERVER_AUTH, *([ExtendedKeyUsageOID.CLIENT_AUTH] if client else [])]
         return self._issue(
             file_stem=f"serving-{name}",
             subject=x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]),
-            usage=ExtendedKeyUsageOID.SERVER_AUTH,
+            usages=usages,
             alternative_names=alternative_names,
         )
 
@@ -201,14 +208,14 @@ class _Pki:
         *,
         file_stem: str,
         subject: x509.Name,
-        usage: x509.ObjectIdentifier,
+        usages: Sequence[x509.ObjectIdentifier],
         alternative_names: x509.SubjectAlternativeName | None,
     ) -> tuple[Path, Path]:
         key = ec.generate_private_key(ec.SECP256R1())
         builder = (
             self._builder(subject=subject, issuer=self.authority.cert.subject, public_key=key.public_key())
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage(list(usages)), critical=False)
         )
         if alternative_names is not None:
             builder = builder.add_extension(alternative_names, critical=False)
@@ -367,6 +374,39 @@ class ControlPlane:
         """Stop the components in reverse start order; safe to call twice."""
         _stop_all(self._processes, self.stop_timeout)
 
+    def start_component(
+        self, name: str, *args: str, binary: str | None = None, env: Mapping[str, str] | None = None
+    ) -> Process:
+        """Start one more process from the built binaries, owned by this control plane.
+
+        It logs to ``WORKDIR/logs/NAME.log``, runs with the control plane's
+        environment plus ``env``, and is stopped by :meth:`stop` (before the
+        components it depends on) unless :meth:`stop_component` stopped it
+        first. Used for KEDA and metrics-server (``autoscaling.py``).
+        """
+        return self._spawn(name, *args, binary=binary, env=env)
+
+    def stop_component(self, process: Process) -> None:
+        """Stop a process started by :meth:`start_component` (SIGTERM, then SIGKILL) and forget it."""
+        process.stop(timeout=self.stop_timeout)
+        if process in self._processes:
+            self._processes.remove(process)
+
+    def issue_serving_certificate(
+        self, name: str, *, dns_names: Sequence[str] = ("localhost",), ips: Sequence[str] = ("127.0.0.1",),
+        client: bool = False,
+    ) -> tuple[Path, Path]:
+        """A certificate and key signed by the test CA (``ca_file``) for a server on loopback.
+
+        With ``client`` the certificate may also authenticate its holder as a
+        TLS client (for peers that use one certificate both ways).
+        """
+        return self._pki.issue_server(name=_file_safe(name), dns_names=dns_names, ips=ips, client=client)
+
+    def wait_until(self, ready: Callable[[], bool], *, process: Process, what: str, timeout: float) -> None:
+        """Poll ``ready`` until it is true; fail with ``process``'s log tail if it exits or time runs out."""
+        self._wait(deadline=time.monotonic() + timeout, process=process, what=what, ready=ready, timeout=timeout)
+
     def pids(self) -> dict[str, int]:
         """Process ids of the running components, by name."""
         return {p.name: p.pid for p in self._processes if p.pid is not None and p.exited() is None}
@@ -499,6 +539,11 @@ class ControlPlane:
             ips=["127.0.0.1", str(next(ipaddress.ip_network(SERVICE_CLUSTER_IP_RANGE).hosts()))],
         )
         self._sa_private, sa_public = self._pki.signing_key("service-accounts")
+        # The aggregation layer's client certificate: kube-apiserver presents
+        # it when it proxies a request to an aggregated API server (KEDA's
+        # metrics API, metrics-server), which trusts the X-Remote-* headers
+        # of that CN only.
+        proxy_cert, proxy_key = self._pki.issue_client(name=FRONT_PROXY_CLIENT, groups=())
         apiserver = self._spawn(
             "kube-apiserver",
             f"--etcd-servers={self.etcd_url}",
@@ -522,6 +567,13 @@ class ControlPlane:
             "--enable-admission-plugins=PodNodeSelector,PodTolerationRestriction",
             "--profiling=false",
             f"--cert-dir={self.workdir / 'kube-apiserver'}",
+            f"--proxy-client-cert-file={proxy_cert}",
+            f"--proxy-client-key-file={proxy_key}",
+            f"--requestheader-client-ca-file={self.ca_file}",
+            f"--requestheader-allowed-names={FRONT_PROXY_CLIENT}",
+            "--requestheader-username-headers=X-Remote-User",
+            "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
         )
         with httpx.Client(verify=self.ssl_context(), timeout=5.0) as client:
             self._wait(
@@ -635,18 +687,22 @@ class ControlPlane:
     def _process(self, name: str) -> Process:
         return next(process for process in self._processes if process.name == name)
 
-    def _spawn(self, name: str, *args: str) -> Process:
+    def _spawn(
+        self, name: str, *args: str, binary: str | None = None, env: Mapping[str, str] | None = None
+    ) -> Process:
         process = Process(
             name=name,
-            args=[str(self.binaries.path(name)), *args],
-            log_file=self._logs / f"{name}.log",
-            env=self._env,
+            args=[str(self.binaries.path(binary or name)), *args],
+            log_file=self._logs / f"{_file_safe(name)}.log",
+            env={**self._env, **(env or {})},
         )
         self._processes.append(process)
         process.start()
         return process
 
-    def _wait(self, *, deadline: float, process: Process, what: str, ready: Callable[[], bool]) -> None:
+    def _wait(
+        self, *, deadline: float, process: Process, what: str, ready: Callable[[], bool], timeout: float | None = None
+    ) -> None:
         while True:
             code = process.exited()
             if code is not None:
@@ -658,7 +714,8 @@ class ControlPlane:
                 return
             if time.monotonic() > deadline:
                 raise ControlPlaneError(
-                    f"{what} not ready after {self.ready_timeout:.0f}s; {process.log_file}:\n{process.log_tail()}"
+                    f"{what} not ready after {timeout or self.ready_timeout:.0f}s; "
+                    f"{process.log_file}:\n{process.log_tail()}"
                 )
             time.sleep(0.2)
 
