@@ -149,6 +149,18 @@ async def test_an_invalid_spec_fails_until_the_next_edit():
     assert [e["reason"] for e in api.events] == ["InvalidSpec"]
 
 
+@pytest.mark.parametrize("name", ["support.agent", "Support", "9lives", "a" * 64])
+async def test_a_name_no_service_can_have_is_an_invalid_spec_and_nothing_is_applied(name):
+    """Why: the agent's Service is named after it; a '.' made every apply of the Service fail, with no status."""
+    cache, api = MemoryCache(), MemoryApi()
+    cache.put(manifests.agent(name))
+    with pytest.raises(kopf.PermanentError):
+        await reconciling.reconcile(Ref("AgentRuntime", NS, name), context(cache, api))
+    ready = next(c for c in api.statuses[("AgentRuntime", NS, name)]["conditions"] if c["type"] == "Ready")
+    assert (ready["reason"], "metadata.name" in ready["message"]) == ("InvalidSpec", True)
+    assert not [call for call in api.calls if call[0] == "apply" and call[1] in ("Service", "Deployment")]
+
+
 async def test_an_autoscaled_deployment_hands_its_replicas_to_the_autoscaler_first():
     """spec.replicas gets a second owner before the operator stops applying it, so it is not reset to 1."""
     cache, api, _ = ready_world(autoscaling={"enabled": True, "minReplicas": 2, "maxReplicas": 5})

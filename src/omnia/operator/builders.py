@@ -404,6 +404,18 @@ def build_agent_objects(
     return AgentObjects(objects=objects, absent=absent)
 
 
+_DNS_LABEL = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")
+
+
+def check_name(name: str) -> None:
+    """An AgentRuntime names its Service, so its name must be one a Service can have (a DNS-1035 label)."""
+    if not _DNS_LABEL.fullmatch(name):
+        raise BuildError(
+            f"metadata.name: {name!r} cannot name the agent's Service; use at most 63 lower-case letters, "
+            "digits and '-', starting with a letter and ending with a letter or digit (no '.')"
+        )
+
+
 def build_service_account(agent: AgentRuntime) -> dict[str, Any]:
     """The pods' own identity, with no token mounted: agents never call the Kubernetes API."""
     return {

@@ -334,12 +334,18 @@ async def reconcile_agent(ref: Ref, ctx: Context) -> float | None:
     deployment = ctx.cache.deployment(ref.namespace, ref.name)
     selector = labels.selector(ref.name)
 
-    if parsed.resource is None:
-        problem = Check.failed(READY, status.INVALID_SPEC, parsed.error or "invalid spec")
+    error = parsed.error if parsed.resource is None else None
+    if error is None:
+        try:
+            builders.check_name(ref.name)
+        except builders.BuildError as exc:
+            error = str(exc)
+    if error is not None or parsed.resource is None:
+        problem = Check.failed(READY, status.INVALID_SPEC, error or "invalid spec")
         await _write_agent_status(parsed, ctx, problem=problem, references=[], invalid=True,
                                   deployment=deployment, config_hash=None, versions=[], endpoint=None,
                                   selector=selector, now=now)
-        raise kopf.PermanentError(f"{ref}: {parsed.error}")
+        raise kopf.PermanentError(f"{ref}: {error}")
     agent: AgentRuntime = parsed.resource
     await _route(agent, deployment, ctx)
     traces = builders.tracing(agent, defaults=ctx.defaults.tracing)
