@@ -18,7 +18,11 @@ share with one called ``support-eu``).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from omnia._proto.omnia.runtime.v1.runtime_pb2 import BudgetStanding
 
 TURN_SECONDS_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
 FIRST_CHUNK_SECONDS_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30)
@@ -126,23 +130,16 @@ class Metrics:
                 self._tool_names.add(name)
         self.tool_calls.labels(name).inc()
 
-    def budget_standing(
-        self,
-        *,
-        scope: str,
-        period: str,
-        tokens: int,
-        cost_usd: float,
-        limit_tokens: int | None,
-        limit_cost_usd: float | None,
-    ) -> None:
-        """Record a budget's totals after a turn (scopes come from the agent's configuration)."""
-        self.budget_spent.labels(scope, period, "tokens").set(tokens)
-        self.budget_spent.labels(scope, period, "costUSD").set(cost_usd)
-        if limit_tokens is not None:
-            self.budget_limit.labels(scope, period, "tokens").set(limit_tokens)
-        if limit_cost_usd is not None:
-            self.budget_limit.labels(scope, period, "costUSD").set(limit_cost_usd)
+    def budget_standings(self, standings: Iterable[BudgetStanding]) -> None:
+        """Record each budget's totals reported with a turn's ``done`` (scopes come from the agent's configuration)."""
+        for standing in standings:
+            scope, period = standing.scope, standing.period
+            self.budget_spent.labels(scope, period, "tokens").set(standing.tokens)
+            self.budget_spent.labels(scope, period, "costUSD").set(standing.cost_usd)
+            if standing.HasField("limit_tokens"):
+                self.budget_limit.labels(scope, period, "tokens").set(standing.limit_tokens)
+            if standing.HasField("limit_cost_usd"):
+                self.budget_limit.labels(scope, period, "costUSD").set(standing.limit_cost_usd)
 
     def connection_opened(self) -> None:
         self.active_connections.inc()

@@ -646,15 +646,7 @@ class _Connection:
                 output_tokens=usage.output_tokens,
                 cost=usage.cost_usd,
             )
-        for standing in done.budgets:
-            self.metrics.budget_standing(
-                scope=standing.scope,
-                period=standing.period,
-                tokens=standing.tokens,
-                cost_usd=standing.cost_usd,
-                limit_tokens=standing.limit_tokens if standing.HasField("limit_tokens") else None,
-                limit_cost_usd=standing.limit_cost_usd if standing.HasField("limit_cost_usd") else None,
-            )
+        self.metrics.budget_standings(done.budgets)
         await self.send(
             frames.done(
                 finish_reason=done.finish_reason,
