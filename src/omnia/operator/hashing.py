@@ -33,7 +33,7 @@ def config_hash(
     images: Sequence[str],
     discovered_tools: str | None = None,
     tracing: Mapping[str, Any] | None = None,
-    held_prompts: Mapping[str, str] | None = None,
+    prompts_held: Mapping[str, str] | None = None,
 ) -> str:
     """Hash of everything an agent pod depends on.
 
@@ -49,13 +49,13 @@ def config_hash(
     template, so any change rolls the pods.
 
     Of the prompts, only the content of the versions the pods hold is
-    covered (``held_prompts``, by default :func:`prompt_versions` of the
+    covered (``prompts_held``, see :func:`held_prompts`; by default :func:`prompt_versions` of the
     config), not which of them is stable, the canary or retained, nor the
     canary's weight: the runtime applies those from its mounted config
     without a restart (``omnia.runtime.routing``).
     """
     rendered = json.loads(config.to_json())
-    rendered["prompts"] = dict(sorted((held_prompts or prompt_versions(config.prompts)).items()))
+    rendered["prompts"] = dict(sorted((prompts_held or prompt_versions(config.prompts)).items()))
     covered: dict[str, Any] = {
         "config": rendered,
         "secrets": dict(sorted(secret_versions.items())),

@@ -383,7 +383,7 @@ async def reconcile_agent(ref: Ref, ctx: Context) -> float | None:
     def hash_with(held: dict[str, str]) -> str:
         return hashing.config_hash(config, secret_versions=versions, images=[images.facade, images.runtime],
                                    discovered_tools=discovered, tracing=traces.to_dict() if traces else None,
-                                   held_prompts=held)
+                                   prompts_held=held)
 
     # A rollout naming only prompt versions the pods hold keeps them (the
     # runtime applies it from the mounted config); anything else the pods

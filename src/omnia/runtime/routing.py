@@ -21,8 +21,6 @@ import asyncio
 import logging
 from pathlib import Path
 
-from pydantic import ValidationError
-
 from omnia.agent import Agent, PromptError
 from omnia.agent.prompts import PromptRenderer, check_sources
 from omnia.config import AgentConfig, PromptRollout
@@ -85,9 +83,13 @@ class ConfigWatcher:
         self._seen = text
         try:
             rollout = routing_change(self.agent.config, AgentConfig.from_json(text))
-        except (ValueError, ValidationError, PromptError) as exc:
-            # ValidationError and PromptError are ValueErrors; NotRouting too.
-            reason = str(exc) if isinstance(exc, (NotRouting, PromptError)) else f"invalid agent configuration: {exc}"
+        except (NotRouting, PromptError) as exc:
+            reason = str(exc)
+        except ValueError as exc:  # not JSON, or not an agent configuration (pydantic's ValidationError)
+            reason = f"invalid agent configuration: {exc}"
+        else:
+            reason = None
+        if reason is not None:
             if reason != self._refused:
                 self._refused = reason
                 log.warning("config file changed; serving as before", extra={"path": str(self.path),
