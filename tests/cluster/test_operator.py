@@ -326,7 +326,7 @@ def _pods(plane, namespace: str, agent: str) -> list[tuple[str, str]]:
                   if not p["metadata"].get("deletionTimestamp"))
 
 
-def test_a_weight_step_and_a_promotion_restart_no_pod(control_plane, namespace, operator):
+def test_a_weight_step_a_promotion_and_a_rollback_restart_no_pod(control_plane, namespace, operator):
     """Only the routing changes: the rendered config does, the pod template and the pods do not."""
     steps = [{"weight": 20, "pause": "1h"}]
     harness.apply(control_plane, [mock_provider(), prompt_pack(rollout={"strategy": "canary", "steps": steps}),
@@ -355,6 +355,7 @@ def test_a_weight_step_and_a_promotion_restart_no_pod(control_plane, namespace, 
     canary([{"weight": 20, "pause": "1s"}, {"weight": 50, "pause": "1s"}])
     wait_for(lambda: (a := ready(control_plane, namespace, "agent"))
              and a["status"]["activePromptVersions"] == ["2.0.0"], timeout=90, what="the promotion")
+    promoted_pods = pods
     config = agent_config(control_plane, namespace, "agent")
     assert (config.prompts.stable.version, config.prompts.canary) == ("2.0.0", None)
     assert [prompt.version for prompt in config.prompts.retained] == ["1.0.0"]
@@ -362,6 +363,21 @@ def test_a_weight_step_and_a_promotion_restart_no_pod(control_plane, namespace, 
     assert _pods(control_plane, namespace, "agent") == pods
     assert ready(control_plane, namespace, "agent")["status"]["configHash"] == \
         template["metadata"]["annotations"]["omnia.altairalabs.ai/config-hash"]
+
+    # New content rolls the pods; setting the version back (a rollback) does not.
+    harness.apply(control_plane, prompt_pack(version="3.0.0", prompt="You are chatty.",
+                                             rollout={"strategy": "canary", "steps": steps}), namespace=namespace)
+    wait_for(lambda: (a := ready(control_plane, namespace, "agent"))
+             and a["status"]["activePromptVersions"] == ["2.0.0", "3.0.0"], timeout=90, what="the second canary")
+    wait_for(lambda: len(_pods(control_plane, namespace, "agent")) == 1, timeout=90, what="the old pod gone")
+    template = get(control_plane, "deployment/agent", namespace)["spec"]["template"]
+    pods = _pods(control_plane, namespace, "agent")
+    assert [name for name, _ in pods] != [name for name, _ in promoted_pods]
+    canary(steps)
+    wait_for(lambda: agent_config(control_plane, namespace, "agent").prompts.canary is None,
+             timeout=90, what="the rollback in the agent's config")
+    assert get(control_plane, "deployment/agent", namespace)["spec"]["template"] == template
+    assert _pods(control_plane, namespace, "agent") == pods
 
 
 async def _new_sessions(config: AgentConfig, count: int) -> Counter:
