@@ -107,3 +107,20 @@ async def test_a_rollback_keeps_the_pods_and_a_new_version_rolls_them():
     assert rolled["metadata"]["annotations"][labels.CONFIG_HASH] != template["metadata"]["annotations"][labels.CONFIG_HASH]
     # New pods hold exactly what the rollout names, not the rolled-back candidate.
     assert sorted(json.loads(rolled["metadata"]["annotations"][labels.PROMPT_VERSIONS])) == ["1.0.0", "3.0.0"]
+
+
+async def test_a_pod_template_without_a_readable_prompt_versions_annotation_gets_the_versions_named():
+    """From before the annotation existed, or edited by hand: the operator cannot know what the pods hold."""
+    cache, api, pack = world()
+    rollout_state(cache, pack, stable=V1, canary=V2, weight=20)
+    template, _ = await reconcile(cache, api)
+    body = copy.deepcopy(api.store[("Deployment", NS, "agent")])
+    body["spec"]["template"]["metadata"]["annotations"][labels.PROMPT_VERSIONS] = "not json"
+    cache.deployments[(NS, "agent")] = DeploymentSummary.from_body(body)
+    assert cache.deployments[(NS, "agent")].prompt_versions is None
+
+    rollout_state(cache, pack, stable=V1)
+    await reconciling.reconcile(AGENT, context(cache, api))
+    rolled = api.store[("Deployment", NS, "agent")]["spec"]["template"]["metadata"]["annotations"]
+    assert json.loads(rolled[labels.PROMPT_VERSIONS]) == hashing.prompt_versions(PromptRollout(stable=V1))
+    assert rolled[labels.CONFIG_HASH] != template["metadata"]["annotations"][labels.CONFIG_HASH]
