@@ -32,9 +32,9 @@ AGENT = f"{GROUP}/agent"
 PROMPT_PACK = f"{GROUP}/prompt-pack"
 
 CONFIG_HASH = f"{GROUP}/config-hash"
-PROMPT_VERSIONS = f"{GROUP}/prompt-versions"
-"""On the pod template: the prompt versions the pods hold, version to content digest (JSON)."""
 """Pod template annotation: changes whenever anything a pod depends on changes."""
+PROMPT_VERSIONS = f"{GROUP}/prompt-versions"
+"""Pod template annotation: the prompt versions the pods hold, version to content digest (JSON)."""
 
 PROMPT_VERSION = f"{GROUP}/prompt-version"
 CONTENT_HASH = f"{GROUP}/content-hash"

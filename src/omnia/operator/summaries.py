@@ -10,7 +10,6 @@ memory), and Deployments to their rollout counters.
 from __future__ import annotations
 
 import json
-
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
