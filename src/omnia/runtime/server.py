@@ -8,7 +8,8 @@ conversations, so a runtime whose loop is wedged stops answering its probe
 and is restarted. They say nothing of the session store or the provider: an
 outage of those must not restart every pod, and the facade's ``/readyz``
 reports them. ``SERVING`` from start-up until the drain starts, then
-``NOT_SERVING``.
+``NOT_SERVING``. Started from a config file, the runtime follows a change of
+its prompt rollout in that file without a restart (``omnia.runtime.routing``).
 """
 
 from __future__ import annotations
