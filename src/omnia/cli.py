@@ -315,7 +315,8 @@ def runtime(
         agent_config = _load_config(config)
         _configure_logs(component="runtime")
         _configure_tracing(service_name="omnia-runtime")
-        asyncio.run(server.serve(agent_config, address=listen, health_address=health or None))
+        asyncio.run(server.serve(agent_config, address=listen, health_address=health or None,
+                                 config_path=config))
     except StartupError as exc:
         raise _cannot_start(str(exc), termination_log) from None
 

@@ -319,6 +319,67 @@ def test_canary_at_20_percent_gives_about_20_percent_of_new_sessions_then_is_pro
     assert "Promoted" in [e["reason"] for e in events(control_plane, namespace, "prompts")]
 
 
+def _pods(plane, namespace: str, agent: str) -> list[tuple[str, str]]:
+    selector = f"app.kubernetes.io/name=omnia-agent,app.kubernetes.io/instance={agent}"
+    items = harness.kubectl_json(plane, "get", "pods", f"--namespace={namespace}", f"--selector={selector}")["items"]
+    return sorted((p["metadata"]["name"], p["metadata"]["uid"]) for p in items
+                  if not p["metadata"].get("deletionTimestamp"))
+
+
+def test_a_weight_step_a_promotion_and_a_rollback_restart_no_pod(control_plane, namespace, operator):
+    """Only the routing changes: the rendered config does, the pod template and the pods do not."""
+    steps = [{"weight": 20, "pause": "1h"}]
+    harness.apply(control_plane, [mock_provider(), prompt_pack(rollout={"strategy": "canary", "steps": steps}),
+                                  mock_agent("agent")], namespace=namespace)
+    wait_ready(control_plane, namespace, "agent")
+
+    def canary(weight_steps: list[dict], version: str = "2.0.0") -> None:
+        harness.apply(control_plane, prompt_pack(version=version, prompt="You are terse.",
+                                                 rollout={"strategy": "canary", "steps": weight_steps}),
+                      namespace=namespace)
+
+    canary(steps)
+    wait_for(lambda: (a := ready(control_plane, namespace, "agent"))
+             and a["status"]["activePromptVersions"] == ["1.0.0", "2.0.0"], timeout=90, what="the canary")
+    wait_for(lambda: len(_pods(control_plane, namespace, "agent")) == 1, timeout=90, what="the old pod gone")
+    template = get(control_plane, "deployment/agent", namespace)["spec"]["template"]
+    pods = _pods(control_plane, namespace, "agent")
+    assert agent_config(control_plane, namespace, "agent").prompts.canary_weight == 20
+
+    canary([{"weight": 20, "pause": "1s"}, {"weight": 50, "pause": "1h"}])
+    wait_for(lambda: agent_config(control_plane, namespace, "agent").prompts.canary_weight == 50,
+             timeout=90, what="the weight step in the agent's config")
+    assert get(control_plane, "deployment/agent", namespace)["spec"]["template"] == template
+    assert _pods(control_plane, namespace, "agent") == pods
+
+    canary([{"weight": 20, "pause": "1s"}, {"weight": 50, "pause": "1s"}])
+    wait_for(lambda: (a := ready(control_plane, namespace, "agent"))
+             and a["status"]["activePromptVersions"] == ["2.0.0"], timeout=90, what="the promotion")
+    promoted_pods = pods
+    config = agent_config(control_plane, namespace, "agent")
+    assert (config.prompts.stable.version, config.prompts.canary) == ("2.0.0", None)
+    assert [prompt.version for prompt in config.prompts.retained] == ["1.0.0"]
+    assert get(control_plane, "deployment/agent", namespace)["spec"]["template"] == template
+    assert _pods(control_plane, namespace, "agent") == pods
+    assert ready(control_plane, namespace, "agent")["status"]["configHash"] == \
+        template["metadata"]["annotations"]["omnia.altairalabs.ai/config-hash"]
+
+    # New content rolls the pods; setting the version back (a rollback) does not.
+    harness.apply(control_plane, prompt_pack(version="3.0.0", prompt="You are chatty.",
+                                             rollout={"strategy": "canary", "steps": steps}), namespace=namespace)
+    wait_for(lambda: (a := ready(control_plane, namespace, "agent"))
+             and a["status"]["activePromptVersions"] == ["2.0.0", "3.0.0"], timeout=90, what="the second canary")
+    wait_for(lambda: len(_pods(control_plane, namespace, "agent")) == 1, timeout=90, what="the old pod gone")
+    template = get(control_plane, "deployment/agent", namespace)["spec"]["template"]
+    pods = _pods(control_plane, namespace, "agent")
+    assert [name for name, _ in pods] != [name for name, _ in promoted_pods]
+    canary(steps)
+    wait_for(lambda: agent_config(control_plane, namespace, "agent").prompts.canary is None,
+             timeout=90, what="the rollback in the agent's config")
+    assert get(control_plane, "deployment/agent", namespace)["spec"]["template"] == template
+    assert _pods(control_plane, namespace, "agent") == pods
+
+
 async def _new_sessions(config: AgentConfig, count: int) -> Counter:
     agent = Agent(config=config, provider=create_provider(config.provider, env={}), store=MemoryStore())
     versions = Counter()

@@ -363,6 +363,7 @@ def build_agent_objects(
     registry: ToolRegistry | None,
     defaults: Defaults,
     replicas: int | None,
+    prompt_versions: Mapping[str, str] | None = None,
 ) -> AgentObjects:
     """All objects the agent owns, in apply order (the ConfigMap before the pods that mount it).
 
@@ -381,6 +382,7 @@ def build_agent_objects(
             images=pod_images(agent, default=defaults.image),
             defaults=defaults,
             replicas=replicas,
+            prompt_versions=prompt_versions,
         ),
     ]
     absent = []
@@ -480,12 +482,15 @@ def build_deployment(
     images: PodImages,
     defaults: Defaults,
     replicas: int | None,
+    prompt_versions: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The agent's pods: facade and runtime containers sharing the rendered config.
 
     ``replicas`` None leaves the field to the autoscaler (see
     :func:`desired_replicas`). The config hash on the pod template is what
-    rolls the pods when anything they depend on changes.
+    rolls the pods when anything they depend on changes; ``prompt_versions``
+    (``hashing.held_prompts``) records the prompt versions those pods hold,
+    so that a later rollout naming only those keeps them.
     """
     name = agent.metadata.name
     port = agent.spec.facade.port
@@ -570,7 +575,9 @@ def build_deployment(
                     "prometheus.io/scrape": "true",
                     "prometheus.io/port": str(port),
                     "prometheus.io/path": "/metrics",
-                },
+                } | ({labels.PROMPT_VERSIONS: json.dumps(dict(sorted(prompt_versions.items())),
+                                                         separators=(",", ":"))}
+                     if prompt_versions is not None else {}),
             },
             "spec": {
                 "serviceAccountName": name,

@@ -12,7 +12,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from omnia.config import AgentConfig, ClientInputsConfig, PromptConfig
+from omnia.config import AgentConfig, ClientInputsConfig, PromptConfig, PromptRollout
 
 HASH_LENGTH = 16
 
@@ -33,6 +33,7 @@ def config_hash(
     images: Sequence[str],
     discovered_tools: str | None = None,
     tracing: Mapping[str, Any] | None = None,
+    prompts_held: Mapping[str, str] | None = None,
 ) -> str:
     """Hash of everything an agent pod depends on.
 
@@ -46,9 +47,17 @@ def config_hash(
     and the images by name; ``tracing``, the collector, headers reference and
     sampling the pods' OpenTelemetry variables are made of. Any change gives a new hash, the hash is on the pod
     template, so any change rolls the pods.
+
+    Of the prompts, only the content of the versions the pods hold is
+    covered (``prompts_held``, see :func:`held_prompts`; by default :func:`prompt_versions` of the
+    config), not which of them is stable, the canary or retained, nor the
+    canary's weight: the runtime applies those from its mounted config
+    without a restart (``omnia.runtime.routing``).
     """
+    rendered = json.loads(config.to_json())
+    rendered["prompts"] = dict(sorted((prompts_held or prompt_versions(config.prompts)).items()))
     covered: dict[str, Any] = {
-        "config": json.loads(config.to_json()),
+        "config": rendered,
         "secrets": dict(sorted(secret_versions.items())),
         "images": list(images),
     }
@@ -59,6 +68,24 @@ def config_hash(
         # Likewise only with traces, so that agents without keep their hash.
         covered["tracing"] = dict(tracing)
     return digest(covered)
+
+
+def prompt_versions(rollout: PromptRollout) -> dict[str, str]:
+    """Each version the rollout names (stable, canary, retained), with the digest of its whole content."""
+    prompts = (rollout.stable, rollout.canary, *rollout.retained)
+    return {p.version: digest(p.model_dump(mode="json", by_alias=True)) for p in prompts if p is not None}
+
+
+def held_prompts(desired: Mapping[str, str], running: Mapping[str, str] | None) -> dict[str, str]:
+    """The prompt versions the pods must hold: ``running``'s when they include ``desired``.
+
+    A rollout that names only versions the pods already hold (a weight
+    step, a promotion, a rollback) changes nothing the pods must hold, so
+    it keeps their hash; a new version or new content means new pods.
+    """
+    if running is not None and all(running.get(v) == h for v, h in desired.items()):
+        return dict(running)
+    return dict(desired)
 
 
 def content_hash(prompt: PromptConfig) -> str:

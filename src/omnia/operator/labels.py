@@ -33,6 +33,8 @@ PROMPT_PACK = f"{GROUP}/prompt-pack"
 
 CONFIG_HASH = f"{GROUP}/config-hash"
 """Pod template annotation: changes whenever anything a pod depends on changes."""
+PROMPT_VERSIONS = f"{GROUP}/prompt-versions"
+"""Pod template annotation: the prompt versions the pods hold, version to content digest (JSON)."""
 
 PROMPT_VERSION = f"{GROUP}/prompt-version"
 CONTENT_HASH = f"{GROUP}/content-hash"

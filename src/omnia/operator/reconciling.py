@@ -379,8 +379,21 @@ async def reconcile_agent(ref: Ref, ctx: Context) -> float | None:
             resolution.store, _source_version(resolution.store, ctx))
     images = builders.pod_images(agent, default=ctx.defaults.image)
     discovered = toolregistries.tools_digest(resolution.registry.status) if resolution.registry else None
-    config_hash = hashing.config_hash(config, secret_versions=versions, images=[images.facade, images.runtime],
-                                      discovered_tools=discovered, tracing=traces.to_dict() if traces else None)
+
+    def hash_with(held: dict[str, str]) -> str:
+        return hashing.config_hash(config, secret_versions=versions, images=[images.facade, images.runtime],
+                                   discovered_tools=discovered, tracing=traces.to_dict() if traces else None,
+                                   prompts_held=held)
+
+    # A rollout naming only prompt versions the pods hold keeps them (the
+    # runtime applies it from the mounted config); anything else the pods
+    # depend on changing rolls them with exactly the versions named.
+    held = desired_prompts = hashing.prompt_versions(config.prompts)
+    if deployment is not None and deployment.prompt_versions is not None:
+        kept = hashing.held_prompts(desired_prompts, deployment.prompt_versions)
+        if kept != desired_prompts and hash_with(kept) == deployment.config_hash:
+            held = kept
+    config_hash = hash_with(held)
     prompt_versions = [config.prompts.stable.version] + ([config.prompts.canary.version] if config.prompts.canary else [])
     try:
         desired = builders.build_agent_objects(
@@ -391,6 +404,7 @@ async def reconcile_agent(ref: Ref, ctx: Context) -> float | None:
             registry=resolution.registry,
             defaults=ctx.defaults,
             replicas=builders.desired_replicas(agent, deployment_exists=deployment is not None),
+            prompt_versions=held,
         )
     except builders.BuildError as exc:
         problem = Check.failed(READY, status.INVALID_SPEC, str(exc))

@@ -106,6 +106,7 @@ def _agent_objects(agent: AgentRuntime, manifests: Manifests, prompts: dict, *, 
             registry=registry,
             defaults=defaults,
             replicas=builders.desired_replicas(agent, deployment_exists=False),
+            prompt_versions=hashing.prompt_versions(config.prompts),
         ).objects
     except builders.BuildError as exc:
         raise ManifestLoadError(f"{where}: {exc}") from None

@@ -9,6 +9,7 @@ memory), and Deployments to their rollout counters.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -141,6 +142,8 @@ class DeploymentSummary:
     replicas_applied_by_operator: bool
     """Whether the operator's field manager owns ``spec.replicas`` (see labels.SCALE_FIELD_MANAGER)."""
     conditions: Mapping[str, DeploymentCondition] = field(default_factory=dict)
+    prompt_versions: Mapping[str, str] | None = None
+    """The prompt versions the pod template holds (``labels.PROMPT_VERSIONS``); None when unknown."""
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> DeploymentSummary:
@@ -164,7 +167,21 @@ class DeploymentSummary:
                 )
                 for c in status.get("conditions") or []
             },
+            prompt_versions=_prompt_versions((template.get("annotations") or {}).get(labels.PROMPT_VERSIONS)),
         )
+
+
+def _prompt_versions(annotation: str | None) -> dict[str, str] | None:
+    """The annotation's version-to-digest map; None when absent or not one (it is then rewritten)."""
+    if not annotation:
+        return None
+    try:
+        value = json.loads(annotation)
+    except ValueError:
+        return None
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        return None
+    return value
 
 
 def _owns_replicas(managed_fields: list[Mapping[str, Any]]) -> bool:

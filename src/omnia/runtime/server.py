@@ -8,7 +8,8 @@ conversations, so a runtime whose loop is wedged stops answering its probe
 and is restarted. They say nothing of the session store or the provider: an
 outage of those must not restart every pod, and the facade's ``/readyz``
 reports them. ``SERVING`` from start-up until the drain starts, then
-``NOT_SERVING``.
+``NOT_SERVING``. Started from a config file, the runtime follows a change of
+its prompt rollout in that file without a restart (``omnia.runtime.routing``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import signal
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -30,6 +32,7 @@ from omnia import budgets
 from omnia.agent import Agent
 from omnia.config import AgentConfig
 from omnia.providers import ProviderError, create_provider
+from omnia.runtime.routing import ConfigWatcher
 from omnia.runtime.service import AgentRuntimeService
 from omnia.sessions import create_store
 from omnia.termination import StartupError
@@ -134,6 +137,8 @@ class Running:
     health: health.aio.HealthServicer | None = None
     health_server: grpc.aio.Server | None = None
     health_port: int | None = None
+    watcher: asyncio.Task | None = None
+    """Follows the config file's prompt rollout (``omnia.runtime.routing``), when launched with its path."""
 
     async def stop(self, *, grace: float) -> None:
         """Drain, then stop serving and close the agent's connections.
@@ -144,6 +149,9 @@ class Running:
         """
         if self.health is not None:
             await self.health.enter_graceful_shutdown()
+        if self.watcher is not None:
+            self.watcher.cancel()
+            await asyncio.gather(self.watcher, return_exceptions=True)
         await self.service.drain(grace=grace)
         await self.server.stop(grace=1.0)
         if self.health_server is not None:
@@ -156,7 +164,12 @@ class Running:
 
 
 async def launch(
-    config: AgentConfig, *, address: str, health_address: str | None = None, env: Mapping[str, str] | None = None
+    config: AgentConfig,
+    *,
+    address: str,
+    health_address: str | None = None,
+    env: Mapping[str, str] | None = None,
+    config_path: Path | None = None,
 ) -> Running:
     """Build the agent and start serving it on ``address``, and health on ``health_address`` if given.
 
@@ -164,7 +177,8 @@ async def launch(
     tools before the first conversation; one that is down does not stop the
     runtime, its tools join when it answers. Raises ``StartupError`` when
     the configuration or the environment cannot run the agent, or an address
-    cannot be listened on.
+    cannot be listened on. With ``config_path`` (the file ``config`` was
+    read from), a change of its prompt rollout is applied while serving.
     """
     env = os.environ if env is None else env
     try:
@@ -186,6 +200,8 @@ async def launch(
             await server.stop(grace=None)
         await toolbox.aclose()
         raise StartupError(str(exc)) from None
+    if config_path is not None:
+        running.watcher = asyncio.create_task(ConfigWatcher(agent, config_path).run())
     return running
 
 
@@ -204,10 +220,16 @@ async def _prepare(agent: Agent) -> None:
 
 
 async def serve(
-    config: AgentConfig, *, address: str, health_address: str | None = None, env: Mapping[str, str] | None = None
+    config: AgentConfig,
+    *,
+    address: str,
+    health_address: str | None = None,
+    env: Mapping[str, str] | None = None,
+    config_path: Path | None = None,
 ) -> None:
     """Run the runtime (see :func:`launch`) until SIGTERM or SIGINT, then drain and stop."""
-    running = await launch(config, address=address, health_address=health_address, env=env)
+    running = await launch(config, address=address, health_address=health_address, env=env,
+                           config_path=config_path)
     log.info("runtime serving", extra={"address": address, "port": running.port, "agent": config.name,
                                        "health_port": running.health_port})
     stopping = asyncio.Event()
