@@ -85,6 +85,9 @@ def test_in_a_terminal_a_turn_is_one_readable_line(restore_root_logger):
 def test_json_lines_carry_no_terminal_colour_codes(restore_root_logger):
     """uvicorn attaches a coloured copy of some messages; a JSON line keeps neither it nor any escape."""
     pipe = io.StringIO()
+    # As uvicorn leaves its loggers after a server ran in this process with its own logging set-up.
+    logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
+    logging.getLogger("uvicorn").propagate = False
     logs.configure(level="info", component="facade", stream=pipe, env={})
     logging.getLogger("uvicorn.error").info(
         "Started server process [%d]", 42, extra={"color_message": "Started server process [\x1b[36m%d\x1b[0m]"}

@@ -86,15 +86,16 @@ def configure(
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # Every record goes through the root's handler: undo what a library's own
-    # logging set-up did (uvicorn's handlers and propagate=False, a
-    # dictConfig that disabled existing loggers).
+    # Every record goes through the root's handler at the root's level: undo
+    # what a library's own logging set-up did (uvicorn's handlers, levels and
+    # propagate=False; a dictConfig that disabled existing loggers).
     for name, logger in list(logging.root.manager.loggerDict.items()):
         if isinstance(logger, logging.Logger):
             logger.disabled = False
             if name.split(".")[0] in _OWN_HANDLERS:
                 logger.handlers.clear()
                 logger.propagate = True
+                logger.setLevel(logging.NOTSET)
 
 
 def _add_component(component: str):
