@@ -28,9 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
-from collections.abc import Mapping
 
 import grpc
 from starlette.datastructures import Headers, QueryParams
@@ -40,14 +38,19 @@ from omnia._proto.omnia.runtime.v1 import runtime_pb2 as pb
 from omnia.config import PROTOCOL_VERSION, FacadeConfig
 from omnia.facade import auth
 from omnia.facade.metrics import Metrics
-from omnia.facade.runtime_client import UNAVAILABLE_CODES, RuntimeClient, RuntimeUnavailable
+from omnia.facade.runtime_client import (
+    UNAVAILABLE_CODES,
+    RuntimeClient,
+    RuntimeUnavailable,
+    client_traceparent,
+    session_metadata,
+)
 from omnia.protocol import frames, sessions
 from omnia.protocol.errors import CloseCode, ErrorCode, ProtocolError
 from omnia.protocol.limits import TokenBucket
 
 logger = logging.getLogger(__name__)
 
-_TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 _KNOWN_CODES = frozenset(code.value for code in ErrorCode)
 _WRITE_ERRORS = (grpc.RpcError, asyncio.InvalidStateError)
 
@@ -274,12 +277,10 @@ class _Connection:
             await self.fail(ErrorCode.INVALID_MESSAGE, "session_id is too long")
             await self.close(CloseCode.POLICY_VIOLATION)
             return False
-        traceparent = headers.get("traceparent", "")
-        if not _TRACEPARENT.fullmatch(traceparent):
-            traceparent = ""
+        traceparent = client_traceparent(headers)
         request = pb.Open(
             session_id=session_id,
-            metadata=_session_metadata(principal, headers),
+            metadata=session_metadata(principal, headers),
             traceparent=traceparent,
         )
         if session_id:
@@ -741,10 +742,3 @@ class _Connection:
             self.turn_timer.cancel()
             self.turn_timer = None
 
-
-def _session_metadata(principal: auth.Principal, headers: Mapping[str, str]) -> dict[str, str]:
-    metadata = {"auth_method": principal.method, "auth_subject": principal.subject}
-    user_agent = headers.get("user-agent")
-    if user_agent:
-        metadata["user_agent"] = user_agent[:256]
-    return metadata

@@ -13,9 +13,13 @@ deadline, and a restarted one is picked up by the very next call.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
+
 import grpc
 
 from omnia._proto.omnia.runtime.v1 import runtime_pb2, runtime_pb2_grpc
+from omnia.facade import auth
 
 CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
     # Localhost: reconnect quickly rather than backing off for minutes.
@@ -35,6 +39,24 @@ UNAVAILABLE_CODES = frozenset(
         grpc.StatusCode.RESOURCE_EXHAUSTED,
     }
 )
+
+
+_TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
+
+
+def session_metadata(principal: auth.Principal, headers: Mapping[str, str]) -> dict[str, str]:
+    """What a conversation's ``Open`` tells the runtime about its client, whatever the protocol."""
+    metadata = {"auth_method": principal.method, "auth_subject": principal.subject}
+    user_agent = headers.get("user-agent")
+    if user_agent:
+        metadata["user_agent"] = user_agent[:256]
+    return metadata
+
+
+def client_traceparent(headers: Mapping[str, str]) -> str:
+    """The client's W3C ``traceparent`` header when well formed, else empty (a new trace)."""
+    traceparent = headers.get("traceparent", "")
+    return traceparent if _TRACEPARENT.fullmatch(traceparent) else ""
 
 
 class RuntimeUnavailable(Exception):

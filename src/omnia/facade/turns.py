@@ -40,8 +40,7 @@ from omnia._proto.omnia.runtime.v1 import runtime_pb2 as pb
 from omnia.config import FacadeConfig
 from omnia.facade import auth
 from omnia.facade.metrics import Metrics
-from omnia.facade.relaying import _TRACEPARENT, _session_metadata
-from omnia.facade.runtime_client import UNAVAILABLE_CODES, RuntimeClient
+from omnia.facade.runtime_client import UNAVAILABLE_CODES, RuntimeClient, client_traceparent, session_metadata
 from omnia.protocol import frames, limits
 from omnia.protocol.errors import RETRYABLE, ErrorCode
 from omnia.protocol.limits import TokenBucket
@@ -207,9 +206,7 @@ class Turns:
         if self.open_conversations >= self.config.max_connections:
             self.metrics.connections.labels("rejected_capacity").inc()
             self.refuse(ErrorCode.CAPACITY_EXCEEDED, "this replica is at its connection limit; retry shortly")
-        traceparent = headers.get("traceparent", "")
-        if not _TRACEPARENT.fullmatch(traceparent):
-            traceparent = ""
+        traceparent = client_traceparent(headers)
         call = self.runtime.converse(traceparent=traceparent or None)
         conversation = Conversation(self, call)
         self.open_conversations += 1
@@ -218,7 +215,7 @@ class Turns:
             await conversation._open(
                 pb.Open(
                     session_id=session_id,
-                    metadata=_session_metadata(principal, headers),
+                    metadata=session_metadata(principal, headers),
                     traceparent=traceparent,
                 )
             )
