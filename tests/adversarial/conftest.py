@@ -42,7 +42,10 @@ def hostile_config() -> AgentConfig:
 @pytest.fixture(scope="module")
 def agent(tmp_path_factory):
     """One facade and one runtime for a module's attacks; each test checks they survived."""
-    processes = AgentProcesses(hostile_config(), tmp_path_factory.mktemp("agent"))
+    # Info lines: some attacks wait for the facade to say it gave up on a client.
+    processes = AgentProcesses(
+        hostile_config(), tmp_path_factory.mktemp("agent"), env={"OMNIA_LOG_LEVEL": "info"}
+    )
     try:
         yield processes.start()
     finally:

@@ -16,6 +16,7 @@ import pytest
 from websockets.frames import Opcode
 from websockets.sync.client import connect
 
+from ..e2e.processes import wait_until
 from .conftest import FACADE, assert_serves_a_turn
 from .hostile import TINY_RECEIVE_BUFFER, RawWebSocket, client_frame, peak_rss, rss_kib
 
@@ -26,6 +27,9 @@ POLICY_VIOLATION = 1008
 # Long enough for the facade to give up on the client (it closes 1008), short
 # enough that the client reads the close frame before it would be dropped.
 ATTACK_SECONDS = FACADE.send_timeout_seconds + 0.5
+# What the facade logs when it closes a connection that took nothing for its
+# send timeout.
+STALL_LINE = "closing a WebSocket: nothing sent for"
 
 
 def _attack(
@@ -39,10 +43,20 @@ def _attack(
     pids = (agent.facade.pid, agent.runtime.pid)
     if baseline is None:
         baseline = {pid: rss_kib(pid) for pid in pids}
+    stalls = agent.log("facade").count(STALL_LINE)
     ws = RawWebSocket.connect(agent.port, receive_buffer=TINY_RECEIVE_BUFFER)
     try:
         with peak_rss(*pids) as rss:
             flood(ws)
+            # Still not reading: the facade gives up on its own clock. Reading
+            # before it has would let it go on answering the backlog the flood
+            # left in the kernel's buffers, for as long as that backlog lasts
+            # on a loaded machine.
+            wait_until(
+                lambda: agent.log("facade").count(STALL_LINE) > stalls,
+                timeout=60,
+                what="the facade to close the connection that does not read",
+            )
             code = ws.close_code(timeout=FACADE.send_timeout_seconds + 10)
     finally:
         ws.close()
