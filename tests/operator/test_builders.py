@@ -469,6 +469,24 @@ def test_with_the_activator_active_connections_is_one_external_push_trigger():
     assert all(isinstance(value, str) for value in pushed["metadata"].values())  # KEDA's metadata is strings
 
 
+@pytest.mark.parametrize(("after", "cooldown"), [
+    pytest.param("30s", 30, id="seconds"),
+    pytest.param("1h30m", 5400, id="compound"),
+    pytest.param("1500ms", 2, id="rounded-up"),
+])
+def test_scale_to_zero_after_is_kedas_cooldown_period_in_whole_seconds(after, cooldown):
+    """KEDA counts the delay before scaling to zero in seconds; a fraction rounds up, never down to none."""
+    agent = model(manifests.agent(autoscaling={"enabled": True, "engine": "keda", "minReplicas": 0,
+                                               "maxReplicas": 5, "scaleToZeroAfter": after,
+                                               "metrics": [CONNECTIONS]}))
+    assert builders.build_scaled_object(agent, activator=ACTIVATOR)["spec"]["cooldownPeriod"] == cooldown
+
+
+def test_without_scale_to_zero_after_keda_keeps_its_default_cooldown():
+    scaled = builders.build_scaled_object(keda_agent(CONNECTIONS), activator=ACTIVATOR)
+    assert "cooldownPeriod" not in scaled["spec"]
+
+
 def test_with_the_activator_and_a_prometheus_other_custom_metrics_go_to_prometheus():
     agent = keda_agent(CONNECTIONS, {"type": "custom", "name": "queue_depth", "target": 5})
     scaled = builders.build_scaled_object(agent, activator=ACTIVATOR, prometheus_url="http://prometheus:9090")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import ipaddress
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from omnia.api.v1alpha1 import (
     ResourceRequirements,
     ScalingMetric,
     ToolRegistry,
+    parse_duration,
 )
 from omnia.api.v1alpha1.common import Resource, SecretKeySelector
 from omnia.config import AgentConfig, PromptConfig
@@ -736,17 +738,16 @@ def build_scaled_object(
                 f"{ACTIVE_CONNECTIONS} from the activator (--activator-service) or one from Prometheus "
                 "(--prometheus-url); cpu and memory cannot wake a Deployment that has no pods"
             )
-    return {
-        "apiVersion": "keda.sh/v1alpha1",
-        "kind": "ScaledObject",
-        "metadata": _metadata(agent, name),
-        "spec": {
-            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
-            "minReplicaCount": autoscaling.min_replicas,
-            "maxReplicaCount": autoscaling.max_replicas,
-            "triggers": triggers,
-        },
+    spec: dict[str, Any] = {
+        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+        "minReplicaCount": autoscaling.min_replicas,
+        "maxReplicaCount": autoscaling.max_replicas,
+        "triggers": triggers,
     }
+    if autoscaling.scale_to_zero_after is not None:
+        # KEDA counts whole seconds; rounding up keeps a sub-second delay from becoming none.
+        spec["cooldownPeriod"] = math.ceil(parse_duration(autoscaling.scale_to_zero_after).total_seconds())
+    return {"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "metadata": _metadata(agent, name), "spec": spec}
 
 
 def prometheus_query(metric: str, *, namespace: str, agent: str) -> str:

@@ -253,6 +253,11 @@ class AutoscalingSpec(ApiModel):
             message="minReplicas 0 (scale to zero) needs engine keda",
             check=lambda autoscaling: autoscaling.min_replicas > 0 or autoscaling.engine == "keda",
         ),
+        Rule(
+            cel="!has(self.scaleToZeroAfter) || self.minReplicas == 0",
+            message="scaleToZeroAfter needs minReplicas 0",
+            check=lambda autoscaling: autoscaling.scale_to_zero_after is None or autoscaling.min_replicas == 0,
+        ),
     )
 
     enabled: bool = Field(
@@ -267,6 +272,11 @@ class AutoscalingSpec(ApiModel):
         description="Fewest pods; 0 (scale to zero) needs engine keda.",
     )
     max_replicas: int = Field(default=10, ge=1, description="Most pods.")
+    scale_to_zero_after: Duration | None = Field(
+        default=None,
+        description="With minReplicas 0: how long the agent stays up after its last connection before it "
+        "scales to zero (KEDA's cooldownPeriod), e.g. 30s or 10m; unset: KEDA's default, 5m.",
+    )
     metrics: list[ScalingMetric] = Field(
         default_factory=list,
         max_length=10,
