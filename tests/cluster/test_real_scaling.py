@@ -47,7 +47,7 @@ IDLE = "20s"
 def agent_objects() -> list[dict]:
     return [
         {"apiVersion": API, "kind": "Provider", "metadata": {"name": f"{AGENT}-mock"},
-         "spec": {"type": "mock", "mock": {"replies": [{"text": REPLY, "chunkSize": 8}]}}},
+         "spec": {"type": "mock", "mock": {"replies": [{"text": REPLY, "chunkSize": 8, "chunkDelayMs": 50}]}}},
         {"apiVersion": API, "kind": "PromptPack", "metadata": {"name": f"{AGENT}-prompts"},
          "spec": {"version": "1.0.0", "systemPrompt": "You are helpful."}},
         {"apiVersion": API, "kind": "AgentRuntime", "metadata": {"name": AGENT},
@@ -68,14 +68,31 @@ def agent_pods(plane, namespace: str) -> list[dict]:
     return realpods.pods(plane, namespace, SELECTOR)
 
 
-def routed_to_activator(plane, namespace: str) -> bool:
-    """The agent's Service has the operator's ``<agent>-activator`` slice, with a ready activator pod in it."""
+def activator_endpoints(plane, namespace: str) -> set[str]:
+    """``IP:PORT`` of the ready endpoints in the operator's ``<agent>-activator`` slice (empty: no slice)."""
     slice_ = get(plane, f"endpointslice/{AGENT}-activator", namespace)
-    return slice_ is not None and any((e.get("conditions") or {}).get("ready") for e in slice_.get("endpoints") or [])
+    if slice_ is None:
+        return set()
+    ports = [port["port"] for port in slice_.get("ports") or []]
+    return {f"{address}:{port}" for endpoint in slice_.get("endpoints") or []
+            if (endpoint.get("conditions") or {}).get("ready") for address in endpoint["addresses"] for port in ports}
 
 
-def at_zero(plane, namespace: str) -> bool:
-    return replicas(plane, namespace) == 0 and not agent_pods(plane, namespace) and routed_to_activator(plane, namespace)
+def routed_to_activator(plane, namespace: str) -> bool:
+    """The agent's Service leads to the activator: the operator's slice is there and kube-proxy follows it."""
+    endpoints = activator_endpoints(plane, namespace)
+    return bool(endpoints) and realpods.proxied_to(namespace, AGENT, "ws") == endpoints
+
+
+def wait_at_zero(plane, namespace: str, *, timeout: float, what: str) -> float:
+    """Wait until the agent has no pod and its Service leads to the activator; returns the seconds it took
+    kube-proxy to follow the operator's slice (connections meanwhile are refused: nothing serves them)."""
+    wait_for(lambda: replicas(plane, namespace) == 0 and not agent_pods(plane, namespace)
+             and activator_endpoints(plane, namespace), timeout=timeout, what=what, explain=explain(plane, namespace))
+    sliced = time.monotonic()
+    wait_for(lambda: routed_to_activator(plane, namespace), timeout=30,
+             what="kube-proxy routing the agent's Service to the activator", explain=explain(plane, namespace))
+    return time.monotonic() - sliced
 
 
 def explain(plane, namespace: str):
@@ -84,7 +101,8 @@ def explain(plane, namespace: str):
         "pods": [(p["metadata"]["name"], p["status"].get("phase")) for p in agent_pods(plane, namespace)],
         "scaledobject": (get(plane, f"scaledobject/{AGENT}", namespace) or {}).get("status"),
         "agent": (get(plane, f"agentruntime/{AGENT}", namespace) or {}).get("status"),
-        "activator slice": get(plane, f"endpointslice/{AGENT}-activator", namespace) is not None,
+        "activator slice": sorted(activator_endpoints(plane, namespace)),
+        "kube-proxy": sorted(realpods.proxied_to(namespace, AGENT, "ws")),
     }
 
 
@@ -113,9 +131,9 @@ def test_an_agent_at_zero_answers_its_first_websocket_and_goes_back_to_zero(cont
     started = time.monotonic()
     wait_for(lambda: condition(get(plane, f"scaledobject/{AGENT}", namespace), "Ready").get("status") == "True",
              timeout=120, what="the ScaledObject Ready", explain=explain(plane, namespace))
-    wait_for(lambda: at_zero(plane, namespace), timeout=120, what="the agent at zero, routed to the activator",
-             explain=explain(plane, namespace))
-    print(f"\n[scale to zero] created -> at zero and routed to the activator: {time.monotonic() - started:.1f} s")
+    lag = wait_at_zero(plane, namespace, timeout=120, what="the new agent at zero, with the activator's slice")
+    print(f"\n[scale to zero] created -> at zero and routed to the activator: {time.monotonic() - started:.1f} s "
+          f"(kube-proxy followed the slice after {lag:.1f} s)")
 
     service = get(plane, f"service/{AGENT}", namespace)
     assert service is not None
@@ -137,12 +155,13 @@ def test_an_agent_at_zero_answers_its_first_websocket_and_goes_back_to_zero(cont
         # Once a pod is Ready the Service leads straight to it again.
         wait_for(lambda: get(plane, f"endpointslice/{AGENT}-activator", namespace) is None, timeout=60,
                  what="the activator slice removed while the agent has a pod", explain=explain(plane, namespace))
-        assert len(realpods.ready_pods(plane, namespace, SELECTOR)) == 1
+        (pod,) = realpods.ready_pods(plane, namespace, SELECTOR)
+        wait_for(lambda: realpods.proxied_to(namespace, AGENT, "ws") == {f"{pod['status']['podIP']}:8080"},
+                 timeout=30, what="kube-proxy routing the Service to the pod", explain=explain(plane, namespace))
 
     left = time.monotonic()
     # scaleToZeroAfter, plus KEDA's polling interval (30 s) and the
     # activator's re-reading of the pods (10 s), with room for a loaded machine.
-    wait_for(lambda: at_zero(plane, namespace), timeout=180, what="the agent back at zero after idleness",
-             explain=explain(plane, namespace))
+    lag = wait_at_zero(plane, namespace, timeout=180, what="the agent back at zero after idleness")
     print(f"[scale to zero] last connection closed -> at zero again: {time.monotonic() - left:.1f} s "
-          f"(scaleToZeroAfter {IDLE})")
+          f"(scaleToZeroAfter {IDLE}; kube-proxy followed the slice after {lag:.1f} s)")
