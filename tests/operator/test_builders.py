@@ -123,14 +123,25 @@ def test_containers_run_the_facade_and_the_runtime_on_the_mounted_config():
     assert facade["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "ws"}
 
 
+def test_a_new_pod_is_probed_ready_every_second_but_dropped_only_after_ten_failures():
+    """A waking agent's first client waits for the pod to be Ready: a 5 s readiness period cost up to 5 s of
+    that wait on the real node, and the runtime's 2 s startup period up to 2 more (the pod is not Ready
+    before its containers have started). Dropping a pod still takes ten seconds of failures."""
+    deployment = by_kind(objects_for(model(manifests.agent())))["Deployment"]
+    facade, runtime = deployment["spec"]["template"]["spec"]["containers"]
+    readiness = facade["readinessProbe"]
+    assert (readiness["periodSeconds"], readiness["failureThreshold"]) == (1, 10)
+    assert runtime["startupProbe"]["periodSeconds"] == 1
+
+
 def test_the_runtime_is_probed_on_grpc_health_and_both_containers_leave_a_termination_message():
     """SPEC §9: the kubelet restarts a wedged runtime (grpc.health.v1 on the pod's address, after a startup
     probe), and a container that cannot start says why in its pod status, or shows the end of its log."""
     deployment = by_kind(objects_for(model(manifests.agent())))["Deployment"]
     facade, runtime = deployment["spec"]["template"]["spec"]["containers"]
     assert runtime["ports"] == [{"name": "health", "containerPort": 9091, "protocol": "TCP"}]
-    assert runtime["startupProbe"] == {"grpc": {"port": 9091}, "timeoutSeconds": 5, "periodSeconds": 2,
-                                       "failureThreshold": 30}
+    assert runtime["startupProbe"] == {"grpc": {"port": 9091}, "timeoutSeconds": 5, "periodSeconds": 1,
+                                       "failureThreshold": 60}
     assert runtime["livenessProbe"] == {"grpc": {"port": 9091}, "timeoutSeconds": 5, "periodSeconds": 10,
                                         "failureThreshold": 3}
     assert "readinessProbe" not in runtime

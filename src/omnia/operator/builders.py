@@ -515,11 +515,14 @@ def build_deployment(
             "timeoutSeconds": 2,
             "failureThreshold": 3,
         },
+        # Every second, so that a new pod (an agent waking from zero, a
+        # rollout) takes traffic within a second of being able to; ten
+        # failures in a row, as before, before it stops taking any.
         "readinessProbe": {
             "httpGet": {"path": "/readyz", "port": "ws"},
-            "periodSeconds": 5,
+            "periodSeconds": 1,
             "timeoutSeconds": 2,
-            "failureThreshold": 2,
+            "failureThreshold": 10,
         },
         "resources": merge_resources(
             defaults.facade_resources,
@@ -545,8 +548,9 @@ def build_deployment(
         "ports": [{"name": "health", "containerPort": RUNTIME_HEALTH_PORT, "protocol": "TCP"}],
         "env": _env(secrets, "runtime") + tracing_env(agent, tracing=traces, container="runtime"),
         # Start-up (imports, up to 10 s of tool discovery) gets a minute
-        # before the liveness probe may restart the container.
-        "startupProbe": {**health, "periodSeconds": 2, "failureThreshold": 30},
+        # before the liveness probe may restart the container. The pod is
+        # not Ready before this probe passes: every second, not to delay it.
+        "startupProbe": {**health, "periodSeconds": 1, "failureThreshold": 60},
         "livenessProbe": {**health, "periodSeconds": 10, "failureThreshold": 3},
         "resources": merge_resources(
             defaults.runtime_resources,
