@@ -17,6 +17,7 @@ The time from the connection at zero to ``connected`` is printed (run with
 
 from __future__ import annotations
 
+import datetime
 import json
 import socket
 import sys
@@ -95,6 +96,26 @@ def wait_at_zero(plane, namespace: str, *, timeout: float, what: str) -> float:
     return time.monotonic() - sliced
 
 
+def wait_routed_to(namespace: str, endpoints: set[str], *, timeout: float, interval: float = 0.2) -> float:
+    """Follow kube-proxy's rules for the agent's Service until they lead to ``endpoints`` only.
+
+    Returns how long, on the way, they led nowhere (a connection then is
+    refused): the window between the last pod leaving and the activator's
+    slice taking over, read from the rules themselves.
+    """
+    deadline = time.monotonic() + timeout
+    nowhere, since = 0.0, None
+    while (destinations := realpods.proxied_to(namespace, AGENT, "ws")) != endpoints:
+        now = time.monotonic()
+        if not destinations and since is None:
+            since = now
+        elif destinations and since is not None:
+            nowhere, since = nowhere + now - since, None
+        assert now < deadline, f"kube-proxy still leads {namespace}/{AGENT} to {destinations}, not {endpoints}"
+        time.sleep(interval)
+    return nowhere + (time.monotonic() - since if since is not None else 0.0)
+
+
 def explain(plane, namespace: str):
     return lambda: {
         "replicas": replicas(plane, namespace),
@@ -104,6 +125,20 @@ def explain(plane, namespace: str):
         "activator slice": sorted(activator_endpoints(plane, namespace)),
         "kube-proxy": sorted(realpods.proxied_to(namespace, AGENT, "ws")),
     }
+
+
+def pod_timeline(plane, namespace: str, since: datetime.datetime) -> str:
+    """When the woken pod was created, its containers started and it became Ready, after ``since``."""
+    (pod,) = realpods.pods(plane, namespace, SELECTOR)
+
+    def after(stamp: str | None) -> str:
+        if not stamp:
+            return "?"
+        return f"+{(datetime.datetime.fromisoformat(stamp) - since).total_seconds():.0f} s"
+
+    started = [s["state"].get("running", {}).get("startedAt") for s in pod["status"]["containerStatuses"]]
+    return (f"pod created {after(pod['metadata']['creationTimestamp'])}, containers running "
+            f"{', '.join(after(stamp) for stamp in started)}, Ready {after(condition(pod, 'Ready').get('lastTransitionTime'))}")
 
 
 @pytest.fixture
@@ -132,6 +167,7 @@ def test_an_agent_at_zero_answers_its_first_websocket_and_goes_back_to_zero(cont
     wait_for(lambda: condition(get(plane, f"scaledobject/{AGENT}", namespace), "Ready").get("status") == "True",
              timeout=120, what="the ScaledObject Ready", explain=explain(plane, namespace))
     lag = wait_at_zero(plane, namespace, timeout=120, what="the new agent at zero, with the activator's slice")
+    activator = activator_endpoints(plane, namespace)
     print(f"\n[scale to zero] created -> at zero and routed to the activator: {time.monotonic() - started:.1f} s "
           f"(kube-proxy followed the slice after {lag:.1f} s)")
 
@@ -140,13 +176,14 @@ def test_an_agent_at_zero_answers_its_first_websocket_and_goes_back_to_zero(cont
     address = (service["spec"]["clusterIP"], service["spec"]["ports"][0]["port"])
     host = f"{AGENT}.{namespace}.svc.cluster.local"
 
-    dialled = time.monotonic()
+    dialled, dialled_at = time.monotonic(), datetime.datetime.now(datetime.UTC)
     sock = socket.create_connection(address, timeout=10)
     with connect(f"ws://{host}:{address[1]}/ws", sock=sock, open_timeout=10) as ws:
         connected = json.loads(ws.recv(timeout=90))
         woken = time.monotonic() - dialled
         assert connected["type"] == "connected", connected
         print(f"[scale to zero] wake from zero: {woken:.2f} s from the connection at zero to `connected`")
+        print(f"[scale to zero] of which (API server times, whole seconds): {pod_timeline(plane, namespace, dialled_at)}")
         frames = realpods.turn(ws, "Are you there?")
         assert frames[-1]["type"] == "done", frames
         chunks = [f["content"] for f in frames if f["type"] == "chunk"]
@@ -162,6 +199,9 @@ def test_an_agent_at_zero_answers_its_first_websocket_and_goes_back_to_zero(cont
     left = time.monotonic()
     # scaleToZeroAfter, plus KEDA's polling interval (30 s) and the
     # activator's re-reading of the pods (10 s), with room for a loaded machine.
-    lag = wait_at_zero(plane, namespace, timeout=180, what="the agent back at zero after idleness")
-    print(f"[scale to zero] last connection closed -> at zero again: {time.monotonic() - left:.1f} s "
-          f"(scaleToZeroAfter {IDLE}; kube-proxy followed the slice after {lag:.1f} s)")
+    gap = wait_routed_to(namespace, activator, timeout=180)
+    print(f"[scale to zero] last connection closed -> Service routed to the activator again: "
+          f"{time.monotonic() - left:.1f} s (scaleToZeroAfter {IDLE}); kube-proxy's rules led nowhere "
+          f"(connections refused) for {gap:.1f} s on the way")
+    wait_for(lambda: replicas(plane, namespace) == 0 and not agent_pods(plane, namespace), timeout=60,
+             what="the agent's last pod gone", explain=explain(plane, namespace))
