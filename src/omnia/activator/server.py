@@ -37,6 +37,9 @@ from omnia.termination import StartupError
 
 logger = logging.getLogger(__name__)
 
+QUIET_LOGGERS = ("httpx",)
+"""Loggers that report every request at INFO: each KEDA poll reads the cluster and the agent's pods."""
+
 DRAIN_TIMEOUT_SECONDS = 25.0
 _BACKLOG = 4096
 _MAX_CLIENT_FRAME_BYTES = 1024 * 1024
@@ -145,6 +148,8 @@ async def running(server: ActivatorServer) -> AsyncIterator[ActivatorServer]:
 
 async def run(server: ActivatorServer) -> None:
     """Serve until SIGTERM or SIGINT, then drain and return."""
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     signals = (signal.SIGTERM, signal.SIGINT)
