@@ -130,6 +130,8 @@ def explain(plane, namespace: str):
 def pod_timeline(plane, namespace: str, since: datetime.datetime) -> str:
     """When the woken pod was created, its containers started and it became Ready, after ``since``."""
     (pod,) = realpods.pods(plane, namespace, SELECTOR)
+    # The API server keeps whole seconds: count from the second it started in.
+    since = since.replace(microsecond=0)
 
     def after(stamp: str | None) -> str:
         if not stamp:
