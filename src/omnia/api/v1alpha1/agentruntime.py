@@ -151,6 +151,7 @@ class FacadeProtocols(ApiModel):
     )
     a2a: bool = Field(
         default=True,
+        alias="a2a",  # the camel-case rule would write "a2A"
         description="A2A: the agent card at /.well-known/agent-card.json and the JSON-RPC endpoint at /a2a.",
     )
 
@@ -182,6 +183,10 @@ class FacadeSpec(ApiModel):
     message_burst: int = Field(default=20, ge=1, description="Messages a connection may send in a burst.")
     drain_timeout_seconds: int = Field(
         default=30, ge=0, description="On shutdown, how long in-flight turns may take to finish."
+    )
+    turn_timeout_seconds: int = Field(
+        default=300, ge=1,
+        description="A turn that runs longer than this is cancelled by the facade, as if the client had sent cancel.",
     )
     max_output_buffer_bytes: int = Field(
         default=262144, ge=4096,
