@@ -194,11 +194,11 @@ class FacadeSpec(ApiModel):
     )
     send_timeout_seconds: int = Field(
         default=30, ge=1,
-        description="A client that takes no output for this long is closed with code 1008.",
+        description="A client that takes no output for this long is closed: a WebSocket with code 1008, an HTTP response (an open protocol's stream) dropped.",
     )
     request_header_timeout_seconds: int = Field(
         default=10, ge=1,
-        description="Time for a request's headers to arrive; slower connections get 408 and are closed.",
+        description="Time for a request's headers and body to arrive; slower requests get 408 and are closed.",
     )
     max_pending_connections: int = Field(
         default=512, ge=0,
