@@ -163,19 +163,21 @@ def test_facade_limits_against_hostile_clients_reach_the_runtime_config():
         "maxOutputBufferBytes": 65536,
         "sendTimeoutSeconds": 5,
         "requestHeaderTimeoutSeconds": 3,
+        "turnTimeoutSeconds": 45,
         "maxPendingConnections": 100,
         "maxPendingConnectionsPerAddress": 0,
     }
     facade = config_for(model(manifests.agent(facade=limits))).facade
     assert (
         facade.max_output_buffer_bytes, facade.send_timeout_seconds, facade.request_header_timeout_seconds,
-        facade.max_pending_connections, facade.max_pending_connections_per_address,
-    ) == (65536, 5, 3, 100, 0)
+        facade.max_pending_connections, facade.max_pending_connections_per_address, facade.turn_timeout_seconds,
+    ) == (65536, 5, 3, 100, 0, 45)
     defaults = config_for(model(manifests.agent())).facade
     assert (
         defaults.max_output_buffer_bytes, defaults.send_timeout_seconds, defaults.request_header_timeout_seconds,
         defaults.max_pending_connections, defaults.max_pending_connections_per_address,
-    ) == (256 * 1024, 30, 10, 512, 64)
+        defaults.turn_timeout_seconds,
+    ) == (256 * 1024, 30, 10, 512, 64, 300)
 
 
 def test_service_exposes_the_facade_port_named_ws():

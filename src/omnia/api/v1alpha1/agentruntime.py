@@ -151,6 +151,7 @@ class FacadeProtocols(ApiModel):
     )
     a2a: bool = Field(
         default=True,
+        alias="a2a",  # the camel-case rule would write "a2A"
         description="A2A: the agent card at /.well-known/agent-card.json and the JSON-RPC endpoint at /a2a.",
     )
 
@@ -183,17 +184,21 @@ class FacadeSpec(ApiModel):
     drain_timeout_seconds: int = Field(
         default=30, ge=0, description="On shutdown, how long in-flight turns may take to finish."
     )
+    turn_timeout_seconds: int = Field(
+        default=300, ge=1,
+        description="A turn that runs longer than this is cancelled by the facade, as if the client had sent cancel.",
+    )
     max_output_buffer_bytes: int = Field(
         default=262144, ge=4096,
         description="Bytes waiting to be sent to one client above which the server stops reading from it.",
     )
     send_timeout_seconds: int = Field(
         default=30, ge=1,
-        description="A client that takes no output for this long is closed with code 1008.",
+        description="A client that takes no output for this long is closed: a WebSocket with code 1008, an HTTP response (an open protocol's stream) dropped.",
     )
     request_header_timeout_seconds: int = Field(
         default=10, ge=1,
-        description="Time for a request's headers to arrive; slower connections get 408 and are closed.",
+        description="Time for a request's headers and body to arrive; slower requests get 408 and are closed.",
     )
     max_pending_connections: int = Field(
         default=512, ge=0,
