@@ -155,10 +155,12 @@ class Keda:
     """
 
     def __init__(self, plane: controlplane.ControlPlane, *, with_metrics_api: bool = True,
-                 ready_timeout: float = 120.0) -> None:
+                 ready_timeout: float = 120.0, operator_launcher: Sequence[str] = ()) -> None:
         self.plane = plane
         self.with_metrics_api = with_metrics_api
         self.ready_timeout = ready_timeout
+        # A command the operator is started through (ControlPlane.start_component's launcher).
+        self.operator_launcher = tuple(operator_launcher)
         self.operator: controlplane.Process | None = None
         self.adapter: controlplane.Process | None = None
         self.crds: list[str] = []
@@ -226,6 +228,7 @@ class Keda:
             "--zap-log-level=info",
             "--zap-encoder=console",
             env=env,
+            launcher=self.operator_launcher,
         )
         plane.wait_until(
             lambda: controlplane._get_ok(f"http://127.0.0.1:{probe_port}/readyz"),
@@ -291,8 +294,10 @@ class MetricsServer:
 
     It scrapes the kubelets of the nodes matching ``node_selector`` (by
     default the real test node only: KWOK's fake nodes have no kubelet API)
-    at the node's ``InternalIP`` (then ``Hostname``), port from the node
-    status, without verifying the kubelet's self-signed serving certificate
+    at the node's ``Hostname`` (then ``InternalIP``), port from the node
+    status (the API server's own preference: the real node is named
+    ``localhost`` and its kubelet listens on loopback only, while its
+    InternalIP is an address of the machine where nothing answers), without verifying the kubelet's self-signed serving certificate
     (``--kubelet-insecure-tls``; the real node's kubelet has no certificate
     from the test CA). It authenticates to the kubelet with its client
     certificate (a system:masters user here). ``metric_resolution`` is how
@@ -328,7 +333,7 @@ class MetricsServer:
             f"--tls-cert-file={cert}",
             f"--tls-private-key-file={key}",
             "--kubelet-insecure-tls",
-            "--kubelet-preferred-address-types=InternalIP,Hostname",
+            "--kubelet-preferred-address-types=Hostname,InternalIP",
             "--kubelet-use-node-status-port",
             f"--node-selector={self.node_selector}",
             f"--metric-resolution={self.metric_resolution}",
