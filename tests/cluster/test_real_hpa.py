@@ -46,6 +46,7 @@ SELECTOR = f"app.kubernetes.io/name=omnia-agent,app.kubernetes.io/instance={AGEN
 TARGET = 2  # active connections per pod
 CONNECTIONS = 5  # ceil(5 / 2) = 3 pods, the maximum
 WINDOW = 20  # seconds; production default 300
+HPA_SYNC_PERIOD = 15  # kube-controller-manager's default, which the test control plane keeps
 
 
 def cluster_dns_launcher(workdir: Path) -> list[str]:
@@ -132,7 +133,10 @@ def autoscaled(control_plane, real_node, built_images, crds, tmp_path_factory) -
     missing = autoscaling.missing_binaries(plane.binaries, [*autoscaling.KEDA_BINARIES,
                                                             autoscaling.METRICS_SERVER_BINARY])
     if missing:
-        pytest.fail(f"missing {', '.join(missing)}; run scripts/build-control-plane keda metrics-server")
+        # As conftest's fixtures do: skip on a developer's machine, fail in CI.
+        message = f"missing {', '.join(missing)}; run scripts/build-control-plane keda metrics-server"
+        in_ci = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+        (pytest.fail if in_ci else pytest.skip)(message)
     workdir = tmp_path_factory.mktemp("real-hpa")
     namespace = f"hpa-{os.urandom(3).hex()}"
     plane.kubectl("create", "namespace", namespace, check=True)
@@ -230,11 +234,19 @@ def test_the_hpa_reads_memory_and_active_connections_and_moves_the_pods(control_
                           if name.endswith("active_connections")]
         assert connections["averageValue"] != "0", connections
     closed = time.monotonic()
-    wait_for(lambda: replicas(plane, namespace) == 1, timeout=WINDOW + 90, interval=1,
-             what="back to 1 replica after the window", explain=explain)
+    reasons = set()
+
+    def shrunk() -> bool:
+        found = hpa(plane, namespace)
+        reasons.add(condition(found, "AbleToScale").get("reason"))
+        return replicas(plane, namespace) == 1
+
+    wait_for(shrunk, timeout=WINDOW + 90, interval=1, what="back to 1 replica after the window", explain=explain)
     shrunk_after = time.monotonic() - closed
-    # The HPA holds the highest recommendation of the window: not before it has passed.
-    assert shrunk_after >= WINDOW, f"scaled down after {shrunk_after:.0f}s, inside the {WINDOW}s window"
+    # Meanwhile the HPA kept the highest recommendation of the window. Its
+    # last high one was made at most one HPA sync period before the close.
+    assert "ScaleDownStabilized" in reasons, reasons
+    assert shrunk_after >= WINDOW - HPA_SYNC_PERIOD, f"scaled down {shrunk_after:.0f}s after the close"
     print(f"memory per pod {memory}; 3 ready pods {grown_after:.0f}s after {CONNECTIONS} connections opened; "
           f"1 replica {shrunk_after:.0f}s after they closed (window {WINDOW}s)")
     wait_for(lambda: len(realpods.pods(plane, namespace, SELECTOR)) == 1, timeout=60, what="the extra pods gone")
