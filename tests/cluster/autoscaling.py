@@ -316,8 +316,10 @@ class MetricsServer:
 
     It scrapes the kubelets of the nodes matching ``node_selector`` (by
     default the real test node only: KWOK's fake nodes have no kubelet API)
-    at the node's ``InternalIP`` (then ``Hostname``), port from the node
-    status, without verifying the kubelet's self-signed serving certificate
+    at the node's ``Hostname`` (then ``InternalIP``), port from the node
+    status (the API server's own preference: the real node is named
+    ``localhost`` and its kubelet listens on loopback only, while its
+    InternalIP is an address of the machine where nothing answers), without verifying the kubelet's self-signed serving certificate
     (``--kubelet-insecure-tls``; the real node's kubelet has no certificate
     from the test CA). It authenticates to the kubelet with its client
     certificate (a system:masters user here). ``metric_resolution`` is how
@@ -353,7 +355,7 @@ class MetricsServer:
             f"--tls-cert-file={cert}",
             f"--tls-private-key-file={key}",
             "--kubelet-insecure-tls",
-            "--kubelet-preferred-address-types=InternalIP,Hostname",
+            "--kubelet-preferred-address-types=Hostname,InternalIP",
             "--kubelet-use-node-status-port",
             f"--node-selector={self.node_selector}",
             f"--metric-resolution={self.metric_resolution}",

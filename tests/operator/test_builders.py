@@ -58,6 +58,8 @@ def test_spec_example_gets_exactly_the_hpa_of_the_spec():
             {"type": "Pods", "pods": {"metric": {"name": "active_connections"},
                                       "target": {"type": "AverageValue", "averageValue": "100"}}},
         ],
+        # Kubernetes' own default window, written out.
+        "behavior": {"scaleDown": {"stabilizationWindowSeconds": 300}},
     }
 
 
@@ -82,6 +84,19 @@ def test_hpa_without_metrics_follows_memory_at_70_percent():
     agent = model(manifests.agent(autoscaling={"enabled": True}))
     assert builders.build_hpa(agent)["spec"]["metrics"] == [
         {"type": "Resource", "resource": {"name": "memory", "target": {"type": "Utilization", "averageUtilization": 70}}}]
+
+
+def test_the_scale_down_window_goes_to_the_hpa_and_to_the_hpa_keda_makes():
+    """Why: a test (or an operator in a hurry) shortens the window; both engines must honour it."""
+    autoscaling = {"enabled": True, "scaleDownStabilizationSeconds": 20,
+                   "metrics": [{"type": "custom", "name": "active_connections", "target": 2}]}
+    hpa = builders.build_hpa(model(manifests.agent(autoscaling=autoscaling)))
+    assert hpa["spec"]["behavior"] == {"scaleDown": {"stabilizationWindowSeconds": 20}}
+    scaled = builders.build_scaled_object(model(manifests.agent(autoscaling={**autoscaling, "engine": "keda"})),
+                                          activator=builders.ActivatorService(namespace="omnia-system",
+                                                                              name="omnia-activator"))
+    assert scaled["spec"]["advanced"] == {
+        "horizontalPodAutoscalerConfig": {"behavior": {"scaleDown": {"stabilizationWindowSeconds": 20}}}}
 
 
 def test_custom_metric_with_a_percentage_is_an_error_naming_the_field():

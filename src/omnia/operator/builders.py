@@ -657,6 +657,7 @@ def build_hpa(agent: AgentRuntime) -> dict[str, Any]:
             "minReplicas": autoscaling.min_replicas,
             "maxReplicas": autoscaling.max_replicas,
             "metrics": metrics,
+            "behavior": _behavior(agent),
         },
     }
 
@@ -746,6 +747,8 @@ def build_scaled_object(
         "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
         "minReplicaCount": autoscaling.min_replicas,
         "maxReplicaCount": autoscaling.max_replicas,
+        # KEDA writes this into the HPA it makes for the ScaledObject.
+        "advanced": {"horizontalPodAutoscalerConfig": {"behavior": _behavior(agent)}},
         "triggers": triggers,
     }
     if autoscaling.scale_to_zero_after is not None:
@@ -989,6 +992,12 @@ def _autoscaling(agent: AgentRuntime):
     if agent.spec.autoscaling is None:
         raise BuildError("spec.autoscaling: not set")
     return agent.spec.autoscaling
+
+
+def _behavior(agent: AgentRuntime) -> dict[str, Any]:
+    """The HPA's scale-down window; scaling up keeps Kubernetes' defaults (at once)."""
+    window = _autoscaling(agent).scale_down_stabilization_seconds
+    return {"scaleDown": {"stabilizationWindowSeconds": window}}
 
 
 def _metrics(agent: AgentRuntime) -> list[ScalingMetric]:

@@ -287,6 +287,11 @@ class AutoscalingSpec(ApiModel):
         max_length=10,
         description="Metrics to follow; empty follows memory at 70%.",
     )
+    scale_down_stabilization_seconds: int = Field(
+        default=300, ge=0, le=3600,
+        description="Seconds the metrics must have asked for fewer pods before pods are removed "
+        "(the autoscaler scales down to the highest count asked for in that window).",
+    )
 
 
 class ResourceRequirements(ApiModel):
