@@ -126,7 +126,19 @@ def _cpu_seconds(pid: int) -> float:
 class Pod:
     """Runtime and facade processes on loopback, as ``omnia run`` starts them."""
 
-    def __init__(self, workdir: Path, *, chunk_delay_ms: int = 0) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        chunk_delay_ms: int = 0,
+        speedups: str = "auto",
+        launcher: list[str] | None = None,
+    ) -> None:
+        """``speedups`` is ``OMNIA_SPEEDUPS``; ``launcher`` runs ``omnia`` (default ``python -m omnia``).
+
+        ``launcher`` is given the process's name (``facade`` or ``runtime``)
+        as its next argument, before the command's.
+        """
         script = MockScript(
             replies=[ScriptedReply(text=REPLY, chunk_size=len(CHUNK_TEXT), chunk_delay_ms=chunk_delay_ms)]
         )
@@ -148,11 +160,14 @@ class Pod:
         path.write_text(config.to_json())
         self.port = _free_port()
         address = f"unix://{workdir}/runtime.sock"
-        env = {**os.environ, "OMNIA_LOG_LEVEL": "error"}
-        cmd = [sys.executable, "-m", "omnia"]
-        self.runtime = subprocess.Popen([*cmd, "runtime", "--config", str(path), "--listen", address], env=env)
+        env = {**os.environ, "OMNIA_LOG_LEVEL": "error", "OMNIA_SPEEDUPS": speedups}
+
+        def command(name: str) -> list[str]:
+            return [*launcher, name, name] if launcher else [sys.executable, "-m", "omnia", name]
+
+        self.runtime = subprocess.Popen([*command("runtime"), "--config", str(path), "--listen", address], env=env)
         self.facade = subprocess.Popen(
-            [*cmd, "facade", "--config", str(path), "--runtime", address, "--host", "127.0.0.1", "--port", str(self.port)],
+            [*command("facade"), "--config", str(path), "--runtime", address, "--host", "127.0.0.1", "--port", str(self.port)],
             env=env,
         )
         self.pids = (self.facade.pid, self.runtime.pid)
