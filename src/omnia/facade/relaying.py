@@ -59,6 +59,9 @@ _WRITE_ERRORS = (grpc.RpcError, asyncio.InvalidStateError)
 # next to connections; each change makes a new frozenset.
 _NONE_AWAITED: frozenset[str] = frozenset()
 
+# The query of most connections (new sessions): parsed once, shared (immutable).
+_NO_QUERY = QueryParams()
+
 # How long the runtime's ``Describe`` answer is used before it is asked again.
 # A failed refresh drops it, so new connections notice a runtime that is gone.
 _DESCRIPTION_TTL_SECONDS = 1.0
@@ -268,7 +271,8 @@ class _Connection:
         session (and its owner) before the client hears anything.
         """
         headers = Headers(scope=scope)
-        query = QueryParams(scope["query_string"])
+        query_string = scope["query_string"]
+        query = QueryParams(query_string) if query_string else _NO_QUERY
         try:
             principal = await self.relay.authenticator.authenticate(headers=headers, query=query)
         except auth.Unauthorized as exc:
