@@ -137,7 +137,7 @@ def main() -> None:
         try:
             asyncio.run(relay.first_turn_frames(pod.ws_url))  # warm: the first turn imports and caches
             _start(pod)
-            rate = asyncio.run(relay.connection_rate(pod.port, count=connections))
+            rate, _ = asyncio.run(relay.connection_rate(pod.port, count=connections))
             report("connections", _collect(pod, out), units=connections, unit="connections", top=args.top)
             print(f"(under the profiler: {rate:.0f} connections/s)")
             _start(pod)

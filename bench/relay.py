@@ -24,7 +24,8 @@ more, the servers are pinned to core 0 and the load client to core 1.
     the floor's CPU per turn and the ratio, and for the OpenAI endpoint its
     turns/s and p50 as multiples of those of ``/ws`` in the same run.
 (b) connection rate: connections opened per second to one facade (upgrade
-    until the ``connected`` frame), 64 in flight; and to the floor.
+    until the ``connected`` frame), 64 in flight, and the servers' CPU per
+    connection (steadier than the rate on a busy machine); and the floor's.
 (c) idle: facade + runtime resident memory per open, idle connection at
     1,000 and 10,000 connections; and the floor's.
 
@@ -398,8 +399,13 @@ async def _open(port: int) -> asyncio.Transport:
     return transport
 
 
-async def connection_rate(port: int, *, count: int) -> float:
-    """Connections opened per second (upgrade until ``connected``), ``RATE_IN_FLIGHT`` at a time."""
+async def connection_rate(port: int, *, count: int, pids: tuple[int, ...] = ()) -> tuple[float, float]:
+    """(connections opened per second, server CPU ms per connection), ``RATE_IN_FLIGHT`` at a time.
+
+    A connection counts once its ``connected`` frame arrived. The CPU is that
+    of ``pids`` (user + system, from /proc) over the phase: on a busy machine
+    it moves far less between runs than the rate does.
+    """
     opened: list[asyncio.Transport] = []
     slots = asyncio.Semaphore(RATE_IN_FLIGHT)
 
@@ -407,10 +413,12 @@ async def connection_rate(port: int, *, count: int) -> float:
         async with slots:
             opened.append(await _open(port))
 
+    cpu = sum(_cpu_seconds(pid) for pid in pids)
     started = time.perf_counter()
     try:
         await asyncio.gather(*(one() for _ in range(count)))
-        return count / (time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        return count / elapsed, 1000 * (sum(_cpu_seconds(pid) for pid in pids) - cpu) / count
     finally:
         for transport in opened:
             transport.abort()
@@ -547,18 +555,21 @@ def main() -> None:
         for variant in variants:
             pod = Pod(Path(workdir), speedups=variant)
             try:
-                rates[variant] = asyncio.run(connection_rate(pod.port, count=rate_count))
+                rates[variant] = asyncio.run(connection_rate(pod.port, count=rate_count, pids=pod.pids))
             finally:
                 pod.stop()
         floor = Floor(Path(workdir), frames=[])
         try:
-            floor_rate = asyncio.run(connection_rate(floor.port, count=rate_count))
+            floor_rate, floor_cpu = asyncio.run(connection_rate(floor.port, count=rate_count, pids=floor.pids))
         finally:
             floor.stop()
         print(f"(b) connections opened per second ({rate_count}, {RATE_IN_FLIGHT} in flight, new sessions)")
-        for variant, rate in rates.items():
-            print(f"  omnia {_variant_label(variant)}: {rate:.0f}/s, omnia/floor {rate / floor_rate:.2f}")
-        print(f"  floor: {floor_rate:.0f}/s")
+        for variant, (rate, cpu) in rates.items():
+            print(
+                f"  omnia {_variant_label(variant)}: {rate:.0f}/s, omnia/floor {rate / floor_rate:.2f};"
+                f" server CPU {cpu:.3f} ms/connection, {_ratio(cpu, floor_cpu).strip()} the floor's"
+            )
+        print(f"  floor: {floor_rate:.0f}/s, {floor_cpu:.3f} ms/connection")
 
         idle_rows = {}
         for variant in variants:
