@@ -596,7 +596,9 @@ def _speedups(*, component: str):
         speedups = Speedups.from_env(os.environ)
     except ValueError as exc:
         raise StartupError(str(exc)) from None
-    logging.getLogger(f"omnia.{component}").info("%s using %s", component, speedups)
+    # The runtime serves gRPC only: the HTTP parser is the facade's.
+    chosen = str(speedups) if component == "facade" else f"event loop {speedups.loop_name}"
+    logging.getLogger(f"omnia.{component}").info("%s using %s", component, chosen)
     return speedups
 
 
