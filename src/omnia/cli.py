@@ -484,6 +484,10 @@ def activator(
     max_held: Annotated[
         int, typer.Option(min=1, help="Connections held at once while their agents start; more are refused.")
     ] = 1000,
+    max_held_per_agent: Annotated[
+        int, typer.Option(min=1, help="Connections held at once for one agent; more are refused, so one "
+                          "agent's clients cannot take every place.")
+    ] = 100,
     wake_timeout: Annotated[
         float, typer.Option(min=1, help="Seconds a connection waits for its agent's first ready pod.")
     ] = 60.0,
@@ -524,6 +528,7 @@ def activator(
         try:
             await server.run(server.ActivatorServer(
                 backends=backends, host=host, port=port, scaler_port=scaler_port, max_held=max_held,
+                max_held_per_agent=max_held_per_agent,
                 wake_timeout=wake_timeout, drain_timeout=drain_timeout,
             ))
         finally:

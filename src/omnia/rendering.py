@@ -285,6 +285,7 @@ def render_agent_config(
             messages_per_second=facade.messages_per_second,
             message_burst=facade.message_burst,
             drain_timeout_seconds=facade.drain_timeout_seconds,
+            turn_timeout_seconds=facade.turn_timeout_seconds,
             max_output_buffer_bytes=facade.max_output_buffer_bytes,
             send_timeout_seconds=facade.send_timeout_seconds,
             request_header_timeout_seconds=facade.request_header_timeout_seconds,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -66,6 +67,21 @@ def test_schema_is_structural(schema: dict[str, Any]) -> None:
             if key not in node.get("properties", {}):
                 problems.append(f"{path}: requires undeclared {key}")
     assert problems == []
+
+
+@pytest.mark.parametrize("schema", KIND_PARAMS)
+def test_field_names_are_camel_case_as_users_spell_them(schema: dict[str, Any]) -> None:
+    """Each property is lower camel case, and no capital follows a digit: the
+    camel-case rule turned ``a2a`` into ``a2A``, and the API server then
+    pruned the ``a2a: false`` users write, leaving the protocol on."""
+    wrong = []
+    for path, _ in _nodes(schema):
+        name = path.rsplit(".", 1)[-1]
+        if name and not name.endswith(("[]", "}")) and (
+            not re.fullmatch(r"[a-z][a-zA-Z0-9]*", name) or re.search(r"[0-9][A-Z]", name)
+        ):
+            wrong.append(path)
+    assert wrong == []
 
 
 @pytest.mark.parametrize("schema", KIND_PARAMS)

@@ -65,6 +65,11 @@ _NO_QUERY = QueryParams()
 # How long the runtime's ``Describe`` answer is used before it is asked again.
 # A failed refresh drops it, so new connections notice a runtime that is gone.
 _DESCRIPTION_TTL_SECONDS = 1.0
+# Up to this age an older answer is still served while the refresh runs (busy
+# facades never wait for one); an older one is not: after a quiet spell the
+# first new session waits for a fresh answer rather than get a prompt rollout
+# of whenever the last session started.
+_DESCRIPTION_STALE_SECONDS = 2.0
 
 # How long ``drain`` waits, after closing the last connections, for their
 # tasks to notice; closing is immediate, this only bounds a stuck peer.
@@ -115,19 +120,21 @@ class Relay:
     async def description(self) -> pb.Description | None:
         """The runtime's ``Describe`` answer, or None when it cannot be had.
 
-        Served from a cache: a fresh answer (under a second old) at once; a
-        stale one at once too, while one refresh for all callers runs in the
-        background. Only with no answer at all does the caller wait for the
-        refresh (up to the runtime's ``open_timeout``). A refresh that fails
-        empties the cache, so while the runtime is gone new sessions are
-        refused instead of announced.
+        Served from a cache: a fresh answer (under a second old) at once; one
+        under two seconds old at once too, while one refresh for all callers
+        runs in the background. With no answer, or only an older one, the
+        caller waits for the refresh (up to the runtime's ``open_timeout``):
+        the rollout a new session is placed by is never more than two seconds
+        old. A refresh that fails empties the cache, so while the runtime is
+        gone new sessions are refused instead of announced.
         """
         description = self._description
-        if description is not None and time.monotonic() - self._described_at < _DESCRIPTION_TTL_SECONDS:
+        age = time.monotonic() - self._described_at
+        if description is not None and age < _DESCRIPTION_TTL_SECONDS:
             return description
         if self._describing is None or self._describing.done():
             self._describing = asyncio.create_task(self._describe())
-        if description is not None:
+        if description is not None and age < _DESCRIPTION_STALE_SECONDS:
             return description
         await asyncio.shield(self._describing)
         return self._description
