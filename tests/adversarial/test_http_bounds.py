@@ -7,6 +7,9 @@ for a stream and never read it. Each must end on the server's clock — a
 request that does not arrive in time gets 408, a stream that does not drain
 is dropped — so that such connections cannot pile up until nobody else gets
 in.
+
+These guards wrap uvicorn's HTTP parser, httptools when the speed extra is
+installed and h11 otherwise: every attack runs against both.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from __future__ import annotations
 import json
 import socket
 import time
+
+import pytest
 
 from ..e2e.processes import wait_until
 from .conftest import FACADE, assert_serves_a_turn
@@ -23,6 +28,12 @@ from .hostile import TINY_RECEIVE_BUFFER, RawWebSocket, outcome, peak_rss, raw_s
 STALL_LINE = "dropping an HTTP response: nothing sent for"
 RSS_RATIO = 1.2
 ATTACKER = "127.0.0.9"
+
+pytestmark = pytest.mark.parametrize(
+    "agent",
+    [pytest.param("auto", id="speedups-if-installed"), pytest.param("off", id="pure-python")],
+    indirect=True,
+)
 
 
 def _post(path: str, body: bytes, *, declared: int | None = None) -> bytes:

@@ -62,6 +62,7 @@ from websockets.exceptions import InvalidState
 
 from omnia.config import FacadeConfig
 from omnia.protocol.errors import CloseCode
+from omnia.speedups import HttpParser
 
 logger = logging.getLogger(__name__)
 
@@ -147,8 +148,14 @@ def _bound_output(transport: asyncio.Transport, max_output_bytes: int) -> None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, max_output_bytes)
 
 
-class GuardedHTTPProtocol(H11Protocol):
-    """uvicorn's h11 protocol with a header deadline and a place in ``PendingConnections``."""
+class GuardedHTTPProtocol:
+    """A header deadline and a place in ``PendingConnections``, over either of uvicorn's HTTP parsers.
+
+    Mixed in before uvicorn's h11 or httptools protocol (``GuardedH11Protocol``,
+    ``GuardedHttpToolsProtocol``): both keep the request's cycle in ``cycle``
+    and the peer in ``client``, and call ``on_response_complete`` and
+    ``handle_websocket_upgrade`` at the same points.
+    """
 
     def __init__(
         self,
@@ -162,7 +169,7 @@ class GuardedHTTPProtocol(H11Protocol):
         max_output_bytes: int,
         send_timeout: float,
     ) -> None:
-        super().__init__(config, server_state, app_state, _loop)
+        super().__init__(config, server_state, app_state, _loop)  # type: ignore[call-arg]
         self.pending = pending
         self.header_timeout = header_timeout
         self.header_timer: asyncio.TimerHandle | None = None
@@ -182,7 +189,7 @@ class GuardedHTTPProtocol(H11Protocol):
         return not self.upgraded and self.cycle is not None and self.cycle.more_body
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        super().connection_made(transport)  # type: ignore[misc]
         _bound_output(transport, self.max_output_bytes)
         address = self.client[0] if self.client else ""
         admitted, displaced = self.pending.admit(self, address)
@@ -197,7 +204,7 @@ class GuardedHTTPProtocol(H11Protocol):
         self._disarm_header_timer()
         self._disarm_stall_timer()
         self.pending.release(self)
-        super().connection_lost(exc)
+        super().connection_lost(exc)  # type: ignore[misc]
 
     def pause_writing(self) -> None:
         super().pause_writing()
@@ -213,14 +220,15 @@ class GuardedHTTPProtocol(H11Protocol):
         # next request (the timer then finds it served) or upgrade.
         if not self.transport.is_closing():
             self._arm_header_timer()
-        super().on_response_complete()
+        super().on_response_complete()  # type: ignore[misc]
 
-    def handle_websocket_upgrade(self, event: Any) -> None:
+    def handle_websocket_upgrade(self, *event: Any) -> None:
         # From here the WebSocket protocol owns the transport and its limits.
+        # (h11 passes the request event, httptools nothing.)
         self.upgraded = True
         self._disarm_header_timer()
         self.pending.release(self)
-        super().handle_websocket_upgrade(event)
+        super().handle_websocket_upgrade(*event)  # type: ignore[misc]
 
     def refuse(self, response: bytes) -> None:
         """Answer with ``response`` (a complete HTTP response) and close."""
@@ -266,6 +274,27 @@ class GuardedHTTPProtocol(H11Protocol):
             self.transport.get_write_buffer_size(),
         )
         self.transport.abort()
+
+    # Set by uvicorn's protocol class this is mixed into.
+    cycle: Any
+    client: tuple[str, int] | None
+    transport: asyncio.Transport
+    loop: asyncio.AbstractEventLoop
+
+
+class GuardedH11Protocol(GuardedHTTPProtocol, H11Protocol):
+    """``GuardedHTTPProtocol`` over h11 (pure Python)."""
+
+
+@functools.cache
+def _httptools_protocol() -> type[GuardedHTTPProtocol]:
+    """``GuardedHTTPProtocol`` over httptools; ImportError when it is not installed."""
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    class GuardedHttpToolsProtocol(GuardedHTTPProtocol, HttpToolsProtocol):
+        """``GuardedHTTPProtocol`` over httptools (C)."""
+
+    return GuardedHttpToolsProtocol
 
 
 class _Inbox:
@@ -474,15 +503,20 @@ class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
 
 
 def protocols(
-    config: FacadeConfig,
-) -> tuple[Callable[..., H11Protocol], Callable[..., WebSocketsSansIOProtocol]]:
-    """The (HTTP, WebSocket) protocol factories for one server, sharing one pending table."""
+    config: FacadeConfig, *, http_parser: HttpParser = "h11"
+) -> tuple[Callable[..., GuardedHTTPProtocol], Callable[..., WebSocketsSansIOProtocol]]:
+    """The (HTTP, WebSocket) protocol factories for one server, sharing one pending table.
+
+    ``http_parser`` is uvicorn's HTTP protocol to guard: ``h11`` (pure
+    Python) or ``httptools`` (C, see ``omnia.speedups``).
+    """
+    http_class = GuardedH11Protocol if http_parser == "h11" else _httptools_protocol()
     pending: PendingConnections[GuardedHTTPProtocol] = PendingConnections(
         limit=config.max_pending_connections,
         per_address=config.max_pending_connections_per_address,
     )
     http = functools.partial(
-        GuardedHTTPProtocol,
+        http_class,
         pending=pending,
         header_timeout=config.request_header_timeout_seconds,
         max_output_bytes=config.max_output_buffer_bytes,
