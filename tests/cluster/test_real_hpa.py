@@ -134,6 +134,12 @@ def autoscaled(control_plane, real_node, built_images, crds, tmp_path_factory) -
             autoscaling.Keda(plane, cluster_dns=realnode.GATEWAY, cluster_domain=realnode.CLUSTER_DOMAIN):
         try:
             harness.apply(plane, activator_objects(namespace, built_images.image), namespace=namespace)
+            # Before the agent's ScaledObject exists: KEDA (2.21) asks the
+            # external scaler for its metric spec once, when it first builds
+            # the HPA, and an activator not yet up leaves active_connections
+            # out of the HPA until the ScaledObject changes (docs/scaling.md).
+            wait_for(lambda: realpods.ready_pods(plane, namespace, "app.kubernetes.io/component=activator"),
+                     timeout=120, what="the activator's pod ready")
             kubeconfig = harness.operator_kubeconfig(plane, home=namespace, namespaces=[namespace])
             operator = harness.OperatorProcess(
                 kubeconfig=kubeconfig, namespaces=[namespace], log_file=workdir / "operator.log",
@@ -141,8 +147,6 @@ def autoscaled(control_plane, real_node, built_images, crds, tmp_path_factory) -
             )
             operator.start()
             harness.apply(plane, agent_manifests(), namespace=namespace)
-            wait_for(lambda: realpods.ready_pods(plane, namespace, "app.kubernetes.io/component=activator"),
-                     timeout=120, what="the activator's pod ready")
             wait_for(lambda: condition(get(plane, f"agentruntime/{AGENT}", namespace), "Ready").get("status")
                      == "True", timeout=180, what=f"{AGENT} Ready on the real node",
                      explain=lambda: (get(plane, f"agentruntime/{AGENT}", namespace) or {}).get("status"))
