@@ -52,6 +52,10 @@ class WorkQueue(Generic[K]):
     def delayed(self) -> int:
         return len(self._timers)
 
+    def waiting(self, key: K) -> bool:
+        """Whether ``key`` waits for a delayed add (a retry, a postponed reconcile, a recheck)."""
+        return key in self._timers
+
     def add(self, key: K) -> None:
         """Reconcile ``key`` as soon as a worker is free; cancels a pending delayed add."""
         self._cancel_timer(key)

@@ -1,0 +1,49 @@
+"""Which watch events queue a reconcile (kopf glue, without kopf running)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from omnia.operator import builders, handlers
+from omnia.operator.references import Ref
+
+AGENT = Ref("AgentRuntime", "ns", "agent")
+
+
+def meta(**changes) -> dict:
+    return {"uid": "uid-1", "generation": 1, "labels": {"team": "a"}, "annotations": {}, "resourceVersion": "10",
+            "managedFields": [{"manager": "omnia-operator", "time": "2026-01-01T00:00:00Z"}], **changes}
+
+
+def test_an_agent_event_that_changed_only_its_status_queues_nothing():
+    """The operator's own status writes come back as events: reconciling for them found nothing to do."""
+    operator = handlers.Operator(defaults=builders.Defaults())
+    assert handlers._agent_inputs_changed(operator, AGENT, type="ADDED", meta=meta())
+    status_write = meta(resourceVersion="11", managedFields=[{"manager": "omnia-operator", "time": "2026-01-01T00:00:05Z"}])
+    assert not handlers._agent_inputs_changed(operator, AGENT, type="MODIFIED", meta=status_write)
+
+
+def test_a_spec_label_or_annotation_change_queues_the_agent():
+    operator = handlers.Operator(defaults=builders.Defaults())
+    handlers._agent_inputs_changed(operator, AGENT, type="ADDED", meta=meta())
+    for changed in (meta(generation=2), meta(generation=2, labels={"team": "b"}),
+                    meta(generation=2, labels={"team": "b"}, annotations={"note": "x"})):
+        assert handlers._agent_inputs_changed(operator, AGENT, type="MODIFIED", meta=changed)
+
+
+def test_a_deleted_agent_and_a_recreated_one_are_queued():
+    operator = handlers.Operator(defaults=builders.Defaults())
+    handlers._agent_inputs_changed(operator, AGENT, type="ADDED", meta=meta())
+    assert handlers._agent_inputs_changed(operator, AGENT, type="DELETED", meta=meta())
+    assert handlers._agent_inputs_changed(operator, AGENT, type="ADDED", meta=meta())
+
+
+async def test_an_agent_waiting_for_a_postponed_reconcile_is_queued_by_any_event():
+    """A reconcile postponed until the cache shows the operator's last status write runs at that write's event."""
+    operator = handlers.Operator(defaults=builders.Defaults())
+    handlers._agent_inputs_changed(operator, AGENT, type="ADDED", meta=meta())
+    operator.queue.add_after(AGENT, 60)
+    try:
+        assert handlers._agent_inputs_changed(operator, AGENT, type="MODIFIED", meta=meta(resourceVersion="11"))
+    finally:
+        operator.queue.close()
