@@ -30,7 +30,7 @@ Prints the figures and writes them (unless ``--no-write``), with the machine, to
 "Operator" section of bench/RESULTS.md. Every phase has a deadline, so a run
 is bounded (about 10 minutes at worst on two cores).
 
-Usage: python bench/reconciling.py [--agents N] [--workers N] [--tuned-cluster] [--no-write]
+Usage: python bench/reconciling.py [--agents N] [--workers N] [--tuned-cluster] [--label TEXT] [--no-write]
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ import controlplane
 import timelines
 
 from omnia.config import AgentConfig
+from omnia.operator import handlers
 from tests.operator import harness
 
 NAMESPACE = "bench"
@@ -273,13 +274,13 @@ def run(count: int, *, workers: int | None, tuned_cluster: bool) -> dict:
     }
 
 
-def report(figures: dict, machine_line: str) -> str:
+def report(figures: dict, machine_line: str, *, label: str) -> str:
     create, edit = figures["after_create"], figures["after_edit"]
     n = figures["agents"]
-    workers = figures["workers"] or "the default"
+    workers = figures["workers"] or f"{handlers.WORKERS} (the default)"
     cluster = ("kube-controller-manager with " + " ".join(TUNED_CONTROLLER_MANAGER)
                if figures["tuned_cluster"] else "kube-controller-manager with its default flags")
-    return f"""### {n} agents, {workers} reconcile workers, {cluster}
+    return f"""### {label}: {n} agents, {workers} reconcile workers, {cluster}
 
 Machine: {machine_line}. Run on {datetime.date.today().isoformat()}.
 The control plane (etcd, kube-apiserver, kube-controller-manager,
@@ -339,11 +340,13 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None, help="the operator's --workers (its default if omitted)")
     parser.add_argument("--tuned-cluster", action="store_true",
                         help="raise kube-controller-manager's client rate limit and sync workers")
+    parser.add_argument("--label", default="current operator",
+                        help="names the run in bench/RESULTS.md; a run with the same label and settings replaces it")
     parser.add_argument("--no-write", action="store_true", help="print only; leave bench/RESULTS.md alone")
     arguments = parser.parse_args()
     machine_line = machine()
     figures = run(arguments.agents, workers=arguments.workers, tuned_cluster=arguments.tuned_cluster)
-    section = report(figures, machine_line)
+    section = report(figures, machine_line, label=arguments.label)
     print()
     print(section)
     print(json.dumps(figures, indent=2))

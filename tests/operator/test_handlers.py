@@ -42,8 +42,18 @@ async def test_an_agent_waiting_for_a_postponed_reconcile_is_queued_by_any_event
     """A reconcile postponed until the cache shows the operator's last status write runs at that write's event."""
     operator = handlers.Operator(defaults=builders.Defaults())
     handlers._agent_inputs_changed(operator, AGENT, type="ADDED", meta=meta())
-    operator.queue.add_after(AGENT, 60)
+    operator.queue.postpone(AGENT, 60)
     try:
         assert handlers._agent_inputs_changed(operator, AGENT, type="MODIFIED", meta=meta(resourceVersion="11"))
+    finally:
+        operator.queue.close()
+
+
+async def test_a_key_waiting_for_a_retry_is_not_postponed_so_status_events_do_not_queue_it():
+    operator = handlers.Operator(defaults=builders.Defaults())
+    handlers._agent_inputs_changed(operator, AGENT, type="ADDED", meta=meta())
+    operator.queue.add_after(AGENT, 60)
+    try:
+        assert not handlers._agent_inputs_changed(operator, AGENT, type="MODIFIED", meta=meta(resourceVersion="11"))
     finally:
         operator.queue.close()

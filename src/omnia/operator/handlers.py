@@ -164,6 +164,17 @@ waited in the queue for tens of seconds behind each other's requests.
 """
 
 
+COALESCE_SECONDS = 0.5
+"""How long an agent's reconcile waits after an event of its Deployment or pods, gathering the next ones.
+
+A rollout changes a Deployment's status and its pods several times within a
+second (ReplicaSet created, pod created, scheduled, Ready, counters); each
+event reconciled at once wrote the agent's status once more. Waiting half a
+second makes those one reconcile and one status write, for at most half a
+second more before the agent shows Ready.
+"""
+
+
 @dataclass
 class Operator:
     """The running operator: its queue and workers, started by kopf's start-up handler."""
@@ -385,7 +396,7 @@ def register(registry: kopf.OperatorRegistry, *, operator: Operator) -> None:
             if type == "DELETED":
                 _owned_object_gone(operator, ref)
             else:
-                operator.enqueue([ref])
+                operator.queue.add_soon(ref, COALESCE_SECONDS)
 
     @kopf.on.event(group="discovery.k8s.io", version="v1", plural="endpointslices",
                    labels=ACTIVATOR_SLICE_LABELS, registry=registry)
@@ -399,7 +410,8 @@ def register(registry: kopf.OperatorRegistry, *, operator: Operator) -> None:
     @kopf.on.event(group="", version="v1", plural="pods", labels=AGENT_POD_LABELS, registry=registry)
     def pod_changed(namespace: str, meta: kopf.Meta, **_: Any) -> None:
         # Any change, deletion included: the agent's Ready condition follows its pods.
-        operator.enqueue([Ref(references.AGENT_RUNTIME, namespace, meta["labels"][labels.AGENT])])
+        operator.queue.add_soon(Ref(references.AGENT_RUNTIME, namespace, meta["labels"][labels.AGENT]),
+                                COALESCE_SECONDS)
 
 
 INDEXES = ("agentruntimes", "promptpacks", "providers", "toolregistries",
@@ -467,7 +479,7 @@ def _agent_inputs_changed(operator: Operator, ref: Ref, *, type: str | None, met
         return True
     inputs = hashing.digest({key: meta.get(key) for key in (
         "uid", "generation", "labels", "annotations", "ownerReferences", "finalizers", "deletionTimestamp")})
-    if operator.agent_inputs.get(ref) == inputs and not operator.queue.waiting(ref):
+    if operator.agent_inputs.get(ref) == inputs and not operator.queue.postponed(ref):
         return False
     operator.agent_inputs[ref] = inputs
     return True
