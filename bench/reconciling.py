@@ -30,7 +30,8 @@ Prints the figures and writes them (unless ``--no-write``), with the machine, to
 "Operator" section of bench/RESULTS.md. Every phase has a deadline, so a run
 is bounded (about 10 minutes at worst on two cores).
 
-Usage: python bench/reconciling.py [--agents N] [--workers N] [--tuned-cluster] [--label TEXT] [--no-write]
+Usage: python bench/reconciling.py [--agents N] [--workers N] [--tuned-cluster]
+                                     [--operator-source DIR] [--label TEXT] [--no-write]
 """
 
 from __future__ import annotations
@@ -189,7 +190,7 @@ def wait_until(what: str, check, *, total: int, started: float) -> float:
         time.sleep(1.0)
 
 
-def run(count: int, *, workers: int | None, tuned_cluster: bool) -> dict:
+def run(count: int, *, workers: int | None, tuned_cluster: bool, operator_source: Path | None) -> dict:
     binaries = controlplane.Binaries.locate()
     missing = binaries.missing()
     if missing:
@@ -205,8 +206,9 @@ def run(count: int, *, workers: int | None, tuned_cluster: bool) -> dict:
         plane.kubectl("create", "namespace", "omnia-system", check=True)
         kubeconfig = harness.operator_kubeconfig(plane, home="omnia-system", namespaces=[], cluster_wide=True)
         extra = [f"--workers={workers}"] if workers else []
+        env = {"PYTHONPATH": str(operator_source)} if operator_source else None
         operator = harness.OperatorProcess(kubeconfig=kubeconfig, namespaces=[], log_file=workdir / "operator.log",
-                                           extra_args=extra)
+                                           extra_args=extra, env=env)
         operator.start()
         watcher = Watcher(plane)
         recorder = timelines.Recorder(lambda: plane.http_client(), namespace=NAMESPACE)
@@ -340,12 +342,16 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None, help="the operator's --workers (its default if omitted)")
     parser.add_argument("--tuned-cluster", action="store_true",
                         help="raise kube-controller-manager's client rate limit and sync workers")
+    parser.add_argument("--operator-source", type=Path, default=None,
+                        help="run the operator from this folder of Python packages (e.g. another commit's src/), "
+                             "to compare two versions in the same conditions")
     parser.add_argument("--label", default="current operator",
                         help="names the run in bench/RESULTS.md; a run with the same label and settings replaces it")
     parser.add_argument("--no-write", action="store_true", help="print only; leave bench/RESULTS.md alone")
     arguments = parser.parse_args()
     machine_line = machine()
-    figures = run(arguments.agents, workers=arguments.workers, tuned_cluster=arguments.tuned_cluster)
+    figures = run(arguments.agents, workers=arguments.workers, tuned_cluster=arguments.tuned_cluster,
+                  operator_source=arguments.operator_source)
     section = report(figures, machine_line, label=arguments.label)
     print()
     print(section)
