@@ -233,22 +233,26 @@ class Phase:
 
 
 def phases(milestones: Milestones) -> list[Phase]:
+    """Each phase between consecutive milestones, then the whole: the first milestone to the last."""
     names = list(milestones)
-    found = []
-    for start, end in zip(names, names[1:]):
-        agents = milestones[start].keys() & milestones[end].keys()
-        spans = [max(0.0, milestones[end][agent] - milestones[start][agent]) for agent in agents]
-        found.append(Phase(name=f"{start} → {end}", agents=len(agents), p50=percentile(spans, 50),
-                           p90=percentile(spans, 90), max=max(spans, default=math.nan),
-                           last=max(milestones[end].values(), default=math.nan)))
-    return found
+    return [_phase(milestones, start, end) for start, end in zip(names, names[1:])] + \
+        [_phase(milestones, names[0], names[-1])]
+
+
+def _phase(milestones: Milestones, start: str, end: str) -> Phase:
+    agents = milestones[start].keys() & milestones[end].keys()
+    spans = [max(0.0, milestones[end][agent] - milestones[start][agent]) for agent in agents]
+    return Phase(name=f"{start} → {end}", agents=len(agents), p50=percentile(spans, 50), p90=percentile(spans, 90),
+                 max=max(spans, default=math.nan), last=max(milestones[end].values(), default=math.nan))
 
 
 def table(milestones: Milestones, *, who: Mapping[str, str]) -> str:
     """A Markdown table of the phases: who works in each, p50/p90/max per agent, and when the last one ended."""
     rows = ["| phase | who | agents | p50 | p90 | max | last agent at |", "|---|---|---:|---:|---:|---:|---:|"]
-    for phase in phases(milestones):
+    found = phases(milestones)
+    for phase in found:
         end = phase.name.split(" → ", 1)[1]
-        rows.append(f"| {phase.name} | {who.get(end, '')} | {phase.agents} | {phase.p50:.1f} s | {phase.p90:.1f} s "
+        name, doer = (f"**whole: {phase.name}**", "all") if phase is found[-1] else (phase.name, who.get(end, ""))
+        rows.append(f"| {name} | {doer} | {phase.agents} | {phase.p50:.1f} s | {phase.p90:.1f} s "
                     f"| {phase.max:.1f} s | {phase.last:.1f} s |")
     return "\n".join(rows)

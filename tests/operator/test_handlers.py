@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
+
+import kopf
 
 from omnia.operator import builders, handlers
 from omnia.operator.references import Ref
@@ -57,3 +60,16 @@ async def test_a_key_waiting_for_a_retry_is_not_postponed_so_status_events_do_no
         assert not handlers._agent_inputs_changed(operator, AGENT, type="MODIFIED", meta=meta(resourceVersion="11"))
     finally:
         operator.queue.close()
+
+
+def test_every_event_handler_runs_on_the_event_loop():
+    """kopf runs plain functions in a thread pool; the work queue and its timers belong to the event loop.
+
+    Queued from a thread, a key did not wake a waiting worker at once, and a
+    delayed add failed ("no running event loop"), which left agents unreconciled.
+    """
+    registry = kopf.OperatorRegistry()
+    handlers.register(registry, operator=handlers.Operator(defaults=builders.Defaults()))
+    found = registry._watching.get_all_handlers()
+    assert found and all(inspect.iscoroutinefunction(handler.fn) for handler in found), \
+        [handler.id for handler in found if not inspect.iscoroutinefunction(handler.fn)]

@@ -12,6 +12,10 @@ started several times in one process (as the tests do).
   one health summary per pod (``podhealth``).
 - **Event handlers** turn every watch event into keys of the work queue:
   the changed object if it is reconciled, and everything that references it.
+  They are coroutines although they never await: kopf runs plain functions
+  in a thread pool, and the work queue belongs to the event loop (a key put
+  in it from another thread did not wake a waiting worker, and a delayed add
+  needs the loop's timers).
 - The default session stores' Secrets, in the operator's own namespace,
   which kopf may not watch, are followed on their own (``following``) and
   answer :meth:`IndexCache.secret` for their names. So are the activator's
@@ -368,28 +372,28 @@ def register(registry: kopf.OperatorRegistry, *, operator: Operator) -> None:
         _queue_custom_resource_events(registry, operator=operator, kind=kind, plural=plural, affected=affected)
 
     @kopf.on.event(group="", version="v1", plural="secrets", registry=registry)
-    def secret_changed(namespace: str, name: str, **_: Any) -> None:
+    async def secret_changed(namespace: str, name: str, **_: Any) -> None:
         operator.enqueue(affected(Ref(references.SECRET, namespace, name)))
 
     @kopf.on.event(group="", version="v1", plural="configmaps", when=_not_ours, registry=registry)
-    def config_map_changed(namespace: str, name: str, **_: Any) -> None:
+    async def config_map_changed(namespace: str, name: str, **_: Any) -> None:
         operator.enqueue(affected(Ref(references.CONFIG_MAP, namespace, name)))
 
     @kopf.on.event(group="", version="v1", plural="configmaps",
                    labels={labels.PROMPT_PACK: kopf.PRESENT}, registry=registry)
-    def snapshot_changed(namespace: str, meta: kopf.Meta, **_: Any) -> None:
+    async def snapshot_changed(namespace: str, meta: kopf.Meta, **_: Any) -> None:
         pack = Ref(references.PROMPT_PACK, namespace, meta["labels"][labels.PROMPT_PACK])
         operator.enqueue(affected(pack))
 
     @kopf.on.event(group="", version="v1", plural="configmaps",
                    labels={labels.AGENT: kopf.PRESENT}, registry=registry)
-    def agent_config_changed(type: str | None, namespace: str, meta: kopf.Meta, **_: Any) -> None:
+    async def agent_config_changed(type: str | None, namespace: str, meta: kopf.Meta, **_: Any) -> None:
         if type == "DELETED":
             _owned_object_gone(operator, Ref(references.AGENT_RUNTIME, namespace, meta["labels"][labels.AGENT]))
 
     @kopf.on.event(group="apps", version="v1", plural="deployments",
                    labels={labels.MANAGED_BY: labels.OPERATOR}, registry=registry)
-    def deployment_changed(type: str | None, namespace: str, meta: kopf.Meta, **_: Any) -> None:
+    async def deployment_changed(type: str | None, namespace: str, meta: kopf.Meta, **_: Any) -> None:
         agent = (meta.get("labels") or {}).get(labels.AGENT)
         if agent:
             ref = Ref(references.AGENT_RUNTIME, namespace, agent)
@@ -400,7 +404,7 @@ def register(registry: kopf.OperatorRegistry, *, operator: Operator) -> None:
 
     @kopf.on.event(group="discovery.k8s.io", version="v1", plural="endpointslices",
                    labels=ACTIVATOR_SLICE_LABELS, registry=registry)
-    def activator_slice_changed(type: str | None, namespace: str, meta: kopf.Meta, **_: Any) -> None:
+    async def activator_slice_changed(type: str | None, namespace: str, meta: kopf.Meta, **_: Any) -> None:
         ref = Ref(references.AGENT_RUNTIME, namespace, meta["labels"][labels.AGENT])
         if type == "DELETED":
             _owned_object_gone(operator, ref)
@@ -408,7 +412,7 @@ def register(registry: kopf.OperatorRegistry, *, operator: Operator) -> None:
             operator.enqueue([ref])
 
     @kopf.on.event(group="", version="v1", plural="pods", labels=AGENT_POD_LABELS, registry=registry)
-    def pod_changed(namespace: str, meta: kopf.Meta, **_: Any) -> None:
+    async def pod_changed(namespace: str, meta: kopf.Meta, **_: Any) -> None:
         # Any change, deletion included: the agent's Ready condition follows its pods.
         operator.queue.add_soon(Ref(references.AGENT_RUNTIME, namespace, meta["labels"][labels.AGENT]),
                                 COALESCE_SECONDS)
@@ -446,7 +450,8 @@ def _queue_custom_resource_events(
     plural: str,
     affected: Callable[[Ref], set[Ref]],
 ) -> None:
-    def changed(type: str | None, namespace: str, name: str, spec: kopf.Spec, meta: kopf.Meta, **_: Any) -> None:
+    async def changed(type: str | None, namespace: str, name: str, spec: kopf.Spec, meta: kopf.Meta,
+                      **_: Any) -> None:
         ref = Ref(kind, namespace, name)
         if kind == references.AGENT_RUNTIME and not _agent_inputs_changed(operator, ref, type=type, meta=meta):
             return
