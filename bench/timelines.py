@@ -29,6 +29,9 @@ import httpx
 
 AGENT_LABEL = "app.kubernetes.io/instance"
 
+WATCH_READ_TIMEOUT = 5.0
+"""A quiet watch is opened again after this long (from its last version), so :meth:`Recorder.stop` is prompt."""
+
 PATHS = {
     "AgentRuntime": "/apis/omnia.altairalabs.ai/v1alpha1/namespaces/{namespace}/agentruntimes",
     "ConfigMap": "/api/v1/namespaces/{namespace}/configmaps",
@@ -103,7 +106,8 @@ class Recorder:
             params = {"watch": "true", "resourceVersion": version, "allowWatchBookmarks": "true",
                       "timeoutSeconds": "3600"}
             try:
-                with client.stream("GET", path, params=params, timeout=httpx.Timeout(30, read=None)) as response:
+                timeout = httpx.Timeout(30, read=WATCH_READ_TIMEOUT)
+                with client.stream("GET", path, params=params, timeout=timeout) as response:
                     response.raise_for_status()
                     started.set()
                     for line in response.iter_lines():
@@ -198,7 +202,8 @@ def rollout(events: list[Event], *, started: float, before: list[Event], version
         "pod template changed": _first(events, "Deployment", new_template),
         "new pod created": _first(events, "Pod", lambda e: e.type == "ADDED" and new_pod(e)),
         "new pod Ready": _first(events, "Pod", lambda e: new_pod(e) and _ready(e.body)),
-        "Deployment rolled (old pod gone)": _first(events, "Deployment", lambda e: new_template(e) and complete(e.body)),
+        "Deployment rolled (old pod gone)": _first(events, "Deployment",
+                                                   lambda e: new_template(e) and complete(e.body)),
         "agent Ready on the new version": _first(events, "AgentRuntime", on_version),
     }
     return _relative(milestones, started)

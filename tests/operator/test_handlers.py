@@ -22,7 +22,8 @@ def test_an_agent_event_that_changed_only_its_status_queues_nothing():
     """The operator's own status writes come back as events: reconciling for them found nothing to do."""
     operator = handlers.Operator(defaults=builders.Defaults())
     assert handlers._agent_inputs_changed(operator, AGENT, type="ADDED", meta=meta())
-    status_write = meta(resourceVersion="11", managedFields=[{"manager": "omnia-operator", "time": "2026-01-01T00:00:05Z"}])
+    status_write = meta(resourceVersion="11",
+                        managedFields=[{"manager": "omnia-operator", "time": "2026-01-01T00:00:05Z"}])
     assert not handlers._agent_inputs_changed(operator, AGENT, type="MODIFIED", meta=status_write)
 
 
