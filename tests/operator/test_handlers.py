@@ -6,6 +6,7 @@ import asyncio
 import inspect
 
 import kopf
+import pytest
 
 from omnia.operator import builders, handlers
 from omnia.operator.references import Ref
@@ -74,3 +75,32 @@ def test_every_event_handler_runs_on_the_event_loop():
     found = registry._watching.get_all_handlers()
     assert found and all(inspect.iscoroutinefunction(handler.fn) for handler in found), \
         [handler.id for handler in found if not inspect.iscoroutinefunction(handler.fn)]
+
+
+PACK = Ref("PromptPack", "ns", "prompts")
+
+
+def pack_body(**status) -> dict:
+    return {"metadata": {"uid": "uid-p", "generation": 1, "annotations": {"omnia.altairalabs.ai/rollout": "{}"},
+                         "resourceVersion": "5"},
+            "spec": {"version": "1.0.0", "systemPrompt": "You are helpful."},
+            "status": {"stableVersion": "1.0.0", "consumers": [], **status}}
+
+
+def test_a_pack_event_that_changed_only_its_consumers_does_not_reach_its_agents():
+    """Every agent created changes the pack's consumers; no agent reads them."""
+    operator = handlers.Operator(defaults=builders.Defaults())
+    assert handlers._pack_changed_for_agents(operator, PACK, type=None, body=pack_body())
+    assert not handlers._pack_changed_for_agents(operator, PACK, type="MODIFIED", body=pack_body(consumers=["a"]))
+
+
+@pytest.mark.parametrize("changed", [
+    pytest.param(pack_body(stableVersion="1.1.0"), id="stable-version"),
+    pytest.param(pack_body(canaryVersion="1.1.0", canaryWeight=20), id="canary"),
+    pytest.param({**pack_body(), "spec": {"version": "1.1.0", "systemPrompt": "x"}}, id="spec"),
+    pytest.param({**pack_body(), "metadata": {**pack_body()["metadata"], "annotations": {}}}, id="rollout-state"),
+])
+def test_a_pack_event_that_changed_what_agents_read_reaches_them(changed):
+    operator = handlers.Operator(defaults=builders.Defaults())
+    handlers._pack_changed_for_agents(operator, PACK, type=None, body=pack_body())
+    assert handlers._pack_changed_for_agents(operator, PACK, type="MODIFIED", body=changed)

@@ -204,6 +204,8 @@ class Operator:
     """The follower of the activator Service's EndpointSlices, when there is an activator."""
     agent_inputs: dict[Ref, str] = field(default_factory=dict)
     """Ref → digest of the AgentRuntime's metadata last queued for (``_agent_inputs_changed``)."""
+    pack_views: dict[Ref, str] = field(default_factory=dict)
+    """Ref → digest of the PromptPack as its agents read it, last fanned out (``_pack_changed_for_agents``)."""
     _tasks: list[asyncio.Task] = field(default_factory=list)
     _client: applying.KubeClient | None = None
 
@@ -451,9 +453,12 @@ def _queue_custom_resource_events(
     affected: Callable[[Ref], set[Ref]],
 ) -> None:
     async def changed(type: str | None, namespace: str, name: str, spec: kopf.Spec, meta: kopf.Meta,
-                      **_: Any) -> None:
+                      body: kopf.Body, **_: Any) -> None:
         ref = Ref(kind, namespace, name)
         if kind == references.AGENT_RUNTIME and not _agent_inputs_changed(operator, ref, type=type, meta=meta):
+            return
+        if kind == references.PROMPT_PACK and not _pack_changed_for_agents(operator, ref, type=type, body=body):
+            operator.enqueue([ref])
             return
         refs = affected(ref)
         if kind == references.AGENT_RUNTIME and operator.cache is not None:
@@ -487,6 +492,30 @@ def _agent_inputs_changed(operator: Operator, ref: Ref, *, type: str | None, met
     if operator.agent_inputs.get(ref) == inputs and not operator.queue.postponed(ref):
         return False
     operator.agent_inputs[ref] = inputs
+    return True
+
+
+def _pack_changed_for_agents(operator: Operator, ref: Ref, *, type: str | None, body: kopf.Body) -> bool:
+    """Whether a PromptPack event may change what the agents using it run: anything but its consumers.
+
+    Each agent created or deleted changes the pack's ``status.consumers``,
+    which the pack's reconcile writes, and which no agent reads; every such
+    write queued every agent of the pack again, so 200 agents created one
+    after another were each reconciled over and over for nothing. The pack
+    itself is still reconciled at every event.
+    """
+    if type == "DELETED":
+        operator.pack_views.pop(ref, None)
+        return True
+    meta = body.get("metadata") or {}
+    view = hashing.digest({
+        "metadata": {key: meta.get(key) for key in ("uid", "generation", "labels", "annotations", "deletionTimestamp")},
+        "spec": body.get("spec"),
+        "status": {key: value for key, value in (body.get("status") or {}).items() if key != "consumers"},
+    })
+    if operator.pack_views.get(ref) == view:
+        return False
+    operator.pack_views[ref] = view
     return True
 
 
