@@ -216,6 +216,9 @@ def run(count: int, *, workers: int | None, tuned_cluster: bool, operator_source
             harness.apply(plane, [{"apiVersion": "omnia.altairalabs.ai/v1alpha1", "kind": "Provider",
                                    "metadata": {"name": "mock", "namespace": NAMESPACE}, "spec": {"type": "mock"}},
                                   pack("1.0.0", "You are helpful.", steps=CANARY_AT_20)], namespace=NAMESPACE)
+            # The first version the operator sees becomes stable: let it see 1.0.0 before 1.1.0.
+            harness.wait_for(lambda: (harness.get(plane, "promptpack/prompts", NAMESPACE) or {}).get("status", {})
+                             .get("stableVersion") == "1.0.0", timeout=60, what="1.0.0 stable")
             harness.apply(plane, pack("1.1.0", "You are helpful and kind.", steps=CANARY_AT_20), namespace=NAMESPACE)
             harness.wait_for(lambda: (harness.get(plane, "promptpack/prompts", NAMESPACE) or {}).get("status", {})
                              .get("canaryVersion") == "1.1.0", timeout=60, what="the canary of 1.1.0")
