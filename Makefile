@@ -1,5 +1,5 @@
 # The two entry points of a fresh checkout (see README.md).
-.PHONY: run test install install-dev test-deps generate bench image
+.PHONY: run test install install-dev test-deps generate bench bench-profile image
 
 # Running needs Omnia's runtime dependencies and the embedded model only;
 # the test tools (pytest, Playwright, linters, the test services) come with
@@ -31,6 +31,10 @@ bench: install-dev test-deps
 	.venv/bin/python bench/attacks.py
 	.venv/bin/python bench/sessions.py
 	.venv/bin/python bench/reconciling.py
+
+# Where the facade's and the runtime's CPU goes under relay load (cProfile).
+bench-profile: install-dev
+	.venv/bin/python bench/profile_relay.py
 
 # The container image, built without a registry (debootstrap base, buildah),
 # as a docker-archive under $HOME/.cache/omnia/image (see docs/install.md).

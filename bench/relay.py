@@ -24,9 +24,14 @@ more, the servers are pinned to core 0 and the load client to core 1.
     the floor's CPU per turn and the ratio, and for the OpenAI endpoint its
     turns/s and p50 as multiples of those of ``/ws`` in the same run.
 (b) connection rate: connections opened per second to one facade (upgrade
-    until the ``connected`` frame), 64 in flight; and to the floor.
+    until the ``connected`` frame), 64 in flight, and the servers' CPU per
+    connection (steadier than the rate on a busy machine); and the floor's.
 (c) idle: facade + runtime resident memory per open, idle connection at
     1,000 and 10,000 connections; and the floor's.
+
+Every phase runs the pod twice when uvloop and httptools are installed:
+with ``OMNIA_SPEEDUPS=off`` (asyncio and h11, pure Python) and with
+``auto`` (uvloop and httptools), in the same run.
 
 The pod's pending-connection caps are off: every client comes from one
 address, and a plain HTTP connection (the OpenAI endpoint's) counts as
@@ -41,6 +46,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
+import importlib.util
 import json
 import os
 import platform
@@ -126,7 +132,19 @@ def _cpu_seconds(pid: int) -> float:
 class Pod:
     """Runtime and facade processes on loopback, as ``omnia run`` starts them."""
 
-    def __init__(self, workdir: Path, *, chunk_delay_ms: int = 0) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        chunk_delay_ms: int = 0,
+        speedups: str = "auto",
+        launcher: list[str] | None = None,
+    ) -> None:
+        """``speedups`` is ``OMNIA_SPEEDUPS``; ``launcher`` runs ``omnia`` (default ``python -m omnia``).
+
+        ``launcher`` is given the process's name (``facade`` or ``runtime``)
+        as its next argument, before the command's.
+        """
         script = MockScript(
             replies=[ScriptedReply(text=REPLY, chunk_size=len(CHUNK_TEXT), chunk_delay_ms=chunk_delay_ms)]
         )
@@ -148,11 +166,14 @@ class Pod:
         path.write_text(config.to_json())
         self.port = _free_port()
         address = f"unix://{workdir}/runtime.sock"
-        env = {**os.environ, "OMNIA_LOG_LEVEL": "error"}
-        cmd = [sys.executable, "-m", "omnia"]
-        self.runtime = subprocess.Popen([*cmd, "runtime", "--config", str(path), "--listen", address], env=env)
+        env = {**os.environ, "OMNIA_LOG_LEVEL": "error", "OMNIA_SPEEDUPS": speedups}
+
+        def command(name: str) -> list[str]:
+            return [*launcher, name, name] if launcher else [sys.executable, "-m", "omnia", name]
+
+        self.runtime = subprocess.Popen([*command("runtime"), "--config", str(path), "--listen", address], env=env)
         self.facade = subprocess.Popen(
-            [*cmd, "facade", "--config", str(path), "--runtime", address, "--host", "127.0.0.1", "--port", str(self.port)],
+            [*command("facade"), "--config", str(path), "--runtime", address, "--host", "127.0.0.1", "--port", str(self.port)],
             env=env,
         )
         self.pids = (self.facade.pid, self.runtime.pid)
@@ -378,8 +399,13 @@ async def _open(port: int) -> asyncio.Transport:
     return transport
 
 
-async def connection_rate(port: int, *, count: int) -> float:
-    """Connections opened per second (upgrade until ``connected``), ``RATE_IN_FLIGHT`` at a time."""
+async def connection_rate(port: int, *, count: int, pids: tuple[int, ...] = ()) -> tuple[float, float]:
+    """(connections opened per second, server CPU ms per connection), ``RATE_IN_FLIGHT`` at a time.
+
+    A connection counts once its ``connected`` frame arrived. The CPU is that
+    of ``pids`` (user + system, from /proc) over the phase: on a busy machine
+    it moves far less between runs than the rate does.
+    """
     opened: list[asyncio.Transport] = []
     slots = asyncio.Semaphore(RATE_IN_FLIGHT)
 
@@ -387,10 +413,12 @@ async def connection_rate(port: int, *, count: int) -> float:
         async with slots:
             opened.append(await _open(port))
 
+    cpu = sum(_cpu_seconds(pid) for pid in pids)
     started = time.perf_counter()
     try:
         await asyncio.gather(*(one() for _ in range(count)))
-        return count / (time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        return count / elapsed, 1000 * (sum(_cpu_seconds(pid) for pid in pids) - cpu) / count
     finally:
         for transport in opened:
             transport.abort()
@@ -422,15 +450,17 @@ async def idle(port: int, pids: tuple[int, ...], *, counts: list[int]) -> list[d
     return [{"baseline_mib": baseline}, *results]
 
 
-def _relay_row(label: str, protocol: str, session: Session, pids: tuple[int, ...], sessions: int, turns: int) -> dict | None:
+def _relay_row(
+    label: str, speedups: str, protocol: str, session: Session, pids: tuple[int, ...], sessions: int, turns: int
+) -> dict | None:
     """One case of (a) with its printed line; a case that could not run is printed as failed, not hidden."""
     try:
         result = asyncio.run(relay(session, pids, sessions=sessions, turns=turns))
     except Exception as exc:
-        print(f"{label:>12} {protocol:>8} {sessions:>9} failed: {exc!r}"[:300], flush=True)
+        print(f"{label:>12} {speedups:>8} {protocol:>8} {sessions:>9} failed: {exc!r}"[:300], flush=True)
         return None
     result["line"] = (
-        f"{label:>12} {protocol:>8} {result['sessions']:>9} {result['turns']:>7} {result['turns_per_s']:>9.0f}"
+        f"{label:>12} {speedups:>8} {protocol:>8} {result['sessions']:>9} {result['turns']:>7} {result['turns_per_s']:>9.0f}"
         f" {result['p50_ms']:>8.1f} {result['p99_ms']:>8.1f} {result['chunk_frames']:>12.1f}"
         f" {result['cpu_ms_per_turn']:>12.3f}"
     )
@@ -455,6 +485,16 @@ def machine() -> str:
     )
 
 
+def _variants() -> list[str]:
+    """``OMNIA_SPEEDUPS`` values to compare: ``off`` always, ``auto`` too when uvloop and httptools are installed."""
+    installed = all(importlib.util.find_spec(module) is not None for module in ("uvloop", "httptools"))
+    return ["off", "auto"] if installed else ["off"]
+
+
+def _variant_label(speedups: str) -> str:
+    return "uvloop+httptools" if speedups == "auto" else "pure Python"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller counts, for a smoke run")
@@ -467,80 +507,99 @@ def main() -> None:
     plan = [(1, 200), (100, 20)] if not args.quick else [(1, 100), (10, 20)]
     idle_counts = [1000, 10000] if not args.quick else [100]
     rate_count = 5000 if not args.quick else 300
+    variants = _variants()
     pinned = "servers on core 0, client on core 1" if (os.cpu_count() or 1) >= 2 else "not pinned (one core)"
     print(f"machine: {machine()}; {pinned}")
+    print(f"pod variants (OMNIA_SPEEDUPS): {', '.join(f'{v} = {_variant_label(v)}' for v in variants)}")
     with tempfile.TemporaryDirectory() as workdir:
         print("(a) relay")
         print(
-            f"{'model':>12} {'protocol':>8} {'sessions':>9} {'turns':>7} {'turns/s':>9} {'p50 ms':>8} {'p99 ms':>8}"
-            f" {'frames/turn':>12} {'CPU ms/turn':>12} {'floor CPU':>10} {'ratio':>6} {'turns/s vs ws':>14} {'p50 vs ws':>10}"
+            f"{'model':>12} {'speedups':>8} {'protocol':>8} {'sessions':>9} {'turns':>7} {'turns/s':>9} {'p50 ms':>8}"
+            f" {'p99 ms':>8} {'frames/turn':>12} {'CPU ms/turn':>12} {'floor CPU':>10} {'ratio':>6}"
+            f" {'turns/s vs ws':>14} {'p50 vs ws':>10}"
         )
         for label, delay in (("instant", 0), ("1 ms/chunk", 1)):
-            pod = Pod(Path(workdir), chunk_delay_ms=delay)
-            floor = None
-            try:
-                if delay == 0:
-                    floor = Floor(Path(workdir), frames=asyncio.run(first_turn_frames(pod.ws_url)))
-                for sessions, turns in plan:
-                    ws = _relay_row(label, "/ws", functools.partial(_session, pod.ws_url), pod.pids, sessions, turns)
-                    if ws is not None and floor is not None:
-                        base = asyncio.run(relay(functools.partial(_session, floor.ws_url), floor.pids, sessions=sessions, turns=turns))
-                        ws["line"] += f" {base['cpu_ms_per_turn']:>10.3f} {_ratio(ws['cpu_ms_per_turn'], base['cpu_ms_per_turn'])}"
-                    if ws is not None:
-                        print(ws["line"], flush=True)
-                    openai = _relay_row(label, "openai", functools.partial(_openai_session, pod.port), pod.pids, sessions, turns)
-                    if openai is not None:
-                        if ws is not None:
-                            openai["line"] += (
-                                f" {'-':>10} {'-':>6} {openai['turns_per_s'] / ws['turns_per_s']:>14.2f}"
-                                f" {openai['p50_ms'] / ws['p50_ms']:>10.2f}"
+            for variant in variants:
+                pod = Pod(Path(workdir), chunk_delay_ms=delay, speedups=variant)
+                floor = None
+                try:
+                    if delay == 0:
+                        floor = Floor(Path(workdir), frames=asyncio.run(first_turn_frames(pod.ws_url)))
+                    for sessions, turns in plan:
+                        ws = _relay_row(label, variant, "/ws", functools.partial(_session, pod.ws_url), pod.pids, sessions, turns)
+                        if ws is not None and floor is not None:
+                            base = asyncio.run(
+                                relay(functools.partial(_session, floor.ws_url), floor.pids, sessions=sessions, turns=turns)
                             )
-                        print(openai["line"], flush=True)
-            finally:
-                pod.stop()
-                if floor is not None:
-                    floor.stop()
+                            ws["line"] += f" {base['cpu_ms_per_turn']:>10.3f} {_ratio(ws['cpu_ms_per_turn'], base['cpu_ms_per_turn'])}"
+                        if ws is not None:
+                            print(ws["line"], flush=True)
+                        openai = _relay_row(
+                            label, variant, "openai", functools.partial(_openai_session, pod.port), pod.pids, sessions, turns
+                        )
+                        if openai is not None:
+                            if ws is not None:
+                                openai["line"] += (
+                                    f" {'-':>10} {'-':>6} {openai['turns_per_s'] / ws['turns_per_s']:>14.2f}"
+                                    f" {openai['p50_ms'] / ws['p50_ms']:>10.2f}"
+                                )
+                            print(openai["line"], flush=True)
+                finally:
+                    pod.stop()
+                    if floor is not None:
+                        floor.stop()
         if args.relay_only:
             return
 
-        pod = Pod(Path(workdir))
-        try:
-            floor = Floor(Path(workdir), frames=asyncio.run(first_turn_frames(pod.ws_url)))
+        rates = {}
+        for variant in variants:
+            pod = Pod(Path(workdir), speedups=variant)
             try:
-                omnia_rate = asyncio.run(connection_rate(pod.port, count=rate_count))
-                floor_rate = asyncio.run(connection_rate(floor.port, count=rate_count))
+                rates[variant] = asyncio.run(connection_rate(pod.port, count=rate_count, pids=pod.pids))
             finally:
-                floor.stop()
-        finally:
-            pod.stop()
-        print(f"(b) connections opened per second ({rate_count}, {RATE_IN_FLIGHT} in flight, new sessions)")
-        print(f"  omnia {omnia_rate:.0f}/s, floor {floor_rate:.0f}/s, omnia/floor {omnia_rate / floor_rate:.2f}")
-
-        pod = Pod(Path(workdir))
+                pod.stop()
+        floor = Floor(Path(workdir), frames=[])
         try:
-            rows = asyncio.run(idle(pod.port, pod.pids, counts=idle_counts))
+            floor_rate, floor_cpu = asyncio.run(connection_rate(floor.port, count=rate_count, pids=floor.pids))
         finally:
-            pod.stop()
+            floor.stop()
+        print(f"(b) connections opened per second ({rate_count}, {RATE_IN_FLIGHT} in flight, new sessions)")
+        for variant, (rate, cpu) in rates.items():
+            print(
+                f"  omnia {_variant_label(variant)}: {rate:.0f}/s, omnia/floor {rate / floor_rate:.2f};"
+                f" server CPU {cpu:.3f} ms/connection, {_ratio(cpu, floor_cpu).strip()} the floor's"
+            )
+        print(f"  floor: {floor_rate:.0f}/s, {floor_cpu:.3f} ms/connection")
+
+        idle_rows = {}
+        for variant in variants:
+            pod = Pod(Path(workdir), speedups=variant)
+            try:
+                idle_rows[variant] = asyncio.run(idle(pod.port, pod.pids, counts=idle_counts))
+            finally:
+                pod.stop()
         floor = Floor(Path(workdir), frames=[])
         try:
             floor_rows = asyncio.run(idle(floor.port, floor.pids, counts=idle_counts))
         finally:
             floor.stop()
     print("(c) idle connections (new sessions that have not sent a message)")
-    facade_base, runtime_base = rows[0]["baseline_mib"]
-    print(f"  baseline RSS: facade {facade_base:.1f} MiB, runtime {runtime_base:.1f} MiB, floor {floor_rows[0]['baseline_mib'][0]:.1f} MiB")
     print(
-        f"{'connections':>12} {'facade MiB':>11} {'runtime MiB':>12} {'KiB/conn':>9}"
+        f"{'speedups':>17} {'connections':>12} {'facade MiB':>11} {'runtime MiB':>12} {'KiB/conn':>9}"
         f" {'(facade':>8} {'runtime)':>9} {'floor KiB/conn':>15} {'ratio':>6}"
     )
-    for row, floor_row in zip(rows[1:], floor_rows[1:]):
-        facade_kib, runtime_kib = row["per_connection_kib"]
-        floor_kib = floor_row["per_connection_kib"][0]
-        print(
-            f"{row['connections']:>12} {row['rss_mib'][0]:>11.1f} {row['rss_mib'][1]:>12.1f}"
-            f" {facade_kib + runtime_kib:>9.1f} {facade_kib:>8.1f} {runtime_kib:>9.1f}"
-            f" {floor_kib:>15.1f} {_ratio(facade_kib + runtime_kib, floor_kib)}"
-        )
+    for variant, rows in idle_rows.items():
+        facade_base, runtime_base = rows[0]["baseline_mib"]
+        for row, floor_row in zip(rows[1:], floor_rows[1:]):
+            facade_kib, runtime_kib = row["per_connection_kib"]
+            floor_kib = floor_row["per_connection_kib"][0]
+            print(
+                f"{_variant_label(variant):>17} {row['connections']:>12} {row['rss_mib'][0]:>11.1f} {row['rss_mib'][1]:>12.1f}"
+                f" {facade_kib + runtime_kib:>9.1f} {facade_kib:>8.1f} {runtime_kib:>9.1f}"
+                f" {floor_kib:>15.1f} {_ratio(facade_kib + runtime_kib, floor_kib)}"
+            )
+        print(f"{'':>17} baseline RSS: facade {facade_base:.1f} MiB, runtime {runtime_base:.1f} MiB")
+    print(f"{'':>17} floor baseline RSS: {floor_rows[0]['baseline_mib'][0]:.1f} MiB")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import os
 import sys
 from pathlib import Path
@@ -315,8 +316,9 @@ def runtime(
         agent_config = _load_config(config)
         _configure_logs(component="runtime")
         _configure_tracing(service_name="omnia-runtime")
-        asyncio.run(server.serve(agent_config, address=listen, health_address=health or None,
-                                 config_path=config))
+        speedups = _speedups(component="runtime")
+        speedups.run(server.serve(agent_config, address=listen, health_address=health or None,
+                                  config_path=config))
     except StartupError as exc:
         raise _cannot_start(str(exc), termination_log) from None
 
@@ -351,6 +353,7 @@ def facade(
             host=host,
             port=port if port is not None else agent_config.facade.port,
             linger_seconds=linger,
+            speedups=_speedups(component="facade"),
         )
     except StartupError as exc:
         raise _cannot_start(str(exc), termination_log) from None
@@ -481,6 +484,10 @@ def activator(
     max_held: Annotated[
         int, typer.Option(min=1, help="Connections held at once while their agents start; more are refused.")
     ] = 1000,
+    max_held_per_agent: Annotated[
+        int, typer.Option(min=1, help="Connections held at once for one agent; more are refused, so one "
+                          "agent's clients cannot take every place.")
+    ] = 100,
     wake_timeout: Annotated[
         float, typer.Option(min=1, help="Seconds a connection waits for its agent's first ready pod.")
     ] = 60.0,
@@ -521,6 +528,7 @@ def activator(
         try:
             await server.run(server.ActivatorServer(
                 backends=backends, host=host, port=port, scaler_port=scaler_port, max_held=max_held,
+                max_held_per_agent=max_held_per_agent,
                 wake_timeout=wake_timeout, drain_timeout=drain_timeout,
             ))
         finally:
@@ -582,6 +590,21 @@ def _configure_logs(*, component: str) -> None:
         logs.configure(level=os.environ.get("OMNIA_LOG_LEVEL", "info"), component=component)
     except ValueError as exc:
         raise StartupError(f"OMNIA_LOG_LEVEL or OMNIA_LOG_FORMAT: {exc}") from None
+
+
+def _speedups(*, component: str):
+    """The speedups ``OMNIA_SPEEDUPS`` asks for (see ``omnia.speedups``); a bad value cannot start."""
+    from omnia.speedups import Speedups
+    from omnia.termination import StartupError
+
+    try:
+        speedups = Speedups.from_env(os.environ)
+    except ValueError as exc:
+        raise StartupError(str(exc)) from None
+    # The runtime serves gRPC only: the HTTP parser is the facade's.
+    chosen = str(speedups) if component == "facade" else f"event loop {speedups.loop_name}"
+    logging.getLogger(f"omnia.{component}").info("%s using %s", component, chosen)
+    return speedups
 
 
 def _configure_tracing(*, service_name: str) -> None:

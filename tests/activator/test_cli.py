@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import grpc
 import yaml
+
+from omnia._proto.externalscaler import externalscaler_pb2 as pb
+from omnia._proto.externalscaler import externalscaler_pb2_grpc as pb_grpc
 
 KUBECONFIG = {
     "apiVersion": "v1", "kind": "Config", "current-context": "test",
@@ -39,3 +46,63 @@ def test_a_busy_port_is_named_and_exits_2(tmp_path: Path) -> None:
     assert result.returncode == 2, result.stderr
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+class _EmptyLists(BaseHTTPRequestHandler):
+    """An API server that has nothing: every list is empty."""
+
+    paths: list[str] = []
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        type(self).paths.append(self.path)
+        body = json.dumps({"kind": "List", "apiVersion": "v1", "metadata": {"resourceVersion": "1"},
+                           "items": []}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def test_keda_polls_do_not_log_a_line_per_request_to_the_cluster(tmp_path: Path) -> None:
+    """Each KEDA poll lists the agent's EndpointSlices and reads its pods' /metrics; httpx's INFO line for
+    every one of those requests buried the activator's own lines on the real node."""
+    api = ThreadingHTTPServer(("127.0.0.1", 0), _EmptyLists)
+    threading.Thread(target=api.serve_forever, daemon=True).start()
+    kubeconfig = tmp_path / "kubeconfig"
+    config = json.loads(json.dumps(KUBECONFIG))
+    config["clusters"][0]["cluster"] = {"server": f"http://127.0.0.1:{api.server_address[1]}"}
+    kubeconfig.write_text(yaml.safe_dump(config))
+    port, scaler_port = _free_ports(2)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "omnia", "activator", "--host=127.0.0.1", f"--kubeconfig={kubeconfig}",
+         f"--port={port}", f"--scaler-port={scaler_port}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{scaler_port}") as channel:
+            grpc.channel_ready_future(channel).result(timeout=30)
+            scaler = pb_grpc.ExternalScalerStub(channel)
+            ref = pb.ScaledObjectRef(name="agent", namespace="team-a", scalerMetadata={"targetValue": "10"})
+            assert scaler.IsActive(ref, timeout=10).result is False
+        assert any("endpointslices" in path for path in _EmptyLists.paths)
+    finally:
+        process.terminate()
+        _, stderr = process.communicate(timeout=30)
+        api.shutdown()
+        api.server_close()
+    assert "activator listening" in stderr
+    assert "HTTP Request" not in stderr

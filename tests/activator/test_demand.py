@@ -38,6 +38,19 @@ def test_one_more_than_max_held_is_refused_whatever_the_agent() -> None:
         assert demand.total_held == 1
 
 
+def test_one_agent_cannot_take_every_place_of_a_shared_activator() -> None:
+    """One activator serves every agent (every tenant) of its scope: a client
+    flooding one agent at zero must not lock the others out of waking."""
+    demand = Demand(max_held=10, max_held_per_agent=2, remember_seconds=60, clock=Clock())
+    with demand.hold(SUPPORT), demand.hold(SUPPORT):
+        with pytest.raises(HeldLimit, match="support-agent"), demand.hold(SUPPORT):
+            pass
+        with demand.hold(BILLING), demand.hold(BILLING):
+            assert (demand.held(SUPPORT), demand.held(BILLING)) == (2, 2)
+    with demand.hold(SUPPORT):
+        assert demand.held(SUPPORT) == 1
+
+
 def test_a_plain_request_keeps_the_agent_wanted_for_the_wake_timeout() -> None:
     """An HTTP client told to retry later must find the agent woken, so its request counts for a while."""
     clock = Clock()

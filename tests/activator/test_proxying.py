@@ -115,6 +115,25 @@ async def test_connections_beyond_max_held_are_refused_and_the_held_ones_keep_wa
         assert (await frame(second))["type"] == "connected"
 
 
+async def test_connections_beyond_max_held_per_agent_are_refused_while_other_agents_still_wake(
+    start_activator, backends: MemoryBackends, agent_address: Address
+) -> None:
+    other = AgentRef(namespace="team-b", name="billing")
+    backends.add_agent(other)
+    activator = await start_activator(max_held=10, max_held_per_agent=1)
+    async with dial(activator) as first:
+        await held(activator, 1)
+        async with dial(activator) as second:
+            error = await frame(second)
+        assert (error["code"], error["retryable"], second.close_code) == ("RUNTIME_UNAVAILABLE", True, 1013)
+        assert "support-agent" in error["message"]
+        async with dial(activator, host="billing.team-b.svc.cluster.local"):
+            await held(activator, 2)
+            assert activator.app is not None and activator.app.demand.held(other) == 1
+        await backends.set_ready(AGENT, [agent_address])
+        assert (await frame(first))["type"] == "connected"
+
+
 async def test_a_client_that_leaves_while_held_is_released(
     activator: ActivatorServer, backends: MemoryBackends
 ) -> None:

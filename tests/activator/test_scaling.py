@@ -7,6 +7,7 @@ The facades whose ``/metrics`` GetMetrics sums are real ones, on loopback
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 from collections.abc import AsyncIterator
 
@@ -127,6 +128,22 @@ async def test_get_metric_spec_is_active_connections_with_the_target(
 ) -> None:
     specs = (await scaler.GetMetricSpec(_ref(targetValue="2.5"))).metricSpecs
     assert [(s.metricName, s.targetSize, s.targetSizeFloat) for s in specs] == [("active_connections", 3, 2.5)]
+
+
+async def test_stream_metric_spec_is_unimplemented_quietly_so_keda_keeps_to_get_metric_spec(
+    activator: ActivatorServer, scaler: pb_grpc.ExternalScalerStub, caplog: pytest.LogCaptureFixture
+) -> None:
+    """KEDA opens this stream for every external-push trigger; only UNIMPLEMENTED makes it stop asking.
+
+    The generated base class answers UNIMPLEMENTED too, but by raising: gRPC
+    then logs an error with a traceback each time a ScaledObject is set up.
+    """
+    stream = scaler.StreamMetricSpec(_ref())
+    with pytest.raises(grpc.aio.AioRpcError) as failed:
+        await stream.read()
+    assert not [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR]
+    assert failed.value.code() is grpc.StatusCode.UNIMPLEMENTED
+    assert "GetMetricSpec" in (failed.value.details() or "")
 
 
 @pytest.mark.parametrize(

@@ -40,11 +40,18 @@ def hostile_config() -> AgentConfig:
 
 
 @pytest.fixture(scope="module")
-def agent(tmp_path_factory):
-    """One facade and one runtime for a module's attacks; each test checks they survived."""
+def agent(request, tmp_path_factory):
+    """One facade and one runtime for a module's attacks; each test checks they survived.
+
+    Indirectly parametrised, the parameter is ``OMNIA_SPEEDUPS`` (``auto``,
+    the default: uvloop and httptools when installed; ``off``: asyncio and h11).
+    """
+    speedups = getattr(request, "param", "auto")
     # Info lines: some attacks wait for the facade to say it gave up on a client.
     processes = AgentProcesses(
-        hostile_config(), tmp_path_factory.mktemp("agent"), env={"OMNIA_LOG_LEVEL": "info"}
+        hostile_config(),
+        tmp_path_factory.mktemp("agent"),
+        env={"OMNIA_LOG_LEVEL": "info", "OMNIA_SPEEDUPS": speedups},
     )
     try:
         yield processes.start()

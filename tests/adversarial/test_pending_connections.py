@@ -8,6 +8,9 @@ complete within ``requestHeaderTimeoutSeconds`` (408), caps the connections
 not yet upgraded (``maxPendingConnections``: the oldest one still waiting for
 its headers makes room for a new one) and the share of one client address
 (``maxPendingConnectionsPerAddress``: 503).
+
+These guards wrap uvicorn's HTTP parser, which is httptools when the speed
+extra is installed and h11 otherwise: every attack runs against both.
 """
 
 from __future__ import annotations
@@ -31,6 +34,12 @@ RSS_RATIO = 1.2
 BURST = 50
 
 HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: facade\r\n\r\n"
+
+pytestmark = pytest.mark.parametrize(
+    "agent",
+    [pytest.param("auto", id="speedups-if-installed"), pytest.param("off", id="pure-python")],
+    indirect=True,
+)
 
 
 def _response(sock: socket.socket) -> bytes:

@@ -152,12 +152,22 @@ class Keda:
     so the HPAs KEDA creates are evaluated by kube-controller-manager.
     ``stop()`` removes the APIService and stops both processes; the control
     plane stops them anyway when it stops.
+
+    ``cluster_dns`` is the address of the cluster's DNS server (the real
+    node's CoreDNS): KEDA's operator then resolves names as a pod in KEDA's
+    namespace would, so that a trigger's ``scalerAddress`` may name a
+    Service (``omnia-activator.omnia-system.svc:9090``) and reach it through
+    kube-proxy. It gets its own ``/etc/resolv.conf`` in a mount namespace of
+    its own (needs root); the machine's stays as it is.
     """
 
     def __init__(self, plane: controlplane.ControlPlane, *, with_metrics_api: bool = True,
+                 cluster_dns: str | None = None, cluster_domain: str = "cluster.local",
                  ready_timeout: float = 120.0) -> None:
         self.plane = plane
         self.with_metrics_api = with_metrics_api
+        self.cluster_dns = cluster_dns
+        self.cluster_domain = cluster_domain
         self.ready_timeout = ready_timeout
         self.operator: controlplane.Process | None = None
         self.adapter: controlplane.Process | None = None
@@ -226,6 +236,7 @@ class Keda:
             "--zap-log-level=info",
             "--zap-encoder=console",
             env=env,
+            launcher=self._resolver_launcher(),
         )
         plane.wait_until(
             lambda: controlplane._get_ok(f"http://127.0.0.1:{probe_port}/readyz"),
@@ -262,6 +273,20 @@ class Keda:
             service=service, port=adapter_port, process=self.adapter, timeout=self.ready_timeout,
         )
 
+    def _resolver_launcher(self) -> list[str]:
+        """``unshare`` + a bind mount over /etc/resolv.conf, then exec: the operator's view of DNS only."""
+        if self.cluster_dns is None:
+            return []
+        domain = self.cluster_domain
+        resolv = self.workdir / "resolv.conf"
+        resolv.write_text(f"nameserver {self.cluster_dns}\n"
+                          f"search {KEDA_NAMESPACE}.svc.{domain} svc.{domain} {domain}\n"
+                          "options ndots:5\n")
+        # unshare makes the new mount namespace's mounts private: the bind
+        # mount is never seen outside, and goes away with the process.
+        script = 'mount --bind "$1" /etc/resolv.conf && shift && exec "$@"'
+        return ["unshare", "--mount", "--", "sh", "-c", script, "keda-resolver", str(resolv)]
+
     def _cert_dir(self, name: str, *, dns_names: Sequence[str], client: bool) -> Path:
         folder = self.workdir / "certs" / name
         folder.mkdir(parents=True, exist_ok=True)
@@ -291,8 +316,10 @@ class MetricsServer:
 
     It scrapes the kubelets of the nodes matching ``node_selector`` (by
     default the real test node only: KWOK's fake nodes have no kubelet API)
-    at the node's ``InternalIP`` (then ``Hostname``), port from the node
-    status, without verifying the kubelet's self-signed serving certificate
+    at the node's ``Hostname`` (then ``InternalIP``), port from the node
+    status (the API server's own preference: the real node is named
+    ``localhost`` and its kubelet listens on loopback only, while its
+    InternalIP is an address of the machine where nothing answers), without verifying the kubelet's self-signed serving certificate
     (``--kubelet-insecure-tls``; the real node's kubelet has no certificate
     from the test CA). It authenticates to the kubelet with its client
     certificate (a system:masters user here). ``metric_resolution`` is how
@@ -328,7 +355,7 @@ class MetricsServer:
             f"--tls-cert-file={cert}",
             f"--tls-private-key-file={key}",
             "--kubelet-insecure-tls",
-            "--kubelet-preferred-address-types=InternalIP,Hostname",
+            "--kubelet-preferred-address-types=Hostname,InternalIP",
             "--kubelet-use-node-status-port",
             f"--node-selector={self.node_selector}",
             f"--metric-resolution={self.metric_resolution}",

@@ -12,13 +12,21 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import sys
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 
 import pytest
 
 import autoscaling
 import controlplane
 import realnode
+import realpods
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from tests.operator import harness  # noqa: E402
+from tests.packaging import charts, tools  # noqa: E402
 
 
 def _in_ci(environ: Mapping[str, str] = os.environ) -> bool:
@@ -148,3 +156,74 @@ def real_namespace(real_node: realnode.RealNode, namespace: str, control_plane: 
         check=True,
     )
     return namespace
+
+
+@pytest.fixture(scope="session")
+def helm(control_plane_binaries: controlplane.Binaries, tmp_path_factory: pytest.TempPathFactory) -> charts.Helm:
+    return charts.Helm(
+        binary=tools.helm(control_plane_binaries),
+        home=tmp_path_factory.mktemp("helm"),
+        kube_version=controlplane.KUBERNETES_VERSION,
+    )
+
+
+@pytest.fixture(scope="session")
+def installed(
+    control_plane: controlplane.ControlPlane,
+    real_node: realnode.RealNode,
+    built_images: realnode.BuiltImages,
+    helm: charts.Helm,
+) -> Iterator[tuple[str, str]]:
+    """The chart installed by helm into a namespace of the real node, with a default Redis store.
+
+    Operator and activator run as real pods. One installation serves the
+    session (a namespace cannot be made again while the last one is still
+    being deleted); tests put their agents in it under names of their own.
+    Yields the namespace and the release name.
+    """
+    plane = control_plane
+    namespace = "omnia-real"
+    plane.kubectl("create", "namespace", namespace, check=True)
+    plane.kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted", check=True)
+    plane.kubectl("annotate", "namespace", namespace, "--overwrite",
+                  *(f"{key}={value}" for key, value in real_node.namespace_annotations().items()), check=True)
+    harness.apply(plane, realpods.redis_objects(image=built_images.services), namespace=namespace)
+    harness.apply(plane, {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "session-store"},
+                          "stringData": {"url": realpods.redis_url(namespace)}}, namespace=namespace)
+    repository, tag = built_images.image.rsplit(":", 1)
+    values = helm.values_file({
+        "image": {"repository": repository, "tag": tag, "pullPolicy": "Never"},
+        "watchNamespaces": [namespace],
+        "userRoles": {"create": False},
+        "sessionStore": {"redis": {"secretRef": {"name": "session-store", "key": "url"}}},
+    })
+    release = "omnia"
+    try:
+        helm.run("install", release, str(charts.CHART), f"--values={values}", f"--namespace={namespace}",
+                 "--wait", "--timeout=4m", kubeconfig=plane.kubeconfig, timeout=300)
+        yield namespace, release
+    finally:
+        for component in ("operator", "activator"):
+            logs = plane.kubectl("logs", f"deployment/{release}-{component}", f"--namespace={namespace}",
+                                 "--tail=80")
+            print(f"--- {component} pod log ---\n{logs.stdout}{logs.stderr}")
+        helm.run("uninstall", release, f"--namespace={namespace}", "--wait", kubeconfig=plane.kubeconfig,
+                 timeout=240, check=False)
+        plane.kubectl("delete", "namespace", namespace, "--wait=false")
+
+
+@pytest.fixture(scope="module")
+def keda_on_real_node(
+    control_plane: controlplane.ControlPlane, real_node: realnode.RealNode
+) -> Iterator[autoscaling.Keda]:
+    """KEDA (operator and metrics API server) as processes that resolve names with the node's CoreDNS.
+
+    So a trigger's ``scalerAddress`` may name a Service of the cluster, as in
+    a real installation (the activator's), and kube-proxy on the host routes
+    its ClusterIP. Skips (or, in CI, fails) unless KEDA is built.
+    """
+    missing = autoscaling.missing_binaries(control_plane.binaries, autoscaling.KEDA_BINARIES)
+    if missing:
+        _unavailable(f"KEDA is not built: missing {', '.join(missing)}; run scripts/build-control-plane keda")
+    with autoscaling.Keda(control_plane, cluster_dns=realnode.GATEWAY, cluster_domain=realnode.CLUSTER_DOMAIN) as keda:
+        yield keda

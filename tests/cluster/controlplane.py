@@ -380,16 +380,19 @@ class ControlPlane:
         _stop_all(self._processes, self.stop_timeout)
 
     def start_component(
-        self, name: str, *args: str, binary: str | None = None, env: Mapping[str, str] | None = None
+        self, name: str, *args: str, binary: str | None = None, env: Mapping[str, str] | None = None,
+        launcher: Sequence[str] = (),
     ) -> Process:
         """Start one more process from the built binaries, owned by this control plane.
 
         It logs to ``WORKDIR/logs/NAME.log``, runs with the control plane's
         environment plus ``env``, and is stopped by :meth:`stop` (before the
         components it depends on) unless :meth:`stop_component` stopped it
-        first. Used for KEDA and metrics-server (``autoscaling.py``).
+        first. ``launcher`` is a command that must end by exec-ing the
+        binary it is given (so the process stopped is the component itself).
+        Used for KEDA and metrics-server (``autoscaling.py``).
         """
-        return self._spawn(name, *args, binary=binary, env=env)
+        return self._spawn(name, *args, binary=binary, env=env, launcher=launcher)
 
     def stop_component(self, process: Process) -> None:
         """Stop a process started by :meth:`start_component` (SIGTERM, then SIGKILL) and forget it."""
@@ -694,11 +697,12 @@ class ControlPlane:
         return next(process for process in self._processes if process.name == name)
 
     def _spawn(
-        self, name: str, *args: str, binary: str | None = None, env: Mapping[str, str] | None = None
+        self, name: str, *args: str, binary: str | None = None, env: Mapping[str, str] | None = None,
+        launcher: Sequence[str] = (),
     ) -> Process:
         process = Process(
             name=name,
-            args=[str(self.binaries.path(binary or name)), *args],
+            args=[*launcher, str(self.binaries.path(binary or name)), *args],
             log_file=self._logs / f"{_file_safe(name)}.log",
             env={**self._env, **(env or {})},
         )

@@ -163,3 +163,17 @@ def service_url(plane, service: str, *, namespace: str, path: str = "/ws") -> st
                                    check=True).stdout)
     port = svc["spec"]["ports"][0]["port"]
     return f"ws://{svc['spec']['clusterIP']}:{port}{path}"
+
+
+def proxied_to(namespace: str, service: str, port: str) -> set[str]:
+    """``IP:PORT`` destinations kube-proxy's iptables rules send ``namespace/service:port`` to now.
+
+    A Service whose endpoints just changed answers from the old rules until
+    kube-proxy has written the new ones (its minimum sync period and an
+    ``iptables-restore``): a test that must meet the new routing waits for it
+    here. kube-proxy tags each endpoint's DNAT rule with ``"NAMESPACE/SERVICE:PORT"``.
+    """
+    rules = subprocess.run(["iptables-save", "-t", "nat"], capture_output=True, text=True, check=True).stdout
+    tag = f'--comment "{namespace}/{service}:{port}"'
+    return {found.group(1) for line in rules.splitlines()
+            if tag in line and (found := re.search(r"--to-destination (\S+)", line))}

@@ -5,13 +5,14 @@ process: the chart's Deployment runs it as a real pod, under the chart's
 ServiceAccount, reaching the API server through the ``kubernetes`` Service
 from inside the pod network, and it reconciles agents onto the real node.
 This follows docs/install.md, "Your first agent on a cluster", step by step.
+The installation itself (fixture ``installed``, conftest.py) serves the whole
+session: test_real_scaling.py wakes agents through the same chart.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,54 +24,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tests.operator import harness  # noqa: E402
 from tests.operator.harness import condition, get, wait_for  # noqa: E402
-from tests.packaging import charts, tools  # noqa: E402
 
 pytestmark = pytest.mark.cluster
 
 EXAMPLES = harness.REPO / "examples"
-
-
-@pytest.fixture(scope="module")
-def helm(control_plane_binaries, tmp_path_factory) -> charts.Helm:
-    import controlplane
-
-    return charts.Helm(
-        binary=tools.helm(control_plane_binaries),
-        home=tmp_path_factory.mktemp("helm"),
-        kube_version=controlplane.KUBERNETES_VERSION,
-    )
-
-
-@pytest.fixture(scope="module")
-def installed(control_plane, real_node, built_images, helm) -> Iterator[tuple[str, str]]:
-    """The chart installed by helm into a namespace of the real node, with a default Redis store."""
-    plane = control_plane
-    namespace = "omnia-real"
-    plane.kubectl("create", "namespace", namespace, check=True)
-    plane.kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted", check=True)
-    plane.kubectl("annotate", "namespace", namespace, "--overwrite",
-                  *(f"{key}={value}" for key, value in real_node.namespace_annotations().items()), check=True)
-    harness.apply(plane, realpods.redis_objects(image=built_images.services), namespace=namespace)
-    harness.apply(plane, {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "session-store"},
-                          "stringData": {"url": realpods.redis_url(namespace)}}, namespace=namespace)
-    repository, tag = built_images.image.rsplit(":", 1)
-    values = helm.values_file({
-        "image": {"repository": repository, "tag": tag, "pullPolicy": "Never"},
-        "watchNamespaces": [namespace],
-        "userRoles": {"create": False},
-        "sessionStore": {"redis": {"secretRef": {"name": "session-store", "key": "url"}}},
-    })
-    release = "omnia"
-    try:
-        helm.run("install", release, str(charts.CHART), f"--values={values}", f"--namespace={namespace}",
-                 "--wait", "--timeout=4m", kubeconfig=plane.kubeconfig, timeout=300)
-        yield namespace, release
-    finally:
-        logs = plane.kubectl("logs", f"deployment/{release}-operator", f"--namespace={namespace}", "--tail=80")
-        print(f"--- operator pod log ---\n{logs.stdout}{logs.stderr}")
-        helm.run("uninstall", release, f"--namespace={namespace}", "--wait", kubeconfig=plane.kubeconfig,
-                 timeout=240, check=False)
-        plane.kubectl("delete", "namespace", namespace, "--wait=false")
 
 
 def test_the_operator_runs_as_a_real_pod_under_its_service_account(control_plane, installed):

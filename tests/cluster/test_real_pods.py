@@ -430,3 +430,104 @@ def test_traces_arrive_from_a_deployed_agent(control_plane, deployed):
         assert invoke_attributes["k8s.namespace.name"] == namespace
     finally:
         server.stop(grace=None)
+
+
+CANARY_AGENT = "canary-agent"
+HASH = "omnia.altairalabs.ai/config-hash"
+
+
+def canary_pack(version: str, prompt: str, steps: list[dict]) -> dict:
+    return {"apiVersion": "omnia.altairalabs.ai/v1alpha1", "kind": "PromptPack", "metadata": {"name": "canary-prompts"},
+            "spec": {"version": version, "systemPrompt": prompt, "rollout": {"strategy": "canary", "steps": steps}}}
+
+
+def documented_routing_delay(real_node) -> float:
+    """docs/operator.md, "Prompt routing without restarts": from the ConfigMap written to new sessions following it.
+
+    The kubelet refreshes a mounted ConfigMap when it syncs the pod: every
+    ``syncFrequency`` plus up to half of it again (its jitter); the runtime
+    looks at the file every 2 s; the facade places new sessions by a Describe
+    answer at most 2 s old.
+    """
+    from omnia.api.v1alpha1 import parse_duration
+
+    kubelet = json.loads((real_node.workdir / "kubelet-config.json").read_text())
+    return 1.5 * parse_duration(kubelet["syncFrequency"]).total_seconds() + 2 + 2
+
+
+def agent_config(plane, namespace: str):
+    from omnia.config import AgentConfig
+
+    return AgentConfig.from_json(get(plane, f"configmap/{CANARY_AGENT}-config", namespace)["data"]["agent.json"])
+
+
+def new_session_versions(urls: list[str], per_url: int) -> dict[str, list[str]]:
+    """The prompt version ``connected`` announces for ``per_url`` new sessions on each URL."""
+    from websockets.sync.client import connect
+
+    versions: dict[str, list[str]] = {}
+    for url in urls:
+        for _ in range(per_url):
+            with connect(url, open_timeout=20) as ws:
+                connected = json.loads(ws.recv(timeout=20))
+            assert connected["type"] == "connected", connected
+            versions.setdefault(url, []).append(connected["prompt_version"])
+    return versions
+
+
+def test_a_canary_weight_step_restarts_no_real_pod_and_new_sessions_follow_it(control_plane, real_node, deployed):
+    """Why: a weight step changes only where new sessions go; on real pods it must restart nothing (same pods,
+    same restart counts), and within the documented delay every new session on every runtime must follow it."""
+    namespace, _ = deployed
+    plane = control_plane
+    selector = f"app.kubernetes.io/name=omnia-agent,app.kubernetes.io/instance={CANARY_AGENT}"
+    held = [{"weight": 0, "pause": "1h"}, {"weight": 100, "pause": "1h"}]
+    agent = {"apiVersion": "omnia.altairalabs.ai/v1alpha1", "kind": "AgentRuntime",
+             "metadata": {"name": CANARY_AGENT},
+             "spec": {"replicas": 2, "promptPackRef": {"name": "canary-prompts"},
+                      "providerRef": {"name": "claude-provider"}}}
+    harness.apply(plane, [canary_pack("1.0.0", "You are helpful.", held), agent], namespace=namespace)
+    wait_for(lambda: ((get(plane, f"agentruntime/{CANARY_AGENT}", namespace) or {}).get("status") or {})
+             .get("activePromptVersions") == ["1.0.0"], timeout=120, what="1.0.0 stable")
+    # The candidate is new content, so the pods roll once to hold both versions, at weight 0.
+    harness.apply(plane, canary_pack("2.0.0", "You are terse.", held), namespace=namespace)
+
+    def canary_held() -> list[dict] | None:
+        status = (get(plane, f"agentruntime/{CANARY_AGENT}", namespace) or {}).get("status") or {}
+        if status.get("activePromptVersions") != ["1.0.0", "2.0.0"]:
+            return None
+        annotations = get(plane, f"deployment/{CANARY_AGENT}", namespace)["spec"]["template"]["metadata"][
+            "annotations"]
+        if "2.0.0" not in annotations.get("omnia.altairalabs.ai/prompt-versions", ""):
+            return None
+        ready = realpods.ready_pods(plane, namespace, selector)
+        current = [pod for pod in ready if pod["metadata"]["annotations"].get(HASH) == annotations[HASH]]
+        return ready if len(realpods.pods(plane, namespace, selector)) == len(current) == 2 else None
+
+    pods = wait_for(canary_held, timeout=240, what="two ready pods holding 1.0.0 and 2.0.0, no old pod left",
+                    explain=lambda: (get(plane, f"agentruntime/{CANARY_AGENT}", namespace) or {}).get("status"))
+    urls = [f"ws://{pod['status']['podIP']}:8080/ws" for pod in pods]
+    before = {pod["metadata"]["uid"]: {s["name"]: s["restartCount"] for s in pod["status"]["containerStatuses"]}
+              for pod in pods}
+    template = get(plane, f"deployment/{CANARY_AGENT}", namespace)["spec"]["template"]
+    assert set(v for versions in new_session_versions(urls, 4).values() for v in versions) == {"1.0.0"}, \
+        "weight 0: every new session on stable"
+
+    harness.apply(plane, canary_pack("2.0.0", "You are terse.", [{"weight": 0, "pause": "1s"},
+                                                                   {"weight": 100, "pause": "1h"}]),
+                  namespace=namespace)
+
+    wait_for(lambda: agent_config(plane, namespace).prompts.canary_weight == 100, timeout=60, interval=0.2,
+             what="weight 100 in the agent's ConfigMap")
+    written = time.monotonic()
+    delay = documented_routing_delay(real_node)
+    time.sleep(max(0.0, written + delay - time.monotonic()))
+    versions = new_session_versions(urls, 6)
+    assert all(v == ["2.0.0"] * 6 for v in versions.values()), \
+        f"{delay:.1f}s after weight 100 was written, new sessions per pod: {versions}"
+
+    after = realpods.pods(plane, namespace, selector)
+    assert {pod["metadata"]["uid"]: {s["name"]: s["restartCount"] for s in pod["status"]["containerStatuses"]}
+            for pod in after} == before, "the same pods, not one container restarted"
+    assert get(plane, f"deployment/{CANARY_AGENT}", namespace)["spec"]["template"] == template
+    plane.kubectl("delete", "agentruntime", CANARY_AGENT, f"--namespace={namespace}", "--wait=false")

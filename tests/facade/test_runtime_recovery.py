@@ -6,6 +6,8 @@ import asyncio
 
 import httpx
 
+from omnia._proto.omnia.runtime.v1 import runtime_pb2 as pb
+
 from .conftest import RunningFacade, StartFacade
 from .harness import RuntimeDouble, closed, connect, eventually, receive, receive_until, send
 
@@ -149,3 +151,26 @@ async def test_new_sessions_are_refused_once_the_cached_description_of_a_dead_ru
                 if (await receive(ws))["type"] == "connected":
                     break
             await asyncio.sleep(0.2)
+
+
+async def test_after_a_quiet_spell_the_first_new_session_follows_the_runtime_s_current_rollout(
+    facade: RunningFacade, runtime: RuntimeDouble, monkeypatch
+) -> None:
+    """Why: a cached ``Describe`` of any age was served while a refresh ran, so the first session after a
+    quiet spell got the rollout of whenever the last one started (a weight step seemed not to apply). An
+    answer older than the staleness bound now waits for the refresh.
+
+    The bounds are shortened so that the quiet spell is short; what is compared is versions, not times.
+    """
+    from omnia.facade import relaying
+
+    monkeypatch.setattr(relaying, "_DESCRIPTION_TTL_SECONDS", 0.05)
+    monkeypatch.setattr(relaying, "_DESCRIPTION_STALE_SECONDS", 0.1)
+    async with await connect(facade.ws_url) as ws:
+        assert (await receive(ws))["prompt_version"] == runtime.servicer.description.stable_version
+    runtime.servicer.description = pb.Description(agent=runtime.servicer.description.agent,
+                                                  stable_version="1.0.0", canary_version="2.0.0",
+                                                  canary_weight=100)
+    await asyncio.sleep(0.3)
+    async with await connect(facade.ws_url) as ws:
+        assert (await receive(ws))["prompt_version"] == "2.0.0"

@@ -58,6 +58,8 @@ def test_spec_example_gets_exactly_the_hpa_of_the_spec():
             {"type": "Pods", "pods": {"metric": {"name": "active_connections"},
                                       "target": {"type": "AverageValue", "averageValue": "100"}}},
         ],
+        # Kubernetes' own default window, written out.
+        "behavior": {"scaleDown": {"stabilizationWindowSeconds": 300}},
     }
 
 
@@ -82,6 +84,19 @@ def test_hpa_without_metrics_follows_memory_at_70_percent():
     agent = model(manifests.agent(autoscaling={"enabled": True}))
     assert builders.build_hpa(agent)["spec"]["metrics"] == [
         {"type": "Resource", "resource": {"name": "memory", "target": {"type": "Utilization", "averageUtilization": 70}}}]
+
+
+def test_the_scale_down_window_goes_to_the_hpa_and_to_the_hpa_keda_makes():
+    """Why: a test (or an operator in a hurry) shortens the window; both engines must honour it."""
+    autoscaling = {"enabled": True, "scaleDownStabilizationSeconds": 20,
+                   "metrics": [{"type": "custom", "name": "active_connections", "target": 2}]}
+    hpa = builders.build_hpa(model(manifests.agent(autoscaling=autoscaling)))
+    assert hpa["spec"]["behavior"] == {"scaleDown": {"stabilizationWindowSeconds": 20}}
+    scaled = builders.build_scaled_object(model(manifests.agent(autoscaling={**autoscaling, "engine": "keda"})),
+                                          activator=builders.ActivatorService(namespace="omnia-system",
+                                                                              name="omnia-activator"))
+    assert scaled["spec"]["advanced"] == {
+        "horizontalPodAutoscalerConfig": {"behavior": {"scaleDown": {"stabilizationWindowSeconds": 20}}}}
 
 
 def test_custom_metric_with_a_percentage_is_an_error_naming_the_field():
@@ -123,14 +138,25 @@ def test_containers_run_the_facade_and_the_runtime_on_the_mounted_config():
     assert facade["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "ws"}
 
 
+def test_a_new_pod_is_probed_ready_every_second_but_dropped_only_after_ten_failures():
+    """A waking agent's first client waits for the pod to be Ready: a 5 s readiness period cost up to 5 s of
+    that wait on the real node, and the runtime's 2 s startup period up to 2 more (the pod is not Ready
+    before its containers have started). Dropping a pod still takes ten seconds of failures."""
+    deployment = by_kind(objects_for(model(manifests.agent())))["Deployment"]
+    facade, runtime = deployment["spec"]["template"]["spec"]["containers"]
+    readiness = facade["readinessProbe"]
+    assert (readiness["periodSeconds"], readiness["failureThreshold"]) == (1, 10)
+    assert runtime["startupProbe"]["periodSeconds"] == 1
+
+
 def test_the_runtime_is_probed_on_grpc_health_and_both_containers_leave_a_termination_message():
     """SPEC §9: the kubelet restarts a wedged runtime (grpc.health.v1 on the pod's address, after a startup
     probe), and a container that cannot start says why in its pod status, or shows the end of its log."""
     deployment = by_kind(objects_for(model(manifests.agent())))["Deployment"]
     facade, runtime = deployment["spec"]["template"]["spec"]["containers"]
     assert runtime["ports"] == [{"name": "health", "containerPort": 9091, "protocol": "TCP"}]
-    assert runtime["startupProbe"] == {"grpc": {"port": 9091}, "timeoutSeconds": 5, "periodSeconds": 2,
-                                       "failureThreshold": 30}
+    assert runtime["startupProbe"] == {"grpc": {"port": 9091}, "timeoutSeconds": 5, "periodSeconds": 1,
+                                       "failureThreshold": 60}
     assert runtime["livenessProbe"] == {"grpc": {"port": 9091}, "timeoutSeconds": 5, "periodSeconds": 10,
                                         "failureThreshold": 3}
     assert "readinessProbe" not in runtime
@@ -469,6 +495,24 @@ def test_with_the_activator_active_connections_is_one_external_push_trigger():
                      "namespace": "team-a", "metricName": "active_connections", "targetValue": "20"},
     }
     assert all(isinstance(value, str) for value in pushed["metadata"].values())  # KEDA's metadata is strings
+
+
+@pytest.mark.parametrize(("after", "cooldown"), [
+    pytest.param("30s", 30, id="seconds"),
+    pytest.param("1h30m", 5400, id="compound"),
+    pytest.param("1500ms", 2, id="rounded-up"),
+])
+def test_scale_to_zero_after_is_kedas_cooldown_period_in_whole_seconds(after, cooldown):
+    """KEDA counts the delay before scaling to zero in seconds; a fraction rounds up, never down to none."""
+    agent = model(manifests.agent(autoscaling={"enabled": True, "engine": "keda", "minReplicas": 0,
+                                               "maxReplicas": 5, "scaleToZeroAfter": after,
+                                               "metrics": [CONNECTIONS]}))
+    assert builders.build_scaled_object(agent, activator=ACTIVATOR)["spec"]["cooldownPeriod"] == cooldown
+
+
+def test_without_scale_to_zero_after_keda_keeps_its_default_cooldown():
+    scaled = builders.build_scaled_object(keda_agent(CONNECTIONS), activator=ACTIVATOR)
+    assert "cooldownPeriod" not in scaled["spec"]
 
 
 def test_with_the_activator_and_a_prometheus_other_custom_metrics_go_to_prometheus():

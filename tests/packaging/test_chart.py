@@ -46,7 +46,7 @@ EVERYTHING = {
         "metricsPort": 9100,
         "env": [{"name": "HTTPS_PROXY", "value": "http://proxy:3128"}],
     },
-    "activator": {"enabled": True, "maxHeld": 50, "wakeTimeoutSeconds": 30, "drainTimeoutSeconds": 5,
+    "activator": {"enabled": True, "maxHeld": 50, "maxHeldPerAgent": 10, "wakeTimeoutSeconds": 30, "drainTimeoutSeconds": 5,
                   "resources": {"requests": {"cpu": "10m", "memory": "96Mi"}, "limits": {"cpu": "1", "memory": "256Mi"}}},
     "podAnnotations": {"example.com/team": "platform"},
     "podLabels": {"example.com/tier": "control"},
@@ -546,10 +546,11 @@ def test_the_activator_runs_the_one_image_with_its_options(helm: charts.Helm) ->
     default = container(helm.template(), "activator")
     assert default["image"] == builders.DEFAULT_IMAGE
     assert default["args"] == ["activator", "--port=8080", "--scaler-port=9090", "--max-held=1000",
-                               "--wake-timeout=60", "--drain-timeout=25"]
+                               "--max-held-per-agent=100", "--wake-timeout=60", "--drain-timeout=25"]
     given = container(helm.template(EVERYTHING), "activator")
     assert given["image"] == "registry.example.com/omnia:0.1.0-rc1"
-    assert given["args"][-3:] == ["--max-held=50", "--wake-timeout=30", "--drain-timeout=5"]
+    assert given["args"][-4:] == ["--max-held=50", "--max-held-per-agent=10", "--wake-timeout=30",
+                                  "--drain-timeout=5"]
     assert given["resources"] == EVERYTHING["activator"]["resources"]
     pod = of(helm.template(EVERYTHING), "Deployment", "activator")["spec"]["template"]["spec"]
     assert pod["imagePullSecrets"] == [{"name": "registry"}]

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
+from omnia.providers.base import Message
 from omnia.sessions import MemoryStore, Session, SessionNotFound, Turn
 from omnia.sessions.cache import SessionCache
 
@@ -73,3 +76,24 @@ async def test_a_session_gone_from_the_store_is_gone_from_the_cache() -> None:
     with pytest.raises(SessionNotFound):
         await cache.get("s")
     assert len(cache) == 0
+
+
+def test_a_turns_messages_are_decoded_once_and_the_turn_stays_equal_to_its_copies():
+    """The loop decodes each cached turn's history on every later turn of
+    the conversation; the decoded messages are kept on the turn, without
+    becoming part of what the turn is."""
+    calls = []
+
+    def decode(data: dict) -> Message:
+        calls.append(data["content"])
+        return Message.from_dict(data)
+
+    turn = Turn(index=0, messages=({"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}))
+    first = turn.decoded(decode)
+    assert first == (Message("user", "hi"), Message("assistant", "hello"))
+    assert turn.decoded(decode) is first
+    assert calls == ["hi", "hello"]
+    assert turn == replace(turn) and turn == Turn.from_dict(turn.to_dict())
+    assert "_decoded" not in turn.to_dict() and "_decoded" not in repr(turn)
+    other = turn.decoded(lambda data: data["role"])
+    assert other == ("user", "assistant")

@@ -5,8 +5,10 @@ external scaler reads the counts (``IsActive``, ``GetMetrics``) and
 ``subscribe``s to be told the moment a connection is held, which is what
 makes KEDA wake the agent without waiting for its polling interval.
 
-``max_held`` bounds the connections held in all: one more is refused
-(:class:`HeldLimit`), never queued. A plain HTTP request that finds an agent
+``max_held`` bounds the connections held in all, and ``max_held_per_agent``
+those held for one agent, so that a client flooding one agent at zero cannot
+take the places every other agent (tenant) of the activator needs to wake:
+one more is refused (:class:`HeldLimit`), never queued. A plain HTTP request that finds an agent
 at zero is answered at once, but ``request``s a wake-up: the agent counts
 as active for ``remember_seconds`` (the wake timeout), so a client retrying
 after ``Retry-After`` finds it up.
@@ -25,13 +27,14 @@ from omnia.activator.hosts import AgentRef
 
 
 class HeldLimit(Exception):
-    """``max_held`` connections are held already."""
+    """``max_held`` connections are held already, or ``max_held_per_agent`` for this agent."""
 
 
 class Demand:
-    def __init__(self, *, max_held: int, remember_seconds: float,
+    def __init__(self, *, max_held: int, remember_seconds: float, max_held_per_agent: int | None = None,
                  clock: Callable[[], float] | None = None) -> None:
         self.max_held = max_held
+        self.max_held_per_agent = max_held if max_held_per_agent is None else max_held_per_agent
         self._remember_seconds = remember_seconds
         self._clock = clock or asyncio.get_running_loop().time
         self._held: Counter[AgentRef] = Counter()
@@ -59,7 +62,9 @@ class Demand:
     def hold(self, agent: AgentRef) -> Iterator[None]:
         """Count a connection as held for ``agent`` for the ``with`` block; :class:`HeldLimit` when full."""
         if self.total_held >= self.max_held:
-            raise HeldLimit(f"{self.total_held} connections are waiting already")
+            raise HeldLimit(f"{self.total_held} connections are waiting for agents to start already")
+        if self._held[agent] >= self.max_held_per_agent:
+            raise HeldLimit(f"{self._held[agent]} connections are waiting for agent {agent} to start already")
         self._held[agent] += 1
         self._notify(agent)
         try:

@@ -119,10 +119,10 @@ class Connection:
         try:
             try:
                 backend, outcome = await self._wake()
-            except HeldLimit:
+            except HeldLimit as exc:
                 await self._close_with(
                     ErrorCode.RUNTIME_UNAVAILABLE,
-                    f"too many connections are waiting for agents to start; retry in {RETRY_AFTER_SECONDS:g}s",
+                    f"{exc}; retry in {RETRY_AFTER_SECONDS:g}s",
                     CloseCode.TRY_AGAIN_LATER,
                 )
                 return Outcome.FULL

@@ -15,7 +15,8 @@ agent in its metadata::
   changes, and ``true`` *at once* each time a connection is held for the
   agent: that push is what wakes an agent at zero without waiting for
   KEDA's polling interval;
-- ``GetMetricSpec``: ``active_connections`` with ``targetValue``;
+- ``GetMetricSpec``: ``active_connections`` with ``targetValue``
+  (``StreamMetricSpec`` is ``UNIMPLEMENTED``: the target never changes);
 - ``GetMetrics``: held connections plus the sum of ``omnia_active_connections``
   read from the agent's ready pods (``scraping``).
 
@@ -154,6 +155,19 @@ class ExternalScaler(pb_grpc.ExternalScalerServicer):
         return pb.GetMetricSpecResponse(metricSpecs=[
             pb.MetricSpec(metricName=trigger.metric_name, targetSize=math.ceil(target), targetSizeFloat=target)
         ])
+
+    async def StreamMetricSpec(
+        self, request: pb.ScaledObjectRef, context: grpc.aio.ServicerContext
+    ) -> None:
+        """Not offered: the spec is the trigger's ``targetValue``, fixed for the ScaledObject's life.
+
+        KEDA (2.21 on) opens this stream for every ``external-push`` trigger
+        and takes ``UNIMPLEMENTED`` as its cue to keep calling GetMetricSpec.
+        The generated base class answers the same but by raising, which gRPC
+        logs as an error with a traceback each time.
+        """
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED,
+                            "the metric spec is the trigger's targetValue and does not change: use GetMetricSpec")
 
     async def GetMetrics(
         self, request: pb.GetMetricsRequest, context: grpc.aio.ServicerContext

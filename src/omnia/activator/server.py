@@ -37,6 +37,9 @@ from omnia.termination import StartupError
 
 logger = logging.getLogger(__name__)
 
+QUIET_LOGGERS = ("httpx",)
+"""Loggers that report every request at INFO: each KEDA poll reads the cluster and the agent's pods."""
+
 DRAIN_TIMEOUT_SECONDS = 25.0
 _BACKLOG = 4096
 _MAX_CLIENT_FRAME_BYTES = 1024 * 1024
@@ -56,13 +59,14 @@ class ActivatorServer:
     """
 
     def __init__(self, *, backends: Backends, host: str = "0.0.0.0", port: int = 8080, scaler_port: int = 9090,
-                 max_held: int = 1000, wake_timeout: float = 60.0, drain_timeout: float = DRAIN_TIMEOUT_SECONDS,
+                 max_held: int = 1000, max_held_per_agent: int = 100, wake_timeout: float = 60.0, drain_timeout: float = DRAIN_TIMEOUT_SECONDS,
                  registry: CollectorRegistry | None = None, scraper: Scraper | None = None) -> None:
         self.host = host
         self.drain_timeout = drain_timeout
         self._requested_scaler_port = scaler_port
         self._backends = backends
         self._max_held = max_held
+        self._max_held_per_agent = max_held_per_agent
         self._wake_timeout = wake_timeout
         self._registry = registry or CollectorRegistry()
         self._scraper = scraper
@@ -85,7 +89,8 @@ class ActivatorServer:
 
     async def start(self) -> None:
         """Listen on both ports; returns once both accept. ``StartupError`` if the scaler port is taken."""
-        demand = Demand(max_held=self._max_held, remember_seconds=self._wake_timeout)
+        demand = Demand(max_held=self._max_held, max_held_per_agent=self._max_held_per_agent,
+                        remember_seconds=self._wake_timeout)
         self.app = Activator(backends=self._backends, demand=demand, registry=self._registry,
                              settings=proxying.Settings(wake_timeout_seconds=self._wake_timeout))
         self._scraper = self._scraper or Scraper()
@@ -145,6 +150,8 @@ async def running(server: ActivatorServer) -> AsyncIterator[ActivatorServer]:
 
 async def run(server: ActivatorServer) -> None:
     """Serve until SIGTERM or SIGINT, then drain and return."""
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     signals = (signal.SIGTERM, signal.SIGINT)

@@ -736,10 +736,10 @@ def _log_turn(session_id: str, event: TurnDone | TurnFailed, *, latency_ms: int)
 
 def _history(session: Session, *, limit: int) -> list[Message]:
     """The last turns' messages, cut at a turn boundary so tool calls keep their results."""
-    kept: list[list[Message]] = []
+    kept: list[tuple[Message, ...]] = []
     count = 0
     for turn in reversed(session.turns):
-        messages = [Message.from_dict(m) for m in turn.messages]
+        messages = turn.decoded(Message.from_dict)
         if kept and count + len(messages) > limit:
             break
         kept.append(messages)

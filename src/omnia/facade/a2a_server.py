@@ -19,8 +19,9 @@ Cancelling a task cancels the turn (the runtime keeps what was generated,
 as on ``/ws``).
 
 Tasks and the context-to-session table live in this replica's memory (the
-SDK's in-memory task store): ``GetTask`` answers on the replica that ran the
-task, and a context continues its session on the replica that started it —
+SDK's in-memory task store, bounded: ``BoundedTaskStore``): ``GetTask``
+answers on the replica that ran the task, for its last ``MAX_TASKS`` tasks,
+and a context continues its session on the replica that started it —
 elsewhere, name the session with ``omniaSession``. Tasks belong to the
 principal that created them. The caller cannot run client-side tools (the
 model is told so) nor approve tool calls (denied, as for every protocol but
@@ -30,6 +31,7 @@ the WebSocket).
 from __future__ import annotations
 
 import collections
+import itertools
 from typing import Any
 
 from a2a.auth.user import User
@@ -60,6 +62,15 @@ _PRINCIPAL = "omnia_principal"
 _STATUS = {ErrorCode.UNAUTHORIZED: 401, ErrorCode.RATE_LIMITED: 429}
 # Most contexts remembered per replica; the oldest are forgotten first.
 MAX_CONTEXTS = 10_000
+# Most tasks kept per replica (each holds its whole reply); the oldest
+# finished ones are forgotten first.
+MAX_TASKS = 1_000
+_FINISHED = frozenset({
+    a2a.TaskState.TASK_STATE_COMPLETED,
+    a2a.TaskState.TASK_STATE_FAILED,
+    a2a.TaskState.TASK_STATE_CANCELED,
+    a2a.TaskState.TASK_STATE_REJECTED,
+})
 
 
 class A2aEndpoint:
@@ -71,7 +82,7 @@ class A2aEndpoint:
         self.auth_config = auth_config
         handler = DefaultRequestHandler(
             agent_executor=_Executor(turns_),
-            task_store=InMemoryTaskStore(),
+            task_store=BoundedTaskStore(),
             agent_card=self.card(RPC_PATH),
         )
         self.dispatcher = JsonRpcDispatcher(
@@ -134,6 +145,43 @@ class A2aEndpoint:
             return JSONResponse(body, status_code=status, headers=headers)
         request.state.omnia_principal = principal
         return await self.dispatcher.handle_requests(request)
+
+
+class BoundedTaskStore(InMemoryTaskStore):
+    """The SDK's in-memory task store, holding at most ``limit`` tasks.
+
+    The SDK's own keeps every task, with its whole reply, for the life of the
+    process. Past ``limit`` the oldest finished tasks are forgotten (``GetTask``
+    then answers "not found", as another replica would); running ones are
+    kept, and there are never more of those than turns in flight.
+    """
+
+    def __init__(self, *, limit: int = MAX_TASKS) -> None:
+        super().__init__()
+        self.limit = limit
+        # (owner, task id) → (its user, finished), least recently saved first.
+        self._order: collections.OrderedDict[tuple[str, str], tuple[User, bool]] = collections.OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    async def save(self, task: a2a.Task, context: ServerCallContext) -> None:
+        await super().save(task, context)
+        key = (context.user.user_name, task.id)
+        self._order[key] = (context.user, task.status.state in _FINISHED)
+        self._order.move_to_end(key)
+        excess = len(self._order) - self.limit
+        if excess > 0:
+            await self._forget(excess)
+
+    async def delete(self, task_id: str, context: ServerCallContext) -> None:
+        await super().delete(task_id, context)
+        self._order.pop((context.user.user_name, task_id), None)
+
+    async def _forget(self, count: int) -> None:
+        finished = ((key, user) for key, (user, done) in self._order.items() if done)
+        for (_, task_id), user in list(itertools.islice(finished, count)):
+            await self.delete(task_id, ServerCallContext(user=user))
 
 
 class _PrincipalUser(User):

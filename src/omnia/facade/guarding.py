@@ -15,11 +15,14 @@ Neither bounds what a hostile client can make it hold:
 The two protocol classes here add what is missing and nothing else:
 
 ``GuardedHTTPProtocol``
-    a deadline for the request headers (``requestHeaderTimeoutSeconds``,
+    a deadline for the request, headers and body (``requestHeaderTimeoutSeconds``,
     from the connection or the end of the previous response: bytes trickling
-    in do not extend it; 408), and a place in ``PendingConnections``, the
+    in do not extend it; 408), a place in ``PendingConnections``, the
     table of connections not yet upgraded (``maxPendingConnections`` in all,
-    ``maxPendingConnectionsPerAddress`` per client address: 503).
+    ``maxPendingConnectionsPerAddress`` per client address: 503), and for
+    responses (the open protocols' streams) the same output bound and send
+    deadline as below, ending in a dropped connection: HTTP has no close
+    frame to send first.
 ``GuardedWebSocketProtocol``
     back-pressure on the client's input: while more than
     ``maxOutputBufferBytes`` wait to be sent to a client, the server stops
@@ -59,6 +62,7 @@ from websockets.exceptions import InvalidState
 
 from omnia.config import FacadeConfig
 from omnia.protocol.errors import CloseCode
+from omnia.speedups import HttpParser
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +73,7 @@ def _response(status: bytes, body: bytes) -> bytes:
     )
 
 
-_TIMEOUT_RESPONSE = _response(b"408 Request Timeout", b"the request headers took too long\n")
+_TIMEOUT_RESPONSE = _response(b"408 Request Timeout", b"the request took too long to arrive\n")
 _BUSY_RESPONSE = _response(
     b"503 Service Unavailable", b"too many connections waiting for a request; retry shortly\n"
 )
@@ -130,8 +134,28 @@ class PendingConnections(Generic[P]):
                 del self._by_address[address]
 
 
-class GuardedHTTPProtocol(H11Protocol):
-    """uvicorn's h11 protocol with a header deadline and a place in ``PendingConnections``."""
+def _bound_output(transport: asyncio.Transport, max_output_bytes: int) -> None:
+    """Hold what waits for one client to ``max_output_bytes`` in the process and as much in the kernel.
+
+    The kernel's send buffer grows by itself to megabytes for a peer that
+    does not read, and socket memory counts against the pod's memory limit
+    like any other: hold it to the same bound.
+    """
+    transport.set_write_buffer_limits(high=max_output_bytes, low=max_output_bytes // 4)
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, max_output_bytes)
+
+
+class GuardedHTTPProtocol:
+    """A header deadline and a place in ``PendingConnections``, over either of uvicorn's HTTP parsers.
+
+    Mixed in before uvicorn's h11 or httptools protocol (``GuardedH11Protocol``,
+    ``GuardedHttpToolsProtocol``): both keep the request's cycle in ``cycle``
+    and the peer in ``client``, and call ``on_response_complete`` and
+    ``handle_websocket_upgrade`` at the same points.
+    """
 
     def __init__(
         self,
@@ -142,11 +166,16 @@ class GuardedHTTPProtocol(H11Protocol):
         *,
         pending: PendingConnections[GuardedHTTPProtocol],
         header_timeout: float,
+        max_output_bytes: int,
+        send_timeout: float,
     ) -> None:
-        super().__init__(config, server_state, app_state, _loop)
+        super().__init__(config, server_state, app_state, _loop)  # type: ignore[call-arg]
         self.pending = pending
         self.header_timeout = header_timeout
         self.header_timer: asyncio.TimerHandle | None = None
+        self.max_output_bytes = max_output_bytes
+        self.send_timeout = send_timeout
+        self.stall_timer: asyncio.TimerHandle | None = None
         self.upgraded = False
 
     @property
@@ -154,8 +183,14 @@ class GuardedHTTPProtocol(H11Protocol):
         """Waiting for a request's headers (not serving one, not upgraded)."""
         return not self.upgraded and (self.cycle is None or self.cycle.response_complete)
 
+    @property
+    def receiving_body(self) -> bool:
+        """Serving a request whose body has not all arrived."""
+        return not self.upgraded and self.cycle is not None and self.cycle.more_body
+
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        super().connection_made(transport)  # type: ignore[misc]
+        _bound_output(transport, self.max_output_bytes)
         address = self.client[0] if self.client else ""
         admitted, displaced = self.pending.admit(self, address)
         if displaced is not None:
@@ -167,22 +202,33 @@ class GuardedHTTPProtocol(H11Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_header_timer()
+        self._disarm_stall_timer()
         self.pending.release(self)
-        super().connection_lost(exc)
+        super().connection_lost(exc)  # type: ignore[misc]
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self.stall_timer is None:
+            self.stall_timer = self.loop.call_later(self.send_timeout, self._on_stall)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._disarm_stall_timer()
 
     def on_response_complete(self) -> None:
         # Armed before uvicorn looks at pipelined data, which may start the
         # next request (the timer then finds it served) or upgrade.
         if not self.transport.is_closing():
             self._arm_header_timer()
-        super().on_response_complete()
+        super().on_response_complete()  # type: ignore[misc]
 
-    def handle_websocket_upgrade(self, event: Any) -> None:
+    def handle_websocket_upgrade(self, *event: Any) -> None:
         # From here the WebSocket protocol owns the transport and its limits.
+        # (h11 passes the request event, httptools nothing.)
         self.upgraded = True
         self._disarm_header_timer()
         self.pending.release(self)
-        super().handle_websocket_upgrade(event)
+        super().handle_websocket_upgrade(*event)  # type: ignore[misc]
 
     def refuse(self, response: bytes) -> None:
         """Answer with ``response`` (a complete HTTP response) and close."""
@@ -202,9 +248,53 @@ class GuardedHTTPProtocol(H11Protocol):
             self.header_timer = None
 
     def _on_header_timeout(self) -> None:
+        """The deadline passed: refuse a request still arriving (its app sees a disconnect)."""
         self.header_timer = None
-        if self.awaiting_request:
+        if self.awaiting_request or (self.receiving_body and not self.cycle.response_started):
             self.refuse(_TIMEOUT_RESPONSE)
+        elif self.receiving_body:
+            self.transport.abort()  # answered before its body came: no room for a 408
+
+    def _disarm_stall_timer(self) -> None:
+        if self.stall_timer is not None:
+            self.stall_timer.cancel()
+            self.stall_timer = None
+
+    def _on_stall(self) -> None:
+        """The client took nothing of a response for ``send_timeout``: drop it.
+
+        Aborting discards the buffer (closing would wait for it to drain); the
+        app's pending and next sends return at once and its next receive is a
+        disconnect, so a streamed reply stops and its turn is cancelled.
+        """
+        self.stall_timer = None
+        logger.info(
+            "dropping an HTTP response: nothing sent for %ss, %d bytes waiting",
+            self.send_timeout,
+            self.transport.get_write_buffer_size(),
+        )
+        self.transport.abort()
+
+    # Set by uvicorn's protocol class this is mixed into.
+    cycle: Any
+    client: tuple[str, int] | None
+    transport: asyncio.Transport
+    loop: asyncio.AbstractEventLoop
+
+
+class GuardedH11Protocol(GuardedHTTPProtocol, H11Protocol):
+    """``GuardedHTTPProtocol`` over h11 (pure Python)."""
+
+
+@functools.cache
+def _httptools_protocol() -> type[GuardedHTTPProtocol]:
+    """``GuardedHTTPProtocol`` over httptools; ImportError when it is not installed."""
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    class GuardedHttpToolsProtocol(GuardedHTTPProtocol, HttpToolsProtocol):
+        """``GuardedHTTPProtocol`` over httptools (C)."""
+
+    return GuardedHttpToolsProtocol
 
 
 class _Inbox:
@@ -308,16 +398,7 @@ class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        self.transport.set_write_buffer_limits(
-            high=self.max_output_bytes, low=self.max_output_bytes // 4
-        )
-        # The kernel's send buffer grows by itself to megabytes for a peer
-        # that does not read, and socket memory counts against the pod's
-        # memory limit like any other: hold it to the same bound.
-        sock = self.transport.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.max_output_bytes)
+        _bound_output(self.transport, self.max_output_bytes)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.stall_timer is not None:
@@ -422,15 +503,24 @@ class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
 
 
 def protocols(
-    config: FacadeConfig,
-) -> tuple[Callable[..., H11Protocol], Callable[..., WebSocketsSansIOProtocol]]:
-    """The (HTTP, WebSocket) protocol factories for one server, sharing one pending table."""
+    config: FacadeConfig, *, http_parser: HttpParser = "h11"
+) -> tuple[Callable[..., GuardedHTTPProtocol], Callable[..., WebSocketsSansIOProtocol]]:
+    """The (HTTP, WebSocket) protocol factories for one server, sharing one pending table.
+
+    ``http_parser`` is uvicorn's HTTP protocol to guard: ``h11`` (pure
+    Python) or ``httptools`` (C, see ``omnia.speedups``).
+    """
+    http_class = GuardedH11Protocol if http_parser == "h11" else _httptools_protocol()
     pending: PendingConnections[GuardedHTTPProtocol] = PendingConnections(
         limit=config.max_pending_connections,
         per_address=config.max_pending_connections_per_address,
     )
     http = functools.partial(
-        GuardedHTTPProtocol, pending=pending, header_timeout=config.request_header_timeout_seconds
+        http_class,
+        pending=pending,
+        header_timeout=config.request_header_timeout_seconds,
+        max_output_bytes=config.max_output_buffer_bytes,
+        send_timeout=config.send_timeout_seconds,
     )
     websocket = functools.partial(
         GuardedWebSocketProtocol,

@@ -19,6 +19,7 @@ share with one called ``support-eu``).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -121,6 +122,26 @@ class Metrics:
         self.received_by_type = {
             kind: self.messages_received.labels(kind) for kind in CLIENT_FRAME_TYPES
         }
+        # Children resolved on first use and kept (every label set here is
+        # bounded, see above): ``labels()`` takes a lock and checks its
+        # arguments on every call, on the path of every connection and turn.
+        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, resolved once; only for bounded label values."""
+        key = (metric, labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
+
+    def connection_result(self, result: str) -> None:
+        """Count a WebSocket connection by how it ended up (``omnia_connections``)."""
+        self.child(self.connections, result).inc()
+
+    def error_sent(self, code: str) -> None:
+        """Count an error frame sent to a client, by code (a known code or ``OTHER``)."""
+        self.child(self.errors, code).inc()
 
     def tool_called(self, name: str) -> None:
         if name not in self._tool_names:
@@ -128,18 +149,18 @@ class Metrics:
                 name = "OTHER"
             else:
                 self._tool_names.add(name)
-        self.tool_calls.labels(name).inc()
+        self.child(self.tool_calls, name).inc()
 
     def budget_standings(self, standings: Iterable[BudgetStanding]) -> None:
         """Record each budget's totals reported with a turn's ``done`` (scopes come from the agent's configuration)."""
         for standing in standings:
             scope, period = standing.scope, standing.period
-            self.budget_spent.labels(scope, period, "tokens").set(standing.tokens)
-            self.budget_spent.labels(scope, period, "costUSD").set(standing.cost_usd)
+            self.child(self.budget_spent, scope, period, "tokens").set(standing.tokens)
+            self.child(self.budget_spent, scope, period, "costUSD").set(standing.cost_usd)
             if standing.HasField("limit_tokens"):
-                self.budget_limit.labels(scope, period, "tokens").set(standing.limit_tokens)
+                self.child(self.budget_limit, scope, period, "tokens").set(standing.limit_tokens)
             if standing.HasField("limit_cost_usd"):
-                self.budget_limit.labels(scope, period, "costUSD").set(standing.limit_cost_usd)
+                self.child(self.budget_limit, scope, period, "costUSD").set(standing.limit_cost_usd)
 
     def connection_opened(self) -> None:
         self.active_connections.inc()
@@ -160,11 +181,11 @@ class Metrics:
         output_tokens: int = 0,
         cost: float = 0.0,
     ) -> None:
-        self.turns.labels(outcome).inc()
+        self.child(self.turns, outcome).inc()
         self.turn_seconds.observe(seconds)
         if input_tokens:
-            self.tokens.labels(provider, model, "input").inc(input_tokens)
+            self.child(self.tokens, provider, model, "input").inc(input_tokens)
         if output_tokens:
-            self.tokens.labels(provider, model, "output").inc(output_tokens)
+            self.child(self.tokens, provider, model, "output").inc(output_tokens)
         if cost:
-            self.cost.labels(provider, model).inc(cost)
+            self.child(self.cost, provider, model).inc(cost)

@@ -54,9 +54,22 @@ logger = logging.getLogger(__name__)
 _KNOWN_CODES = frozenset(code.value for code in ErrorCode)
 _WRITE_ERRORS = (grpc.RpcError, asyncio.InvalidStateError)
 
+# What a connection waits for when no tool call is open: one shared empty
+# set, so an idle connection holds no sets of its own. Tool calls are rare
+# next to connections; each change makes a new frozenset.
+_NONE_AWAITED: frozenset[str] = frozenset()
+
+# The query of most connections (new sessions): parsed once, shared (immutable).
+_NO_QUERY = QueryParams()
+
 # How long the runtime's ``Describe`` answer is used before it is asked again.
 # A failed refresh drops it, so new connections notice a runtime that is gone.
 _DESCRIPTION_TTL_SECONDS = 1.0
+# Up to this age an older answer is still served while the refresh runs (busy
+# facades never wait for one); an older one is not: after a quiet spell the
+# first new session waits for a fresh answer rather than get a prompt rollout
+# of whenever the last session started.
+_DESCRIPTION_STALE_SECONDS = 2.0
 
 # How long ``drain`` waits, after closing the last connections, for their
 # tasks to notice; closing is immediate, this only bounds a stuck peer.
@@ -107,19 +120,21 @@ class Relay:
     async def description(self) -> pb.Description | None:
         """The runtime's ``Describe`` answer, or None when it cannot be had.
 
-        Served from a cache: a fresh answer (under a second old) at once; a
-        stale one at once too, while one refresh for all callers runs in the
-        background. Only with no answer at all does the caller wait for the
-        refresh (up to the runtime's ``open_timeout``). A refresh that fails
-        empties the cache, so while the runtime is gone new sessions are
-        refused instead of announced.
+        Served from a cache: a fresh answer (under a second old) at once; one
+        under two seconds old at once too, while one refresh for all callers
+        runs in the background. With no answer, or only an older one, the
+        caller waits for the refresh (up to the runtime's ``open_timeout``):
+        the rollout a new session is placed by is never more than two seconds
+        old. A refresh that fails empties the cache, so while the runtime is
+        gone new sessions are refused instead of announced.
         """
         description = self._description
-        if description is not None and time.monotonic() - self._described_at < _DESCRIPTION_TTL_SECONDS:
+        age = time.monotonic() - self._described_at
+        if description is not None and age < _DESCRIPTION_TTL_SECONDS:
             return description
         if self._describing is None or self._describing.done():
             self._describing = asyncio.create_task(self._describe())
-        if description is not None:
+        if description is not None and age < _DESCRIPTION_STALE_SECONDS:
             return description
         await asyncio.shield(self._describing)
         return self._description
@@ -208,8 +223,8 @@ class _Connection:
         self.closed = False
         self.turn_started: float | None = None
         self.first_chunk_seen = False
-        self.awaiting_results: set[str] = set()
-        self.awaiting_approvals: set[str] = set()
+        self.awaiting_results: frozenset[str] = _NONE_AWAITED
+        self.awaiting_approvals: frozenset[str] = _NONE_AWAITED
         self.turn_timer: asyncio.TimerHandle | None = None
         self.timeout_task: asyncio.Task[None] | None = None
 
@@ -225,11 +240,11 @@ class _Connection:
             return
         await self.send_asgi({"type": "websocket.accept"})
         if relay.draining:
-            self.metrics.connections.labels("rejected_draining").inc()
+            self.metrics.connection_result("rejected_draining")
             await self.shutdown()
             return
         if not relay._admit(self):
-            self.metrics.connections.labels("rejected_capacity").inc()
+            self.metrics.connection_result("rejected_capacity")
             await self.fail(
                 ErrorCode.CAPACITY_EXCEEDED,
                 "this replica is at its connection limit; retry shortly",
@@ -239,7 +254,7 @@ class _Connection:
         try:
             if not await self._open(scope):
                 return
-            self.metrics.connections.labels("accepted").inc()
+            self.metrics.connection_result("accepted")
             await self._read_client()
         except Exception:
             logger.exception("connection failed")
@@ -263,17 +278,18 @@ class _Connection:
         session (and its owner) before the client hears anything.
         """
         headers = Headers(scope=scope)
-        query = QueryParams(scope["query_string"])
+        query_string = scope["query_string"]
+        query = QueryParams(query_string) if query_string else _NO_QUERY
         try:
             principal = await self.relay.authenticator.authenticate(headers=headers, query=query)
         except auth.Unauthorized as exc:
-            self.metrics.connections.labels("rejected_auth").inc()
+            self.metrics.connection_result("rejected_auth")
             await self.fail(ErrorCode.UNAUTHORIZED, str(exc))
             await self.close(CloseCode.UNAUTHORIZED)
             return False
         session_id = query.get("session_id", "")
         if len(session_id) > frames.MAX_ID_LENGTH:
-            self.metrics.connections.labels("open_failed").inc()
+            self.metrics.connection_result("open_failed")
             await self.fail(ErrorCode.INVALID_MESSAGE, "session_id is too long")
             await self.close(CloseCode.POLICY_VIOLATION)
             return False
@@ -287,7 +303,7 @@ class _Connection:
             return await self._resume(request)
         description = await self.relay.description()
         if description is None:
-            self.metrics.connections.labels("open_failed").inc()
+            self.metrics.connection_result("open_failed")
             await self.fail(
                 ErrorCode.RUNTIME_UNAVAILABLE,
                 "the agent runtime is unavailable; retry shortly",
@@ -319,7 +335,7 @@ class _Connection:
     async def _resume(self, request: pb.Open) -> bool:
         event = await self._open_stream(request)
         if event is None:
-            self.metrics.connections.labels("open_failed").inc()
+            self.metrics.connection_result("open_failed")
             return False
         if event.WhichOneof("event") == "opened":
             opened = event.opened
@@ -334,7 +350,7 @@ class _Connection:
                 )
             )
             return True
-        self.metrics.connections.labels("open_failed").inc()
+        self.metrics.connection_result("open_failed")
         error = event.error
         await self.fail(error.code, error.message, retryable=error.retryable)
         if error.code == ErrorCode.SESSION_NOT_FOUND:
@@ -411,7 +427,7 @@ class _Connection:
         frame_id: str | None = None,
     ) -> None:
         code = code or ErrorCode.INTERNAL
-        self.metrics.errors.labels(code if code in _KNOWN_CODES else "OTHER").inc()
+        self.metrics.error_sent(code if code in _KNOWN_CODES else "OTHER")
         await self.send(frames.error(code, message, retryable=retryable, frame_id=frame_id))
 
     async def close(self, code: int, reason: str = "") -> None:
@@ -542,7 +558,7 @@ class _Connection:
                 frame_id=frame.id,
             )
             return
-        self.awaiting_results.discard(frame.id)
+        self.awaiting_results = self.awaiting_results - {frame.id}
         await self._write(
             pb.ClientEvent(
                 tool_result=pb.ToolResult(
@@ -559,10 +575,10 @@ class _Connection:
                 frame_id=frame.id,
             )
             return
-        self.awaiting_approvals.discard(frame.id)
+        self.awaiting_approvals = self.awaiting_approvals - {frame.id}
         if not frame.approved:
             # A denied client tool never runs, so it will not want a result.
-            self.awaiting_results.discard(frame.id)
+            self.awaiting_results = self.awaiting_results - {frame.id}
         await self._write(
             pb.ClientEvent(
                 approval=pb.Approval(
@@ -663,9 +679,9 @@ class _Connection:
 
     async def _on_tool_call(self, call: pb.ToolCall) -> None:
         if call.require_approval:
-            self.awaiting_approvals.add(call.id)
+            self.awaiting_approvals = self.awaiting_approvals | {call.id}
         if call.client_side:
-            self.awaiting_results.add(call.id)
+            self.awaiting_results = self.awaiting_results | {call.id}
         self.metrics.tool_called(call.name)
         await self.send(
             frames.tool_call(
@@ -736,8 +752,7 @@ class _Connection:
             cost=cost,
         )
         self.turn_started = None
-        self.awaiting_results.clear()
-        self.awaiting_approvals.clear()
+        self.awaiting_results = self.awaiting_approvals = _NONE_AWAITED
         if self.turn_timer is not None:
             self.turn_timer.cancel()
             self.turn_timer = None

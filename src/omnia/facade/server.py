@@ -39,6 +39,7 @@ from omnia.facade.app import WebSocketShortcut, create_app
 from omnia.facade.profiles import AgentProfile
 from omnia.facade.relaying import Relay
 from omnia.facade.runtime_client import RuntimeClient
+from omnia.speedups import HttpParser, Speedups
 from omnia.termination import StartupError
 
 logger = logging.getLogger(__name__)
@@ -61,10 +62,18 @@ class FacadeServer:
 
     ``start`` returns once the socket listens; ``stop`` drains the relay and
     then stops uvicorn. Neither installs signal handlers (``serve`` does).
+    ``http_parser`` is uvicorn's request parser (see ``omnia.speedups``).
     """
 
     def __init__(
-        self, app: Starlette, *, config: FacadeConfig, host: str, port: int, linger_seconds: float = 0.0
+        self,
+        app: Starlette,
+        *,
+        config: FacadeConfig,
+        host: str,
+        port: int,
+        linger_seconds: float = 0.0,
+        http_parser: HttpParser = "h11",
     ) -> None:
         self.app = app
         self.config = config
@@ -72,9 +81,9 @@ class FacadeServer:
         self.linger_seconds = linger_seconds
         self.relay: Relay = app.state.relay
         self._socket = _bind(host, port)
-        # uvicorn's own h11 and websockets (sans-I/O) protocols, with the
-        # bounds hostile clients need (see ``guarding``).
-        http, websocket = guarding.protocols(config)
+        # uvicorn's own h11 or httptools and websockets (sans-I/O)
+        # protocols, with the bounds hostile clients need (see ``guarding``).
+        http, websocket = guarding.protocols(config, http_parser=http_parser)
         self._server = _Server(
             uvicorn.Config(
                 WebSocketShortcut(app, relay=self.relay),
@@ -157,6 +166,7 @@ async def run(
     port: int | None = None,
     registry: CollectorRegistry | None = None,
     linger_seconds: float = 0.0,
+    http_parser: HttpParser = "h11",
 ) -> None:
     """Serve until SIGTERM or SIGINT, then drain, linger and return.
 
@@ -174,7 +184,9 @@ async def run(
             registry=registry or CollectorRegistry(),
             profile=AgentProfile.of(config),
         )
-        server = FacadeServer(app, config=config.facade, host=host, port=port, linger_seconds=linger_seconds)
+        server = FacadeServer(
+            app, config=config.facade, host=host, port=port, linger_seconds=linger_seconds, http_parser=http_parser
+        )
     except ValueError as exc:
         await runtime.close()
         raise StartupError(f"facade.auth: {exc}") from None
@@ -211,14 +223,23 @@ def serve(
     host: str = "0.0.0.0",
     port: int | None = None,
     linger_seconds: float = 0.0,
+    speedups: Speedups = Speedups(),
 ) -> None:
     """Run the facade in this process until SIGTERM/SIGINT; blocking.
 
-    ``port`` defaults to ``config.facade.port``.
+    ``port`` defaults to ``config.facade.port``; ``speedups`` chooses the
+    event loop and the HTTP parser.
     """
     _raise_open_files_limit()
-    asyncio.run(
-        run(config, runtime_address=runtime_address, host=host, port=port, linger_seconds=linger_seconds)
+    speedups.run(
+        run(
+            config,
+            runtime_address=runtime_address,
+            host=host,
+            port=port,
+            linger_seconds=linger_seconds,
+            http_parser=speedups.http_parser,
+        )
     )
 
 

@@ -184,7 +184,7 @@ class Turns:
         raise Refused(code, message)
 
     def count_error(self, code: str) -> None:
-        self.metrics.errors.labels(code if code in _KNOWN_CODES else "OTHER").inc()
+        self.metrics.error_sent(code if code in _KNOWN_CODES else "OTHER")
 
     async def open(
         self,
@@ -204,7 +204,7 @@ class Turns:
         if len(session_id) > frames.MAX_ID_LENGTH:
             self.refuse(ErrorCode.INVALID_MESSAGE, "the session id is too long")
         if self.open_conversations >= self.config.max_connections:
-            self.metrics.connections.labels("rejected_capacity").inc()
+            self.metrics.connection_result("rejected_capacity")
             self.refuse(ErrorCode.CAPACITY_EXCEEDED, "this replica is at its connection limit; retry shortly")
         traceparent = client_traceparent(headers)
         call = self.runtime.converse(traceparent=traceparent or None)
@@ -269,7 +269,7 @@ class Conversation:
                 await self._call.write(pb.ClientEvent(open=request))
                 event = await self._call.read()
         except (TimeoutError, *_WRITE_ERRORS) as exc:
-            self._metrics.connections.labels("open_failed").inc()
+            self._metrics.connection_result("open_failed")
             logger.warning("runtime unavailable: %s", exc)
             turns.refuse(ErrorCode.RUNTIME_UNAVAILABLE, "the agent runtime is unavailable; retry")
         kind = event.WhichOneof("event") if event is not grpc.aio.EOF else None
@@ -277,9 +277,9 @@ class Conversation:
             self.session_id = event.opened.session_id
             self.agent = event.opened.agent
             self.resumed = event.opened.resumed
-            self._metrics.connections.labels("accepted").inc()
+            self._metrics.connection_result("accepted")
             return
-        self._metrics.connections.labels("open_failed").inc()
+        self._metrics.connection_result("open_failed")
         if kind == "error":
             turns.count_error(event.error.code)
             raise Refused(event.error.code, event.error.message, retryable=event.error.retryable)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import ipaddress
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from omnia.api.v1alpha1 import (
     ResourceRequirements,
     ScalingMetric,
     ToolRegistry,
+    parse_duration,
 )
 from omnia.api.v1alpha1.common import Resource, SecretKeySelector
 from omnia.config import AgentConfig, PromptConfig
@@ -513,11 +515,14 @@ def build_deployment(
             "timeoutSeconds": 2,
             "failureThreshold": 3,
         },
+        # Every second, so that a new pod (an agent waking from zero, a
+        # rollout) takes traffic within a second of being able to; ten
+        # failures in a row, as before, before it stops taking any.
         "readinessProbe": {
             "httpGet": {"path": "/readyz", "port": "ws"},
-            "periodSeconds": 5,
+            "periodSeconds": 1,
             "timeoutSeconds": 2,
-            "failureThreshold": 2,
+            "failureThreshold": 10,
         },
         "resources": merge_resources(
             defaults.facade_resources,
@@ -543,8 +548,9 @@ def build_deployment(
         "ports": [{"name": "health", "containerPort": RUNTIME_HEALTH_PORT, "protocol": "TCP"}],
         "env": _env(secrets, "runtime") + tracing_env(agent, tracing=traces, container="runtime"),
         # Start-up (imports, up to 10 s of tool discovery) gets a minute
-        # before the liveness probe may restart the container.
-        "startupProbe": {**health, "periodSeconds": 2, "failureThreshold": 30},
+        # before the liveness probe may restart the container. The pod is
+        # not Ready before this probe passes: every second, not to delay it.
+        "startupProbe": {**health, "periodSeconds": 1, "failureThreshold": 60},
         "livenessProbe": {**health, "periodSeconds": 10, "failureThreshold": 3},
         "resources": merge_resources(
             defaults.runtime_resources,
@@ -651,6 +657,7 @@ def build_hpa(agent: AgentRuntime) -> dict[str, Any]:
             "minReplicas": autoscaling.min_replicas,
             "maxReplicas": autoscaling.max_replicas,
             "metrics": metrics,
+            "behavior": _behavior(agent),
         },
     }
 
@@ -736,17 +743,18 @@ def build_scaled_object(
                 f"{ACTIVE_CONNECTIONS} from the activator (--activator-service) or one from Prometheus "
                 "(--prometheus-url); cpu and memory cannot wake a Deployment that has no pods"
             )
-    return {
-        "apiVersion": "keda.sh/v1alpha1",
-        "kind": "ScaledObject",
-        "metadata": _metadata(agent, name),
-        "spec": {
-            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
-            "minReplicaCount": autoscaling.min_replicas,
-            "maxReplicaCount": autoscaling.max_replicas,
-            "triggers": triggers,
-        },
+    spec: dict[str, Any] = {
+        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+        "minReplicaCount": autoscaling.min_replicas,
+        "maxReplicaCount": autoscaling.max_replicas,
+        # KEDA writes this into the HPA it makes for the ScaledObject.
+        "advanced": {"horizontalPodAutoscalerConfig": {"behavior": _behavior(agent)}},
+        "triggers": triggers,
     }
+    if autoscaling.scale_to_zero_after is not None:
+        # KEDA counts whole seconds; rounding up keeps a sub-second delay from becoming none.
+        spec["cooldownPeriod"] = math.ceil(parse_duration(autoscaling.scale_to_zero_after).total_seconds())
+    return {"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "metadata": _metadata(agent, name), "spec": spec}
 
 
 def prometheus_query(metric: str, *, namespace: str, agent: str) -> str:
@@ -984,6 +992,12 @@ def _autoscaling(agent: AgentRuntime):
     if agent.spec.autoscaling is None:
         raise BuildError("spec.autoscaling: not set")
     return agent.spec.autoscaling
+
+
+def _behavior(agent: AgentRuntime) -> dict[str, Any]:
+    """The HPA's scale-down window; scaling up keeps Kubernetes' defaults (at once)."""
+    window = _autoscaling(agent).scale_down_stabilization_seconds
+    return {"scaleDown": {"stabilizationWindowSeconds": window}}
 
 
 def _metrics(agent: AgentRuntime) -> list[ScalingMetric]:

@@ -9,12 +9,16 @@ pure function of the id (and of the rollout, which the runtime describes).
 from __future__ import annotations
 
 import hashlib
-import uuid
+import secrets
 
 
 def new_id() -> str:
-    """A fresh session id: 128 random bits in hex, unguessable and collision-free."""
-    return uuid.uuid4().hex
+    """A fresh session id: 128 random bits in hex, unguessable and collision-free.
+
+    (The same 32 hex digits as a UUID4's, without building a ``UUID`` on
+    every connection.)
+    """
+    return secrets.token_hex(16)
 
 
 def canary_bucket(session_id: str) -> int:

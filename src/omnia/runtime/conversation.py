@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections import deque
 
 import structlog
 from opentelemetry.context import Context
@@ -97,6 +98,44 @@ def _standing(standing: Standing) -> pb.BudgetStanding:
     )
 
 
+class _Outbox:
+    """Events waiting for the client, read by one reader (``next_event``).
+
+    Text chunks wait as the agent emitted them (``Chunk``) and everything
+    else as the ``ServerEvent`` it becomes; ``None`` ends the conversation.
+    Chunks become protobuf only when read, after merging, so a backlog of
+    chunks costs one message instead of one each. A deque and one future
+    made only while the reader waits: ``asyncio.Queue``'s bookkeeping for
+    many readers and a bound, which this does not have, cost more per chunk
+    than the rest of the runtime's work for it.
+    """
+
+    __slots__ = ("_items", "_waiter")
+
+    def __init__(self) -> None:
+        self._items: deque[Chunk | pb.ServerEvent | None] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put(self, item: Chunk | pb.ServerEvent | None) -> None:
+        self._items.append(item)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def take(self) -> Chunk | pb.ServerEvent | None | object:
+        """The next item, or ``_EMPTY`` when none waits."""
+        return self._items.popleft() if self._items else _EMPTY
+
+    async def get(self) -> Chunk | pb.ServerEvent | None:
+        """The next item, waiting for one; cancelling the wait loses nothing."""
+        while not self._items:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._items.popleft()
+
+
 class _Waiters:
     """Futures for answers the client owes the current turn, by tool call id."""
 
@@ -142,8 +181,8 @@ class Conversation:
     def __init__(self, agent: Agent, *, trace_context: Context | None = None) -> None:
         self._agent = agent
         self._trace_context = trace_context
-        self._outbox: asyncio.Queue[pb.ServerEvent | None] = asyncio.Queue()
-        self._lookahead: pb.ServerEvent | None | object = _EMPTY
+        self._outbox = _Outbox()
+        self._lookahead: Chunk | pb.ServerEvent | None | object = _EMPTY
         self._session_id: str | None = None
         self._channel = _Channel()
         self._turn: asyncio.Task | None = None
@@ -166,27 +205,21 @@ class Conversation:
             event, self._lookahead = self._lookahead, _EMPTY
         else:
             event = await self._outbox.get()
-        if event is None or not event.HasField("chunk"):
-            return event
-        parts = [event.chunk.content]
-        size = len(parts[0])
+        if not isinstance(event, Chunk):
+            return event  # type: ignore[return-value]
+        parts = [event.text]
+        size = len(event.text)
         while size < MAX_COALESCED_CHARS:
-            try:
-                waiting = self._outbox.get_nowait()
-            except asyncio.QueueEmpty:
+            waiting = self._outbox.take()
+            if waiting is _EMPTY:
                 break
-            if (
-                waiting is None
-                or not waiting.HasField("chunk")
-                or waiting.chunk.message_id != event.chunk.message_id
-            ):
+            if not isinstance(waiting, Chunk) or waiting.message_id != event.message_id:
                 self._lookahead = waiting
                 break
-            parts.append(waiting.chunk.content)
-            size += len(waiting.chunk.content)
-        if len(parts) == 1:
-            return event
-        return pb.ServerEvent(chunk=pb.Chunk(content="".join(parts), message_id=event.chunk.message_id))
+            parts.append(waiting.text)
+            size += len(waiting.text)
+        content = parts[0] if len(parts) == 1 else "".join(parts)
+        return pb.ServerEvent(chunk=pb.Chunk(content=content, message_id=event.message_id))
 
     async def handle(self, event: pb.ClientEvent) -> None:
         kind = event.WhichOneof("event")
@@ -226,7 +259,7 @@ class Conversation:
             except (TimeoutError, asyncio.CancelledError):
                 turn.cancel()
                 await asyncio.gather(turn, return_exceptions=True)
-        self._outbox.put_nowait(_CLOSE)
+        self._outbox.put(_CLOSE)
 
     async def _open(self, request: pb.Open) -> None:
         if self._trace_context is None:
@@ -304,11 +337,12 @@ class Conversation:
             self._send(error_event("INTERNAL", f"internal error: {type(exc).__name__}"))
 
     async def _emit(self, event: TurnEvent) -> None:
-        self._send(to_server_event(event))
+        # A chunk is turned into protobuf when read, merged with those behind it.
+        self._outbox.put(event if isinstance(event, Chunk) else to_server_event(event))
 
     def _send(self, event: pb.ServerEvent) -> None:
-        self._outbox.put_nowait(event)
+        self._outbox.put(event)
 
     def _fail(self, code: str, message: str, *, retryable: bool = False) -> None:
         self._send(error_event(code, message, retryable=retryable))
-        self._outbox.put_nowait(_CLOSE)
+        self._outbox.put(_CLOSE)

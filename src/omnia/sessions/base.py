@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
+
+T = TypeVar("T")
 
 
 # A shared store keeps each agent's sessions under its own namespace
@@ -36,6 +39,21 @@ class Turn:
     cost_usd: float = 0.0
     finish_reason: str = "stop"
     created_at: float = field(default_factory=time.time)
+
+    def decoded(self, decode: Callable[[dict], T]) -> tuple[T, ...]:
+        """``messages``, each through ``decode``; decoded once per ``Turn`` object.
+
+        The runtime's session cache hands the same turns to every turn of a
+        conversation, so a turn's history is decoded once instead of on
+        every later turn. The result is kept beside the fields (not one of
+        them: equality and ``replace`` ignore it), for the last ``decode``
+        asked; the messages of a stored turn never change.
+        """
+        memo = self.__dict__.get("_decoded")
+        if memo is None or memo[0] != decode:
+            memo = (decode, tuple(decode(message) for message in self.messages))
+            object.__setattr__(self, "_decoded", memo)
+        return memo[1]
 
     def to_dict(self) -> dict:
         return {

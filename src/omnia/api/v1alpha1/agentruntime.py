@@ -194,11 +194,11 @@ class FacadeSpec(ApiModel):
     )
     send_timeout_seconds: int = Field(
         default=30, ge=1,
-        description="A client that takes no output for this long is closed with code 1008.",
+        description="A client that takes no output for this long is closed: a WebSocket with code 1008, an HTTP response (an open protocol's stream) dropped.",
     )
     request_header_timeout_seconds: int = Field(
         default=10, ge=1,
-        description="Time for a request's headers to arrive; slower connections get 408 and are closed.",
+        description="Time for a request's headers and body to arrive; slower requests get 408 and are closed.",
     )
     max_pending_connections: int = Field(
         default=512, ge=0,
@@ -258,6 +258,11 @@ class AutoscalingSpec(ApiModel):
             message="minReplicas 0 (scale to zero) needs engine keda",
             check=lambda autoscaling: autoscaling.min_replicas > 0 or autoscaling.engine == "keda",
         ),
+        Rule(
+            cel="!has(self.scaleToZeroAfter) || self.minReplicas == 0",
+            message="scaleToZeroAfter needs minReplicas 0",
+            check=lambda autoscaling: autoscaling.scale_to_zero_after is None or autoscaling.min_replicas == 0,
+        ),
     )
 
     enabled: bool = Field(
@@ -272,10 +277,20 @@ class AutoscalingSpec(ApiModel):
         description="Fewest pods; 0 (scale to zero) needs engine keda.",
     )
     max_replicas: int = Field(default=10, ge=1, description="Most pods.")
+    scale_to_zero_after: Duration | None = Field(
+        default=None,
+        description="With minReplicas 0: how long the agent stays up after its last connection before it "
+        "scales to zero (KEDA's cooldownPeriod), e.g. 30s or 10m; unset: KEDA's default, 5m.",
+    )
     metrics: list[ScalingMetric] = Field(
         default_factory=list,
         max_length=10,
         description="Metrics to follow; empty follows memory at 70%.",
+    )
+    scale_down_stabilization_seconds: int = Field(
+        default=300, ge=0, le=3600,
+        description="Seconds the metrics must have asked for fewer pods before pods are removed "
+        "(the autoscaler scales down to the highest count asked for in that window).",
     )
 
 
