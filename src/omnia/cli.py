@@ -398,7 +398,7 @@ def operator(
     ] = None,
     prometheus_url: PrometheusUrl = None,
     activator_service: ActivatorServiceOption = None,
-    workers: Annotated[int, typer.Option(min=1, help="Reconciles run at once.")] = 4,
+    workers: Annotated[int, typer.Option(min=1, help="Reconciles run at once.")] = 16,
     discovery_interval: Annotated[
         float, typer.Option(min=1, help="Seconds between discoveries of a ToolRegistry's MCP and OpenAPI tools.")
     ] = 300.0,

@@ -313,6 +313,9 @@ class ControlPlane:
     - ``admin``: the admin :class:`ClientIdentity`
     - ``node_names``: the fake KWOK nodes
     - ``etcd_url``: etcd's client URL
+
+    ``controller_manager_args`` are added to kube-controller-manager's flags
+    (the operator benchmark raises its client QPS and sync workers with them).
     """
 
     def __init__(
@@ -323,8 +326,10 @@ class ControlPlane:
         node_count: int = 3,
         ready_timeout: float = 180.0,
         stop_timeout: float = 15.0,
+        controller_manager_args: Sequence[str] = (),
     ) -> None:
         self.binaries = binaries
+        self.controller_manager_args = list(controller_manager_args)
         self.workdir = Path(workdir)
         self.node_count = node_count
         self.ready_timeout = ready_timeout
@@ -605,6 +610,7 @@ class ControlPlane:
             f"--root-ca-file={self.ca_file}",
             f"--cluster-signing-cert-file={self.ca_file}",
             f"--cluster-signing-key-file={self._pki.ca_key_file}",
+            *self.controller_manager_args,
         )
         url = f"https://127.0.0.1:{self._controller_manager_port}/healthz"
         self._wait(

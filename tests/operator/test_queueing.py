@@ -44,6 +44,29 @@ async def test_add_after_keeps_the_earliest_deadline_and_add_cancels_it():
     assert (await queue.get())[0] == "b"
 
 
+async def test_add_soon_gathers_a_burst_into_one_reconcile_and_leaves_a_queued_key_alone():
+    """A Deployment's and its pods' events within the delay cost one reconcile, not one each."""
+    queue = queueing.WorkQueue()
+    queue.add_soon("a", 0.05)
+    queue.add_soon("a", 0.05)
+    queue.add_soon("a", 0.05)
+    assert (len(queue), queue.delayed) == (0, 1)
+    assert (await asyncio.wait_for(queue.get(), 1))[0] == "a"
+    queue.done("a")
+    queue.add("b")
+    queue.add_soon("b", 10)
+    assert (len(queue), queue.delayed) == (1, 0)
+
+
+async def test_a_postponed_key_is_postponed_until_it_is_taken_again():
+    queue = queueing.WorkQueue()
+    queue.postpone("a", 0.01)
+    assert queue.postponed("a")
+    assert (await asyncio.wait_for(queue.get(), 1))[0] == "a"
+    assert not queue.postponed("a")
+    queue.done("a")
+
+
 def test_backoff_doubles_up_to_a_cap_and_resets_on_success():
     backoff = queueing.Backoff(base=1, cap=5)
     assert [backoff.next("a") for _ in range(5)] == [1, 2, 4, 5, 5]

@@ -12,6 +12,10 @@ started several times in one process (as the tests do).
   one health summary per pod (``podhealth``).
 - **Event handlers** turn every watch event into keys of the work queue:
   the changed object if it is reconciled, and everything that references it.
+  They are coroutines although they never await: kopf runs plain functions
+  in a thread pool, and the work queue belongs to the event loop (a key put
+  in it from another thread did not wake a waiting worker, and a delayed add
+  needs the loop's timers).
 - The default session stores' Secrets, in the operator's own namespace,
   which kopf may not watch, are followed on their own (``following``) and
   answer :meth:`IndexCache.secret` for their names. So are the activator's
@@ -42,6 +46,7 @@ from omnia.operator import (
     builders,
     credentials,
     following,
+    hashing,
     labels,
     metering,
     metrics,
@@ -154,12 +159,32 @@ class IndexCache:
                 if isinstance(key, Ref)]
 
 
+WORKERS = 16
+"""Reconciles that run at once by default.
+
+A reconcile spends most of its time waiting for the API server, so workers
+are cheap (tasks on one event loop); with 4, a PromptPack edit's 200 agents
+waited in the queue for tens of seconds behind each other's requests.
+"""
+
+
+COALESCE_SECONDS = 0.5
+"""How long an agent's reconcile waits after an event of its Deployment or pods, gathering the next ones.
+
+A rollout changes a Deployment's status and its pods several times within a
+second (ReplicaSet created, pod created, scheduled, Ready, counters); each
+event reconciled at once wrote the agent's status once more. Waiting half a
+second makes those one reconcile and one status write, for at most half a
+second more before the agent shows Ready.
+"""
+
+
 @dataclass
 class Operator:
     """The running operator: its queue and workers, started by kopf's start-up handler."""
 
     defaults: builders.Defaults
-    workers: int = 4
+    workers: int = WORKERS
     resync_seconds: float = 600.0
     discovery_interval: float = reconciling.DISCOVERY_INTERVAL_SECONDS
     budget_interval: float = metering.INTERVAL_SECONDS
@@ -177,6 +202,10 @@ class Operator:
     """(namespace, name) → the follower of a default session store's Secret."""
     activator: following.Follower[tuple[str, ...]] | None = None
     """The follower of the activator Service's EndpointSlices, when there is an activator."""
+    agent_inputs: dict[Ref, str] = field(default_factory=dict)
+    """Ref → digest of the AgentRuntime's metadata last queued for (``_agent_inputs_changed``)."""
+    pack_views: dict[Ref, str] = field(default_factory=dict)
+    """Ref → digest of the PromptPack as its agents read it, last fanned out (``_pack_changed_for_agents``)."""
     _tasks: list[asyncio.Task] = field(default_factory=list)
     _client: applying.KubeClient | None = None
 
@@ -345,39 +374,39 @@ def register(registry: kopf.OperatorRegistry, *, operator: Operator) -> None:
         _queue_custom_resource_events(registry, operator=operator, kind=kind, plural=plural, affected=affected)
 
     @kopf.on.event(group="", version="v1", plural="secrets", registry=registry)
-    def secret_changed(namespace: str, name: str, **_: Any) -> None:
+    async def secret_changed(namespace: str, name: str, **_: Any) -> None:
         operator.enqueue(affected(Ref(references.SECRET, namespace, name)))
 
     @kopf.on.event(group="", version="v1", plural="configmaps", when=_not_ours, registry=registry)
-    def config_map_changed(namespace: str, name: str, **_: Any) -> None:
+    async def config_map_changed(namespace: str, name: str, **_: Any) -> None:
         operator.enqueue(affected(Ref(references.CONFIG_MAP, namespace, name)))
 
     @kopf.on.event(group="", version="v1", plural="configmaps",
                    labels={labels.PROMPT_PACK: kopf.PRESENT}, registry=registry)
-    def snapshot_changed(namespace: str, meta: kopf.Meta, **_: Any) -> None:
+    async def snapshot_changed(namespace: str, meta: kopf.Meta, **_: Any) -> None:
         pack = Ref(references.PROMPT_PACK, namespace, meta["labels"][labels.PROMPT_PACK])
         operator.enqueue(affected(pack))
 
     @kopf.on.event(group="", version="v1", plural="configmaps",
                    labels={labels.AGENT: kopf.PRESENT}, registry=registry)
-    def agent_config_changed(type: str | None, namespace: str, meta: kopf.Meta, **_: Any) -> None:
+    async def agent_config_changed(type: str | None, namespace: str, meta: kopf.Meta, **_: Any) -> None:
         if type == "DELETED":
             _owned_object_gone(operator, Ref(references.AGENT_RUNTIME, namespace, meta["labels"][labels.AGENT]))
 
     @kopf.on.event(group="apps", version="v1", plural="deployments",
                    labels={labels.MANAGED_BY: labels.OPERATOR}, registry=registry)
-    def deployment_changed(type: str | None, namespace: str, meta: kopf.Meta, **_: Any) -> None:
+    async def deployment_changed(type: str | None, namespace: str, meta: kopf.Meta, **_: Any) -> None:
         agent = (meta.get("labels") or {}).get(labels.AGENT)
         if agent:
             ref = Ref(references.AGENT_RUNTIME, namespace, agent)
             if type == "DELETED":
                 _owned_object_gone(operator, ref)
             else:
-                operator.enqueue([ref])
+                operator.queue.add_soon(ref, COALESCE_SECONDS)
 
     @kopf.on.event(group="discovery.k8s.io", version="v1", plural="endpointslices",
                    labels=ACTIVATOR_SLICE_LABELS, registry=registry)
-    def activator_slice_changed(type: str | None, namespace: str, meta: kopf.Meta, **_: Any) -> None:
+    async def activator_slice_changed(type: str | None, namespace: str, meta: kopf.Meta, **_: Any) -> None:
         ref = Ref(references.AGENT_RUNTIME, namespace, meta["labels"][labels.AGENT])
         if type == "DELETED":
             _owned_object_gone(operator, ref)
@@ -385,9 +414,10 @@ def register(registry: kopf.OperatorRegistry, *, operator: Operator) -> None:
             operator.enqueue([ref])
 
     @kopf.on.event(group="", version="v1", plural="pods", labels=AGENT_POD_LABELS, registry=registry)
-    def pod_changed(namespace: str, meta: kopf.Meta, **_: Any) -> None:
+    async def pod_changed(namespace: str, meta: kopf.Meta, **_: Any) -> None:
         # Any change, deletion included: the agent's Ready condition follows its pods.
-        operator.enqueue([Ref(references.AGENT_RUNTIME, namespace, meta["labels"][labels.AGENT])])
+        operator.queue.add_soon(Ref(references.AGENT_RUNTIME, namespace, meta["labels"][labels.AGENT]),
+                                COALESCE_SECONDS)
 
 
 INDEXES = ("agentruntimes", "promptpacks", "providers", "toolregistries",
@@ -422,8 +452,14 @@ def _queue_custom_resource_events(
     plural: str,
     affected: Callable[[Ref], set[Ref]],
 ) -> None:
-    def changed(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> None:
+    async def changed(type: str | None, namespace: str, name: str, spec: kopf.Spec, meta: kopf.Meta,
+                      body: kopf.Body, **_: Any) -> None:
         ref = Ref(kind, namespace, name)
+        if kind == references.AGENT_RUNTIME and not _agent_inputs_changed(operator, ref, type=type, meta=meta):
+            return
+        if kind == references.PROMPT_PACK and not _pack_changed_for_agents(operator, ref, type=type, body=body):
+            operator.enqueue([ref])
+            return
         refs = affected(ref)
         if kind == references.AGENT_RUNTIME and operator.cache is not None:
             # The packs listing this agent among their consumers, and the one
@@ -435,6 +471,52 @@ def _queue_custom_resource_events(
         operator.enqueue(refs)
 
     kopf.on.event(GROUP, VERSION, plural, id=f"{plural}-changed", registry=registry)(changed)
+
+
+def _agent_inputs_changed(operator: Operator, ref: Ref, *, type: str | None, meta: kopf.Meta) -> bool:
+    """Whether an AgentRuntime event may change what its reconcile does: anything but its status alone.
+
+    The operator writes only an agent's status, and every such write comes
+    back as an event; reconciling the agent (and the packs listing it) again
+    for it found nothing to do, hundreds of times when 200 agents start. So
+    an event whose generation, labels, annotations, owner, finalizers and
+    deletion are those seen last is dropped, unless the agent waits for a
+    delayed reconcile (a postponed one looks again at its next event). A
+    status changed by someone else is put back by the next resync.
+    """
+    if type == "DELETED":
+        operator.agent_inputs.pop(ref, None)
+        return True
+    inputs = hashing.digest({key: meta.get(key) for key in (
+        "uid", "generation", "labels", "annotations", "ownerReferences", "finalizers", "deletionTimestamp")})
+    if operator.agent_inputs.get(ref) == inputs and not operator.queue.postponed(ref):
+        return False
+    operator.agent_inputs[ref] = inputs
+    return True
+
+
+def _pack_changed_for_agents(operator: Operator, ref: Ref, *, type: str | None, body: kopf.Body) -> bool:
+    """Whether a PromptPack event may change what the agents using it run: anything but its consumers.
+
+    Each agent created or deleted changes the pack's ``status.consumers``,
+    which the pack's reconcile writes, and which no agent reads; every such
+    write queued every agent of the pack again, so 200 agents created one
+    after another were each reconciled over and over for nothing. The pack
+    itself is still reconciled at every event.
+    """
+    if type == "DELETED":
+        operator.pack_views.pop(ref, None)
+        return True
+    meta = body.get("metadata") or {}
+    view = hashing.digest({
+        "metadata": {key: meta.get(key) for key in ("uid", "generation", "labels", "annotations", "deletionTimestamp")},
+        "spec": body.get("spec"),
+        "status": {key: value for key, value in (body.get("status") or {}).items() if key != "consumers"},
+    })
+    if operator.pack_views.get(ref) == view:
+        return False
+    operator.pack_views[ref] = view
+    return True
 
 
 def _packs_listing(cache: IndexCache, *, namespace: str, agent: str) -> list[Ref]:

@@ -65,7 +65,7 @@ def run(
     liveness: str | None = "0.0.0.0:8080",
     metrics_address: str | None = "0.0.0.0:9090",
     defaults: builders.Defaults = builders.Defaults(),
-    workers: int = 4,
+    workers: int = handlers.WORKERS,
     resync_seconds: float = 600.0,
     discovery_interval: float = reconciling.DISCOVERY_INTERVAL_SECONDS,
     budget_interval: float = metering.INTERVAL_SECONDS,

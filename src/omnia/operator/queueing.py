@@ -44,6 +44,7 @@ class WorkQueue(Generic[K]):
         self._dirty: set[K] = set()
         self._timers: dict[K, tuple[float, asyncio.TimerHandle]] = {}
         self._added_at: dict[K, float] = {}
+        self._postponed: set[K] = set()
 
     def __len__(self) -> int:
         return len(self._queued) + len(self._dirty)
@@ -51,6 +52,10 @@ class WorkQueue(Generic[K]):
     @property
     def delayed(self) -> int:
         return len(self._timers)
+
+    def postponed(self, key: K) -> bool:
+        """Whether ``key``'s last reconcile was postponed (:class:`Postponed`) and has not run again yet."""
+        return key in self._postponed
 
     def add(self, key: K) -> None:
         """Reconcile ``key`` as soon as a worker is free; cancels a pending delayed add."""
@@ -75,10 +80,26 @@ class WorkQueue(Generic[K]):
         handle = asyncio.get_running_loop().call_later(delay, self._fire, key)
         self._timers[key] = (due, handle)
 
+    def add_soon(self, key: K, delay: float) -> None:
+        """Reconcile ``key`` within ``delay`` seconds, so that a burst of events costs one reconcile.
+
+        A key already queued is left as it is: its reconcile has not started,
+        so it will read the state this event brought. Otherwise as
+        :meth:`add_after`.
+        """
+        if key not in self._queued:
+            self.add_after(key, delay)
+
+    def postpone(self, key: K, delay: float) -> None:
+        """:meth:`add_after` for a reconcile that did not run (:class:`Postponed`); see :meth:`postponed`."""
+        self._postponed.add(key)
+        self.add_after(key, delay)
+
     async def get(self) -> tuple[K, float]:
         """The next key and how long it waited; waits for one. Call :meth:`done` after."""
         key = await self._ready.get()
         self._queued.discard(key)
+        self._postponed.discard(key)
         self._active.add(key)
         waited = self._clock() - self._added_at.pop(key, self._clock())
         return key, waited
@@ -236,7 +257,7 @@ async def _reconcile_once(key: K, reconcile: Reconcile[K], *, queue: WorkQueue[K
     try:
         requeue_after = await reconcile(key)
     except Postponed as exc:
-        queue.add_after(key, exc.delay)
+        queue.postpone(key, exc.delay)
         return None
     except kopf.TemporaryError as exc:
         delay = exc.delay if exc.delay is not None else backoff.next(key)

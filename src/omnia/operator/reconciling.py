@@ -20,6 +20,7 @@ because something it references went away.
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import logging
 import time
@@ -423,20 +424,20 @@ async def reconcile_agent(ref: Ref, ctx: Context) -> float | None:
     if builders.autoscaled(agent) and deployment is not None and deployment.replicas_applied_by_operator:
         await _hand_replicas_to_autoscaler(agent, deployment, ctx)
     problem = None
-    for obj in desired.objects:
-        try:
-            applied = await _apply(obj, ctx, force=obj["kind"] == "Deployment" and deployment is None)
-        except NotFound as exc:
-            if obj["kind"] != "ScaledObject":
-                raise
-            problem = Check.failed(READY, "KedaNotInstalled", f"cannot create the KEDA ScaledObject: {exc.message}")
-            continue
-        if applied is not None and obj["kind"] == "Deployment":
-            deployment = DeploymentSummary.from_body(applied)
-    for kind in desired.absent:
-        await _prune(agent, kind, ctx)
-    if resolution.store is None:
-        await _prune_session_store(agent, ctx)
+    for batch in _apply_batches(desired.objects):
+        force = deployment is None
+        results = await _together(*(_apply(obj, ctx, force=force and obj["kind"] == "Deployment") for obj in batch),
+                                  tolerate=NotFound)
+        for obj, applied in zip(batch, results):
+            if isinstance(applied, NotFound):
+                if obj["kind"] != "ScaledObject":
+                    raise applied
+                message = f"cannot create the KEDA ScaledObject: {applied.message}"
+                problem = Check.failed(READY, "KedaNotInstalled", message)
+            elif applied is not None and obj["kind"] == "Deployment":
+                deployment = DeploymentSummary.from_body(applied)
+    await _together(*(_prune(agent, kind, ctx) for kind in desired.absent),
+                    *([_prune_session_store(agent, ctx)] if resolution.store is None else []))
 
     recheck_after = await _write_agent_status(parsed, ctx, problem=problem, references=resolution.checks,
                                               invalid=False, deployment=deployment, config_hash=config_hash,
@@ -444,6 +445,33 @@ async def reconcile_agent(ref: Ref, ctx: Context) -> float | None:
     if problem is not None:
         raise kopf.TemporaryError(f"{ref}: {problem.message}", delay=None)
     return recheck_after
+
+
+def _apply_batches(objects: Sequence[Mapping[str, Any]]) -> list[list[Mapping[str, Any]]]:
+    """The agent's objects in the batches they are applied in: what the pods use, the Deployment, the rest.
+
+    Objects of one batch are applied at once (one request each, concurrently);
+    the Deployment waits for the ConfigMap, ServiceAccount and Service its pods
+    use, and what refers to the Deployment (autoscalers, the budget of
+    disruptions) waits for it.
+    """
+    at = next((index for index, obj in enumerate(objects) if obj["kind"] == "Deployment"), len(objects))
+    return [batch for batch in (list(objects[:at]), list(objects[at:at + 1]), list(objects[at + 1:])) if batch]
+
+
+async def _together(*calls: Awaitable[Any], tolerate: type[Exception] | None = None) -> list[Any]:
+    """Await ``calls`` concurrently; their results in order.
+
+    Every call runs to its end even when another fails, so no request is
+    left running after the reconcile; then the first failure is raised,
+    unless it is a ``tolerate`` exception, which is returned in its place.
+    Cancelling this cancels the calls.
+    """
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException) and not (tolerate is not None and isinstance(result, tolerate)):
+            raise result
+    return results
 
 
 def _source_version(store: DefaultStore, ctx: Context) -> str | None:
@@ -909,8 +937,8 @@ async def _write_status(
     top = [event for event in status.events(
         previous.conditions, current.conditions, quiet=status.QUIET_CONDITIONS.get(parsed.kind, ())
     ) if event[1] not in repeated]
-    for type_, reason, message in [*handler_events, *top]:
-        await ctx.api.post_event(regarding=parsed.regarding(), type=type_, reason=reason, message=message)
+    await _together(*(ctx.api.post_event(regarding=parsed.regarding(), type=type_, reason=reason, message=message)
+                      for type_, reason, message in [*handler_events, *top]))
 
 
 def _status_patch(current: Any) -> dict[str, Any]:
