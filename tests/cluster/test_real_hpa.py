@@ -56,8 +56,13 @@ def activator_objects(namespace: str, image: str) -> list[dict]:
     for obj in rbac:
         if obj["kind"] == "ServiceAccount":
             obj["metadata"]["namespace"] = namespace
+        # Cluster-wide objects named for this namespace: the chart's own
+        # (omnia-activator) may be installed in the same cluster.
+        if obj["kind"] == "ClusterRole":
+            obj["metadata"]["name"] = f"{ACTIVATOR}-{namespace}"
         if obj["kind"] == "ClusterRoleBinding":
             obj["metadata"]["name"] = f"{ACTIVATOR}-{namespace}"
+            obj["roleRef"]["name"] = f"{ACTIVATOR}-{namespace}"
             for subject in obj["subjects"]:
                 subject["namespace"] = namespace
     labels = {"app.kubernetes.io/name": "omnia", "app.kubernetes.io/component": "activator"}
@@ -157,6 +162,7 @@ def autoscaled(control_plane, real_node, built_images, crds, tmp_path_factory) -
                 print(f"--- operator log ---\n{operator.log_tail(80)}")
             plane.kubectl("delete", "namespace", namespace, "--wait=false")
             plane.kubectl("delete", "clusterrolebinding", f"{ACTIVATOR}-{namespace}", "--ignore-not-found")
+            plane.kubectl("delete", "clusterrole", f"{ACTIVATOR}-{namespace}", "--ignore-not-found")
 
 
 def hpa(plane, namespace: str) -> dict:
