@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 
 import pytest
@@ -20,6 +21,26 @@ from tests import processtrees
 
 # How long processes stopped just before the end of the session may take to exit.
 EXIT_GRACE_SECONDS = 10.0
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A suite stopped by SIGTERM or SIGHUP (a CI timeout, a closed terminal) ends as after Ctrl-C.
+
+    Their default action ends pytest on the spot, so no fixture's teardown
+    ran and every server the suite had started (Redis, PostgreSQL, the control
+    plane) was left running. As a ``KeyboardInterrupt`` the test in progress
+    stops and every finalizer runs. A SIGHUP the suite was started to ignore
+    (``nohup``) stays ignored.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            signal.signal(signum, _interrupt)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
 
 
 @pytest.fixture(scope="session", autouse=True)
