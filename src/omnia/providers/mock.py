@@ -21,7 +21,10 @@ the ``ProviderError``: with text it is a failure in the middle of a reply,
 without text a failure before the first token.
 
 Usage is counted in whitespace-separated words, which is deterministic and
-close enough to tokens for cost accounting tests.
+close enough to tokens for cost accounting tests. A conversation's history is
+counted again on every turn, so the counts of short texts are remembered
+(a bounded cache): in load tests the provider stands in for a remote model,
+whose work costs the pod nothing.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from functools import lru_cache
 
 from omnia.config import MockScript, ScriptedReply
 from omnia.providers.base import (
@@ -149,8 +153,22 @@ def _last_user_text(messages: tuple[Message, ...]) -> str:
     return next((m.content for m in reversed(messages) if m.role == "user"), "")
 
 
+# Texts up to this length have their word counts remembered, at most this many.
+_REMEMBERED_TEXT_CHARS = 4096
+_REMEMBERED_TEXTS = 4096
+
+
 def _words(message: Message) -> int:
-    return len(message.content.split()) + sum(_words_of_call(c) for c in message.tool_calls)
+    content = message.content
+    words = _remembered_words(content) if len(content) <= _REMEMBERED_TEXT_CHARS else len(content.split())
+    if message.tool_calls:
+        words += sum(_words_of_call(c) for c in message.tool_calls)
+    return words
+
+
+@lru_cache(maxsize=_REMEMBERED_TEXTS)
+def _remembered_words(text: str) -> int:
+    return len(text.split())
 
 
 def _words_of_call(call: ToolCall) -> int:
