@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import uuid
 
 import httpx
@@ -211,3 +212,62 @@ def test_endpoints_are_absent_when_disabled(tmp_path):
         assert httpx.post(f"{processes.url}/a2a", json={}, timeout=5).status_code == 404
     finally:
         processes.stop()
+
+
+def _rpc(agent, body: bytes | dict) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    if isinstance(body, dict):
+        return httpx.post(f"{agent.url}/a2a", json=body, headers=headers, timeout=30)
+    headers["Content-Type"] = "application/json"
+    return httpx.post(f"{agent.url}/a2a", content=body, headers=headers, timeout=30)
+
+
+@pytest.mark.parametrize("depth", [200, 100_000])
+def test_a_body_nested_too_deeply_is_a_parse_error_not_an_internal_one(agent, depth):
+    """JSON nested deeper than the decoder recurses made the SDK answer
+    -32603 (internal error) and log a traceback; it is the client's mistake."""
+    lines = len(agent.log("facade").splitlines())
+    response = _rpc(agent, b"[" * depth + b"]" * depth)
+    assert response.status_code == 200
+    error = response.json()["error"]
+    assert error["code"] == -32700 and "nests deeper than 64 levels" in error["message"]
+    assert "Traceback" not in "\n".join(agent.log("facade").splitlines()[lines:])
+    assert _rpc(agent, _send_body("still answering")).json()["result"]["status"]["state"] == "completed"
+
+
+def test_a_body_over_the_limit_is_refused_before_it_is_read_whole(agent):
+    """The SDK read any body whole (50 MB was accepted); the bound is the
+    OpenAI endpoint's: four times the message limit (64 KiB by default)."""
+    huge = json.dumps(_send_body("a" * (4 << 20))).encode()
+    response = _rpc(agent, huge)
+    assert response.status_code == 413
+    assert response.json()["error"]["message"] == "MESSAGE_TOO_LARGE: the request body exceeds 262144 bytes"
+
+    def chunked():  # no Content-Length: refused once the limit is passed
+        for start in range(0, len(huge), 65536):
+            yield huge[start : start + 65536]
+
+    response = httpx.post(
+        f"{agent.url}/a2a", content=chunked(), timeout=30,
+        headers={"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"},
+    )
+    assert response.status_code == 413
+
+
+@pytest.mark.parametrize("value", [12, {"id": "x"}, ["x"], None, True])
+def test_an_omnia_session_that_is_not_a_string_fails_the_task_instead_of_starting_a_new_session(agent, value):
+    """A client that names its session wrongly must be told, not silently
+    given a new session that loses its history."""
+    body = _send_body("remember me", metadata={"omniaSession": value})
+    status = _rpc(agent, body).json()["result"]["status"]
+    assert status["state"] == "failed"
+    text = status["message"]["parts"][0]["text"]
+    assert text.startswith("INVALID_MESSAGE") and "omniaSession" in text
+    assert "omniaSession" not in status["message"].get("metadata", {})
+
+
+def _send_body(text: str, *, metadata: dict | None = None) -> dict:
+    message = {"kind": "message", "role": "user", "messageId": uuid.uuid4().hex, "parts": [{"kind": "text", "text": text}]}
+    if metadata is not None:
+        message["metadata"] = metadata
+    return {"jsonrpc": "2.0", "id": 1, "method": "message/send", "params": {"message": message}}

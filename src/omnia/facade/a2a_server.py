@@ -50,7 +50,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from omnia.config import AuthConfig
-from omnia.facade import auth, turns
+from omnia.facade import auth, bodies, turns
 from omnia.facade.profiles import AgentProfile
 from omnia.protocol.errors import ErrorCode
 
@@ -141,10 +141,18 @@ class A2aEndpoint:
         except turns.Refused as exc:
             status = _STATUS.get(exc.code, 400)
             headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
-            body = {"jsonrpc": "2.0", "id": None, "error": {"code": -32001, "message": f"{exc.code}: {exc.message}"}}
-            return JSONResponse(body, status_code=status, headers=headers)
+            return _rpc_error(-32001, f"{exc.code}: {exc.message}", status=status, headers=headers)
+        try:
+            body, _ = await bodies.read_json(request, limit=bodies.body_limit(self.turns.config.max_message_bytes))
+        except bodies.BodyRefused as exc:
+            # JSON-RPC's parse error for what does not decode (with 200, as the
+            # SDK answers malformed JSON); an invalid request for the size.
+            self.turns.count_error(exc.code)
+            if exc.status == 413:
+                return _rpc_error(-32600, f"{exc.code}: {exc.message}", status=413)
+            return _rpc_error(-32700, f"{exc.code}: {exc.message}")
         request.state.omnia_principal = principal
-        return await self.dispatcher.handle_requests(request)
+        return await self.dispatcher.handle_requests(bodies.replaying(request, body))
 
 
 class BoundedTaskStore(InMemoryTaskStore):
@@ -227,7 +235,11 @@ class _Executor(AgentExecutor):
             )
         updater = TaskUpdater(event_queue, task_id, context_id)
         owner = (f"{principal.method}:{principal.subject}", context_id)
-        session = _named_session(context.message) or self.sessions.get(owner, "")
+        try:
+            session = _named_session(context.message) or self.sessions.get(owner, "")
+        except turns.Refused as exc:
+            await updater.failed(_agent_message(updater, f"{exc.code}: {exc.message}", ""))
+            return
         try:
             conversation = await self.turns.open(principal=principal, headers=state["headers"], session_id=session)
         except turns.Refused as exc:
@@ -281,10 +293,22 @@ class _Executor(AgentExecutor):
 
 
 def _named_session(message: a2a.Message | None) -> str:
+    """The session a message names in its metadata, ``""`` for none.
+
+    A value that is not a string is refused rather than ignored: ignoring it
+    would start a new session and lose the one the client meant.
+    """
     if message is None or SESSION_KEY not in message.metadata:
         return ""
     value: Any = message.metadata[SESSION_KEY]
-    return value if isinstance(value, str) else ""
+    if not isinstance(value, str):
+        raise turns.Refused(ErrorCode.INVALID_MESSAGE, f"metadata {SESSION_KEY} must be a session id (a string)")
+    return value
+
+
+def _rpc_error(code: int, message: str, *, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    body = {"jsonrpc": "2.0", "id": None, "error": {"code": code, "message": message}}
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def _agent_message(updater: TaskUpdater, text: str, session: str) -> a2a.Message:

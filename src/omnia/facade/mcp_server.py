@@ -36,7 +36,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from omnia.facade import turns
+from omnia.facade import bodies, turns
 from omnia.facade.profiles import AgentProfile
 from omnia.protocol.errors import ErrorCode
 
@@ -71,7 +71,7 @@ class McpEndpoint:
         self.server.streamable_http_app(
             streamable_http_path=PATH,
             stateless_http=True,
-            max_request_body_size=max(4 * turns_.config.max_message_bytes, 64 * 1024),
+            max_request_body_size=bodies.body_limit(turns_.config.max_message_bytes),
             # Requests carry the facade's credentials, checked before the SDK
             # sees them; the Host of a pod is its Service's name, not loopback.
             transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),

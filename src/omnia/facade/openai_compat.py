@@ -37,7 +37,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from omnia.facade import auth, turns
+from omnia.facade import auth, bodies, turns
 from omnia.facade.profiles import AgentProfile
 from omnia.protocol.errors import ErrorCode
 
@@ -65,8 +65,6 @@ _TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_f
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
 # A turn cut short (the model's token limit, the turn timeout) is a truncated reply.
 _FINISH_REASONS = {"length": "length", "max_tokens": "length", "cancelled": "length"}
-# Room for a replayed conversation around the one message the limits bound.
-_BODY_FACTOR = 4
 
 
 class _Invalid(Exception):
@@ -186,19 +184,11 @@ class _Endpoint:
         return await reply.complete(first, headers=headers)
 
     async def _body(self, request: Request) -> Any:
-        limit = max(_BODY_FACTOR * self.turns.config.max_message_bytes, 64 * 1024)
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limit:
-            raise _Invalid(f"the request body exceeds {limit} bytes", status=413, code=ErrorCode.MESSAGE_TOO_LARGE)
-        received = bytearray()
-        async for part in request.stream():
-            received += part
-            if len(received) > limit:
-                raise _Invalid(f"the request body exceeds {limit} bytes", status=413, code=ErrorCode.MESSAGE_TOO_LARGE)
         try:
-            return json.loads(received)
-        except (ValueError, RecursionError):
-            raise _Invalid("the request body is not valid JSON") from None
+            _, body = await bodies.read_json(request, limit=bodies.body_limit(self.turns.config.max_message_bytes))
+        except bodies.BodyRefused as exc:
+            raise _Invalid(exc.message, status=exc.status, code=exc.code) from None
+        return body
 
     def _parse(self, body: Any, *, session: str) -> _Request:
         if not isinstance(body, dict):

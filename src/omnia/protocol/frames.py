@@ -117,7 +117,7 @@ def _parse_message(data: dict) -> UserMessage:
     metadata = data.get("metadata")
     if metadata is not None and not isinstance(metadata, dict):
         raise _invalid("'metadata' must be a JSON object", frame_id)
-    if metadata and _nests_deeper(metadata, MAX_METADATA_DEPTH):
+    if metadata and nests_deeper(metadata, MAX_METADATA_DEPTH):
         raise _invalid(f"'metadata' nests deeper than {MAX_METADATA_DEPTH} levels", frame_id)
     return UserMessage(content=content, id=frame_id, metadata=metadata or None)
 
@@ -189,7 +189,7 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def _nests_deeper(value: Any, limit: int) -> bool:
+def nests_deeper(value: Any, limit: int) -> bool:
     """Whether objects and arrays in ``value`` nest more than ``limit`` levels."""
     level: list[Any] = [value]
     for _ in range(limit):
