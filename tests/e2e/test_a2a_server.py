@@ -266,6 +266,12 @@ def test_an_omnia_session_that_is_not_a_string_fails_the_task_instead_of_startin
     assert "omniaSession" not in status["message"].get("metadata", {})
 
 
+def test_an_empty_message_fails_the_task_as_on_every_other_protocol(agent):
+    status = _rpc(agent, _send_body("")).json()["result"]["status"]
+    assert status["state"] == "failed"
+    assert status["message"]["parts"][0]["text"] == "INVALID_MESSAGE: the message is empty"
+
+
 def _send_body(text: str, *, metadata: dict | None = None) -> dict:
     message = {"kind": "message", "role": "user", "messageId": uuid.uuid4().hex, "parts": [{"kind": "text", "text": text}]}
     if metadata is not None:

@@ -102,6 +102,14 @@ async def test_unknown_session_is_a_tool_error(agent):
     assert result.is_error and "SESSION_NOT_FOUND: session nope not found" in result.content[0].text
 
 
+async def test_an_empty_message_is_refused_as_on_every_other_protocol(agent):
+    """/ws and the OpenAI endpoint refuse an empty message; ``ask`` sent it to
+    the model as a turn of its own."""
+    async with _client(agent.url) as client:
+        result = await client.call_tool("ask", {"message": ""})
+    assert result.is_error and "INVALID_MESSAGE: the message is empty" in result.content[0].text
+
+
 async def test_client_side_tools_are_refused_for_the_model(agent):
     async with _client(agent.url) as client:
         result = await client.call_tool("ask", {"message": "where am I?"})

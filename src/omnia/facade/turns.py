@@ -288,11 +288,13 @@ class Conversation:
     async def send(self, content: str, *, metadata: Mapping[str, Any] | None = None) -> None:
         """Start a turn with a user message; its events come from ``events``.
 
-        Raises ``Refused`` for a message above ``maxMessageBytes`` or while a
-        turn is running.
+        Raises ``Refused`` for an empty message (as ``/ws`` does), one above
+        ``maxMessageBytes``, or while a turn is running.
         """
         if self.in_turn:
             self._turns.refuse(ErrorCode.TURN_IN_PROGRESS, "a turn is in progress on this session")
+        if not content:
+            self._turns.refuse(ErrorCode.INVALID_MESSAGE, "the message is empty")
         self._turns.check_size(content)
         self._metrics.received_by_type["message"].inc()
         self._turn_started = time.monotonic()
