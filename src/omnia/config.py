@@ -257,6 +257,7 @@ class FacadeConfig(_Model):
     max_output_buffer_bytes: int = 256 * 1024
     send_timeout_seconds: float = 30.0
     request_header_timeout_seconds: float = 10.0
+    max_request_header_bytes: int = 64 * 1024
     max_pending_connections: int = 512
     max_pending_connections_per_address: int = 64
 

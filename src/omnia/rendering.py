@@ -289,6 +289,7 @@ def render_agent_config(
             max_output_buffer_bytes=facade.max_output_buffer_bytes,
             send_timeout_seconds=facade.send_timeout_seconds,
             request_header_timeout_seconds=facade.request_header_timeout_seconds,
+            max_request_header_bytes=facade.max_request_header_bytes,
             max_pending_connections=facade.max_pending_connections,
             max_pending_connections_per_address=facade.max_pending_connections_per_address,
         ),

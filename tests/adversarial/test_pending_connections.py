@@ -15,6 +15,7 @@ extra is installed and h11 otherwise: every attack runs against both.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 
@@ -167,3 +168,57 @@ def test_a_slow_connection_flood_keeps_memory_and_descriptors_bounded(agent):
     assert most_fds <= baseline_fds + PENDING + BURST + 5
     assert rss.peak[facade] < baseline_rss * RSS_RATIO
     assert_serves_a_turn(agent)
+
+
+@pytest.mark.parametrize(
+    "endless",
+    [
+        pytest.param(b"x-pad: " + b"a" * 8000 + b"\r\n", id="header-lines"),
+        pytest.param(b"a" * 8000, id="one-header-value"),
+    ],
+)
+def test_headers_that_never_end_are_cut_at_the_size_bound_not_held_in_memory(agent, endless):
+    """Headers streamed as fast as the socket takes them: httptools kept every
+    byte (1.6 GB in five seconds, the facade's RSS with it) until the header
+    deadline. Past ``maxRequestHeaderBytes`` the facade now answers and closes,
+    and its memory stays put. (The answer itself may be lost to the reset that
+    closing on unread bytes causes; the next test reads it.)"""
+    pids = (agent.facade.pid,)
+    baseline = {pid: rss_kib(pid) for pid in pids}
+    sock = raw_socket(agent.port)
+    sent = 0
+    try:
+        with peak_rss(*pids) as rss:
+            sock.sendall(b"GET /ws HTTP/1.1\r\nhost: facade\r\nx-first: ")
+            batch = endless * 32
+            with contextlib.suppress(OSError):
+                # Until the server closes (the header deadline, a second here, would end it too).
+                while sent < 1 << 30:
+                    sock.sendall(batch)
+                    sent += len(batch)
+            status, _ = outcome(sock, timeout=5)
+    finally:
+        sock.close()
+    assert status in ("431", "closed"), f"after {sent} bytes: {status}"
+    assert sent < 64 * FACADE.max_request_header_bytes, f"the facade took {sent} bytes of headers"
+    for pid, before in baseline.items():
+        assert rss.peak[pid] < before * RSS_RATIO, f"pid {pid}: {before} KiB → {rss.peak[pid]} KiB"
+    assert_serves_a_turn(agent)
+
+
+def test_headers_over_the_bound_get_431(agent):
+    """One send of headers just over the bound, then the client waits: both
+    parsers answer 431 (h11 said 400 at its own 16 KiB, httptools nothing)."""
+    padding = b"x-pad: " + b"a" * (FACADE.max_request_header_bytes + 1024) + b"\r\n"
+    with raw_socket(agent.port) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nhost: facade\r\n" + padding)
+        status, _ = outcome(sock, timeout=5)
+    assert status == "431"
+
+
+def test_headers_within_the_bound_are_served(agent):
+    """A request whose headers are large but within the bound (a long JWT, many cookies)."""
+    padding = "".join(f"x-pad-{n}: {'a' * 4000}\r\n" for n in range(FACADE.max_request_header_bytes // 4100 - 1))
+    with raw_socket(agent.port) as sock:
+        sock.sendall(f"GET /healthz HTTP/1.1\r\nhost: facade\r\n{padding}\r\n".encode())
+        assert _response(sock).startswith(b"HTTP/1.1 200 ")

@@ -105,11 +105,13 @@ class ActivatorServer:
             self._socket.close()
             raise StartupError(f"cannot listen on {address}: {exc}") from None
         await self._grpc.start()
-        http, websocket = guarding.protocols(FacadeConfig())
+        limits = FacadeConfig()
+        http, websocket = guarding.protocols(limits)
         self._uvicorn = _Server(uvicorn.Config(
             self.app, http=http, ws=websocket,  # type: ignore[arg-type]
             ws_max_size=_MAX_CLIENT_FRAME_BYTES, ws_per_message_deflate=False,
             lifespan="off", log_config=None, access_log=False, timeout_graceful_shutdown=5.0, backlog=_BACKLOG,
+            **guarding.uvicorn_limits(limits),
         ))
         self._task = asyncio.create_task(self._uvicorn.serve(sockets=[self._socket]))
         while not self._uvicorn.started:

@@ -17,7 +17,11 @@ The two protocol classes here add what is missing and nothing else:
 ``GuardedHTTPProtocol``
     a deadline for the request, headers and body (``requestHeaderTimeoutSeconds``,
     from the connection or the end of the previous response: bytes trickling
-    in do not extend it; 408), a place in ``PendingConnections``, the
+    in do not extend it; 408), a bound on the size of the request line and
+    headers (``maxRequestHeaderBytes``; 431: httptools keeps every header
+    byte it is sent, so headers streamed without end grew the process by
+    hundreds of megabytes a second until the deadline), a place in
+    ``PendingConnections``, the
     table of connections not yet upgraded (``maxPendingConnections`` in all,
     ``maxPendingConnectionsPerAddress`` per client address: 503), and for
     responses (the open protocols' streams) the same output bound and send
@@ -74,6 +78,13 @@ def _response(status: bytes, body: bytes) -> bytes:
 
 
 _TIMEOUT_RESPONSE = _response(b"408 Request Timeout", b"the request took too long to arrive\n")
+_HEADERS_TOO_LARGE_RESPONSE = _response(
+    b"431 Request Header Fields Too Large", b"the request line and headers are too large\n"
+)
+# h11 refuses incomplete headers past its own bound (with a 400); it is set
+# this far above ours so that the guard answers first, whatever the size of
+# the reads that bring the headers in.
+_H11_MARGIN_BYTES = 1 << 20
 _BUSY_RESPONSE = _response(
     b"503 Service Unavailable", b"too many connections waiting for a request; retry shortly\n"
 )
@@ -166,6 +177,7 @@ class GuardedHTTPProtocol:
         *,
         pending: PendingConnections[GuardedHTTPProtocol],
         header_timeout: float,
+        max_header_bytes: int,
         max_output_bytes: int,
         send_timeout: float,
     ) -> None:
@@ -173,6 +185,10 @@ class GuardedHTTPProtocol:
         self.pending = pending
         self.header_timeout = header_timeout
         self.header_timer: asyncio.TimerHandle | None = None
+        self.max_header_bytes = max_header_bytes
+        # Bytes received since the last request was complete, while its
+        # successor's headers are not: all of them are header bytes.
+        self.header_bytes = 0
         self.max_output_bytes = max_output_bytes
         self.send_timeout = send_timeout
         self.stall_timer: asyncio.TimerHandle | None = None
@@ -205,6 +221,18 @@ class GuardedHTTPProtocol:
         self._disarm_stall_timer()
         self.pending.release(self)
         super().connection_lost(exc)  # type: ignore[misc]
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)  # type: ignore[misc]
+        # Counted after parsing: a read that completes the headers may carry a
+        # body too, and only bytes that leave the headers incomplete count.
+        if not self.awaiting_request:
+            self.header_bytes = 0
+            return
+        self.header_bytes += len(data)
+        if self.header_bytes > self.max_header_bytes and not self.transport.is_closing():
+            logger.info("refusing a request whose headers passed %d bytes", self.max_header_bytes)
+            self.refuse(_HEADERS_TOO_LARGE_RESPONSE)
 
     def pause_writing(self) -> None:
         super().pause_writing()
@@ -502,6 +530,11 @@ class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
         self.close_timer = self.loop.call_later(self.send_timeout, self.transport.abort)
 
 
+def uvicorn_limits(config: FacadeConfig) -> dict[str, Any]:
+    """uvicorn's own settings that the guards rely on, as ``uvicorn.Config`` keywords."""
+    return {"h11_max_incomplete_event_size": config.max_request_header_bytes + _H11_MARGIN_BYTES}
+
+
 def protocols(
     config: FacadeConfig, *, http_parser: HttpParser = "h11"
 ) -> tuple[Callable[..., GuardedHTTPProtocol], Callable[..., WebSocketsSansIOProtocol]]:
@@ -519,6 +552,7 @@ def protocols(
         http_class,
         pending=pending,
         header_timeout=config.request_header_timeout_seconds,
+        max_header_bytes=config.max_request_header_bytes,
         max_output_bytes=config.max_output_buffer_bytes,
         send_timeout=config.send_timeout_seconds,
     )

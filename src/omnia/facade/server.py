@@ -108,6 +108,7 @@ class FacadeServer:
                 access_log=False,
                 timeout_graceful_shutdown=_HTTP_GRACE_SECONDS,
                 backlog=_BACKLOG,
+                **guarding.uvicorn_limits(config),
             )
         )
         self._task: asyncio.Task[None] | None = None

@@ -200,6 +200,10 @@ class FacadeSpec(ApiModel):
         default=10, ge=1,
         description="Time for a request's headers and body to arrive; slower requests get 408 and are closed.",
     )
+    max_request_header_bytes: int = Field(
+        default=65536, ge=8192, le=16777216,
+        description="Size of a request's line and headers above which it gets 431 and is closed.",
+    )
     max_pending_connections: int = Field(
         default=512, ge=0,
         description="Connections not yet upgraded to WebSocket (plain HTTP included); 0 disables the cap.",
