@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from . import mcp_tools
@@ -82,6 +82,8 @@ class HttpState:
     requests: list[dict] = field(default_factory=list)
     failures: int = 0
     delay: float = 0.0
+    # Bytes the endless document had sent when its client went away.
+    endless_sent: int = 0
 
     def seen(self, path: str) -> list[dict]:
         return [r for r in self.requests if r["path"] == path]
@@ -184,6 +186,18 @@ def http_service(state: HttpState, *, document: dict | None = None) -> Service:
     async def openapi(request: Request) -> Response:
         return JSONResponse(document or OPENAPI_DOCUMENT)
 
+    async def endless(request: Request) -> Response:
+        """A document that never ends, as a hostile or broken server sends it."""
+
+        async def body():
+            chunk = b" " * 65536
+            yield b'{"openapi": "3.0.0", "padding": "'
+            while True:
+                state.endless_sent += len(chunk)
+                yield chunk
+
+        return StreamingResponse(body(), media_type="application/json")
+
     def make_app() -> Starlette:
         return Starlette(
             routes=[
@@ -194,6 +208,7 @@ def http_service(state: HttpState, *, document: dict | None = None) -> Service:
                 Route("/big", big, methods=["GET"]),
                 Route("/whoami", whoami, methods=["GET"]),
                 Route("/openapi.json", openapi, methods=["GET"]),
+                Route("/endless.json", endless, methods=["GET"]),
             ]
         )
 

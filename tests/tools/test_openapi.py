@@ -144,6 +144,18 @@ async def test_an_unreachable_document_is_reported(client):
     assert caught.value.reason == "Unreachable"
 
 
+async def test_a_document_that_never_ends_is_refused_at_the_size_bound(http_server, http_state, client):
+    """The whole body was read before its size was checked, so a server
+    streaming without end grew the runtime (and the operator, which discovers
+    every namespace's tools) until it was killed."""
+    handler = openapi.Handler(source(specURL=http_server.url + "/endless.json"), env={}, client=client)
+    with pytest.raises(DiscoveryError) as caught:
+        await handler.discover()
+    assert caught.value.reason == "InvalidDocument"
+    assert caught.value.message == f"the document is larger than {openapi.MAX_DOCUMENT_BYTES} bytes"
+    assert http_state.endless_sent < 4 * openapi.MAX_DOCUMENT_BYTES
+
+
 async def test_a_missing_document_is_reported(http_server, client):
     handler = openapi.Handler(source(specURL=http_server.url + "/nothing.json"), env={}, client=client)
     with pytest.raises(DiscoveryError) as caught:

@@ -147,7 +147,7 @@ async def send(client: httpx.AsyncClient, request: Request) -> ToolOutcome:
     try:
         response = await open_following(client, outgoing)
         try:
-            body, cut = await _read_capped(response)
+            body, cut = await read_capped(response)
         finally:
             await response.aclose()
     except egress.EgressDenied as exc:
@@ -194,13 +194,14 @@ async def open_following(client: httpx.AsyncClient, request: httpx.Request) -> h
     raise httpx.TooManyRedirects(f"more than {egress.MAX_REDIRECTS} redirects", request=request)
 
 
-async def _read_capped(response: httpx.Response) -> tuple[bytes, bool]:
+async def read_capped(response: httpx.Response, limit: int = MAX_RESPONSE_BYTES) -> tuple[bytes, bool]:
+    """At most ``limit`` bytes of the body, and whether there was more (then left unread)."""
     chunks, size = [], 0
     async for chunk in response.aiter_bytes():
         chunks.append(chunk)
         size += len(chunk)
-        if size > MAX_RESPONSE_BYTES:
-            return b"".join(chunks)[:MAX_RESPONSE_BYTES], True
+        if size > limit:
+            return b"".join(chunks)[:limit], True
     return b"".join(chunks), False
 
 

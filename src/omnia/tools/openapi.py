@@ -365,7 +365,7 @@ class Handler:
             request = self._client.build_request("GET", self.spec_url, headers=self._headers)
             response = await http.open_following(self._client, request)
             try:
-                content = await response.aread()
+                content, larger = await http.read_capped(response, MAX_DOCUMENT_BYTES)
             finally:
                 await response.aclose()
         except egress.EgressDenied as exc:
@@ -374,9 +374,9 @@ class Handler:
             raise DiscoveryError("Unreachable", f"GET {self.spec_url} failed: {str(exc) or type(exc).__name__}") from None
         if response.status_code != 200:
             raise DiscoveryError("DocumentNotFound", f"GET {self.spec_url} answered HTTP {response.status_code}")
-        if len(content) > MAX_DOCUMENT_BYTES:
+        if larger:
             raise DiscoveryError("InvalidDocument", f"the document is larger than {MAX_DOCUMENT_BYTES} bytes")
-        return response.text
+        return content.decode(response.encoding or "utf-8", errors="replace")
 
     async def call(self, tool: ToolConfig, arguments: dict) -> ToolOutcome:
         if self._credential_error is not None:
