@@ -192,7 +192,8 @@ def http_service(state: HttpState, *, document: dict | None = None) -> Service:
         async def body():
             chunk = b" " * 65536
             yield b'{"openapi": "3.0.0", "padding": "'
-            while True:
+            # Counted while the client is there: uvicorn drops what is sent after.
+            while not await request.is_disconnected():
                 state.endless_sent += len(chunk)
                 yield chunk
 
@@ -260,5 +261,43 @@ def redirecting_service(location: Callable[[str], str | None], *, status: int = 
         target = target.encode("latin-1")
         await send({"type": "http.response.start", "status": status, "headers": [(b"location", target)]})
         await send({"type": "http.response.body", "body": b""})
+
+    return Service(lambda: app)
+
+
+@dataclass
+class Flood:
+    """How many bytes an endless service had sent when its client went away."""
+
+    sent: int = 0
+
+
+def endless_mcp_service(flood: Flood, *, event_stream: bool) -> Service:
+    """An MCP endpoint whose answer never ends: one JSON body, or one server-sent event, without end."""
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        media = b"text/event-stream" if event_stream else b"application/json"
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", media)]})
+        opening = b'event: message\ndata: {"jsonrpc": "2.0", "id": 0, "result": "' if event_stream else b'{"jsonrpc": "2.0", "id": 0, "result": "'
+        await send({"type": "http.response.body", "body": opening, "more_body": True})
+        gone = asyncio.Event()
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            gone.set()
+
+        watcher = asyncio.create_task(watch())
+        chunk = b"a" * 65536
+        try:
+            # uvicorn drops what is sent after a disconnect without a word.
+            while not gone.is_set():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                flood.sent += len(chunk)
+                await asyncio.sleep(0)
+        finally:
+            watcher.cancel()
 
     return Service(lambda: app)

@@ -26,7 +26,7 @@ from omnia.tools import Toolbox, discover, discovery, egress, http, mcp
 from omnia.tools.base import DiscoveryError
 
 from .conftest import LOOPBACK_ALLOWED, http_tool, mcp_source
-from .serving import Visits, mcp_sse_service, recording_service, redirecting_service
+from .serving import Flood, Visits, endless_mcp_service, mcp_sse_service, recording_service, redirecting_service
 
 SECRET_HEADERS = [
     {"name": "Authorization", "valueFromEnv": "OMNIA_TOOL_T_AUTHORIZATION"},
@@ -426,6 +426,25 @@ async def test_an_mcp_redirect_to_another_origin_keeps_the_secrets(transport, by
     finally:
         await handler.aclose()
     assert visits.requests == []
+
+
+@pytest.mark.parametrize("event_stream", [False, True], ids=["json-body", "one-event"])
+async def test_an_mcp_answer_that_never_ends_is_cut_at_the_message_bound(event_stream):
+    """A JSON answer that never ended was buffered by the SDK until the
+    handshake timed out (8 GB in 30 s here): in the runtime, and in the
+    operator, which discovers every namespace's tools. Past
+    ``MAX_MCP_MESSAGE_BYTES`` the read fails. (An endless event did not grow
+    the SDK's buffer here; the bound holds for it too.)"""
+    flood = Flood()
+    service = endless_mcp_service(flood, event_stream=event_stream).start()
+    handler = mcp.Handler(mcp_source("calc", url=service.url + "/mcp"), env={}, connect_timeout=30)
+    try:
+        with pytest.raises(DiscoveryError):
+            await handler.discover()
+    finally:
+        await handler.aclose()
+        service.stop()
+    assert flood.sent < 4 * egress.MAX_MCP_MESSAGE_BYTES, f"{flood.sent} bytes were taken"
 
 
 # --- Where the policy comes from: the ToolRegistry, for the runtime and the operator alike ---
