@@ -463,6 +463,10 @@ class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
         await super().send(message)
         if message["type"] == "websocket.accept":
             # Only the handshake reads them; a connection lives for hours.
+            # The request's headers are emptied in place: the frame of the
+            # WebSocket parser's generator still holds the request itself.
+            if self.request is not None:
+                self.request.headers.clear()
             self.request = self.response = None  # type: ignore[assignment]
         elif message["type"] == "websocket.close":
             self._drop_later()

@@ -60,6 +60,7 @@ _WRITE_ERRORS = (grpc.RpcError, asyncio.InvalidStateError)
 _NONE_AWAITED: frozenset[str] = frozenset()
 
 # The query of most connections (new sessions): parsed once, shared (immutable).
+_NO_HEADERS: tuple[tuple[bytes, bytes], ...] = ()
 _NO_QUERY = QueryParams()
 
 # How long the runtime's ``Describe`` answer is used before it is asked again.
@@ -252,7 +253,11 @@ class _Connection:
             await self.close(CloseCode.TRY_AGAIN_LATER)
             return
         try:
-            if not await self._open(scope):
+            opened = await self._open(scope)
+            # What the connection needs of its request is in its Open now; the
+            # headers would otherwise stay in the scope for the connection's life.
+            scope["headers"] = _NO_HEADERS
+            if not opened:
                 return
             self.metrics.connection_result("accepted")
             await self._read_client()
