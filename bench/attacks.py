@@ -9,7 +9,9 @@ One facade and one runtime on loopback (``bench/relay.py``'s ``Pod``), then:
     pings as fast as they can and never read, for N seconds (default 20, less
     than the default send timeout, so the buffers are full the whole time);
 (c) slow connections: 2,000 sockets from 64 loopback addresses, each sending
-    one byte of its request headers every second, for N seconds.
+    one byte of its request headers every second, for N seconds;
+(d) header flood: 4 clients stream header lines as fast as the socket takes
+    them, each connecting again whenever the server closes it, for N seconds.
 
 Prints the facade's peak RSS (sampled every 20 ms) and, for (c), the most
 descriptors it held (counted a second after each round of the attack). Client and servers share the machine's cores.
@@ -107,6 +109,42 @@ def slow_connections(pod: Pod, *, seconds: float) -> tuple[int, int, int]:
     return rss.peak[pod.facade.pid], most_fds, SLOW_SOCKETS
 
 
+def header_flood(pod: Pod, *, seconds: float) -> tuple[int, int, int]:
+    """(peak facade RSS KiB, header bytes the clients sent, connections) under a header flood.
+
+    What the clients send includes what the kernel buffered for a connection
+    before the server closed it; the facade itself reads at most
+    ``maxRequestHeaderBytes`` and one read more of each.
+    """
+    line = b"X-Pad: " + b"a" * 8000 + b"\r\n"
+    batch = line * 16
+    sent = [0] * FLOODERS
+    connections = [0] * FLOODERS
+    deadline = time.monotonic() + seconds
+
+    def flood(index: int) -> None:
+        while time.monotonic() < deadline:
+            sock = raw_socket(pod.port, source=f"127.0.4.{index + 1}")
+            connections[index] += 1
+            try:
+                sock.sendall(b"GET /ws HTTP/1.1\r\nHost: facade\r\n")
+                while time.monotonic() < deadline:
+                    sock.sendall(batch)
+                    sent[index] += len(batch)
+            except OSError:
+                pass  # closed by the server: connect again
+            finally:
+                sock.close()
+
+    threads = [threading.Thread(target=flood, args=(index,)) for index in range(FLOODERS)]
+    with peak_rss(pod.facade.pid) as rss:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    return rss.peak[pod.facade.pid], sum(sent), sum(connections)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=20.0, help="length of each attack")
@@ -127,6 +165,12 @@ def main() -> None:
             print(
                 f"slow connections: facade peak RSS {peak / 1024:7.1f} MiB, at most {fds} descriptors held"
                 f" ({opened} sockets from {SLOW_ADDRESSES} addresses, {args.seconds:g} s)"
+            )
+            _one_turn(pod)
+            peak, sent, connections = header_flood(pod, seconds=args.seconds)
+            print(
+                f"header flood:     facade peak RSS {peak / 1024:7.1f} MiB, {sent / 2**20:,.0f} MiB of headers sent"
+                f" over {connections} connections ({FLOODERS} clients, {args.seconds:g} s)"
             )
             _one_turn(pod)
             print("after the attacks the facade still serves turns")
