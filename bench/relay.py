@@ -139,11 +139,13 @@ class Pod:
         chunk_delay_ms: int = 0,
         speedups: str = "auto",
         launcher: list[str] | None = None,
+        facade: FacadeConfig | None = None,
     ) -> None:
         """``speedups`` is ``OMNIA_SPEEDUPS``; ``launcher`` runs ``omnia`` (default ``python -m omnia``).
 
         ``launcher`` is given the process's name (``facade`` or ``runtime``)
-        as its next argument, before the command's.
+        as its next argument, before the command's. ``facade`` replaces the
+        relay benchmark's limits (caps off, rates unlimited).
         """
         script = MockScript(
             replies=[ScriptedReply(text=REPLY, chunk_size=len(CHUNK_TEXT), chunk_delay_ms=chunk_delay_ms)]
@@ -151,7 +153,7 @@ class Pod:
         config = AgentConfig(
             name="bench",
             provider=ProviderConfig(type="mock", mock=script),
-            facade=FacadeConfig(
+            facade=facade or FacadeConfig(
                 max_connections=20_000, messages_per_second=1e6, message_burst=1_000_000,
                 # Every client of the benchmark comes from one address, and
                 # a thousand connect at once to a loaded machine; the OpenAI
