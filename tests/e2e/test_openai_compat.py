@@ -245,6 +245,22 @@ BAD_REQUESTS = [
         400, "tools[0]", id="tool-not-declared",
     ),
     pytest.param({"model": "e2e", "messages": [{"role": "user", "content": "x"}], "n": 2}, 400, "n", id="n-2"),
+    # Every field is the client's JSON, of any type.
+    pytest.param({"model": "e2e", "messages": [{"role": ["user"], "content": "x"}]}, 400, "messages[0].role", id="role-a-list"),
+    pytest.param({"model": "e2e", "messages": [{"role": {"user": 1}, "content": "x"}]}, 400, "messages[0].role", id="role-an-object"),
+    pytest.param({"model": "e2e", "messages": ["hello"]}, 400, "messages[0]", id="message-a-string"),
+    pytest.param({"model": "e2e", "messages": [{"role": "user", "content": 7}]}, 400, "messages[0].content", id="content-a-number"),
+    pytest.param({"model": "e2e", "messages": [{"role": "user", "content": [["x"]]}]}, 400, "messages[0].content", id="content-part-a-list"),
+    pytest.param({"model": ["e2e"], "messages": [{"role": "user", "content": "x"}]}, 404, "model", id="model-a-list"),
+    pytest.param({"model": "e2e", "messages": [{"role": "user", "content": "x"}], "tools": [["x"]]}, 400, "tools[0]", id="tool-a-list"),
+    pytest.param(
+        {"model": "e2e", "messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function", "function": ["x"]}]},
+        400, "tools[0]", id="tool-function-a-list",
+    ),
+    pytest.param(
+        {"model": "e2e", "messages": [{"role": "user", "content": "x"}, {"role": "tool", "tool_call_id": ["c"], "content": "y"}]},
+        400, "messages[1].tool_call_id", id="tool-call-id-a-list",
+    ),
 ]
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import json
+
 import time
 
 import httpx
@@ -124,6 +127,14 @@ def token(key: rsa.RSAPrivateKey, *, kid: str = "k1", algorithm: str = "RS256", 
     return jwt.encode(body, key, algorithm=algorithm, headers={"kid": kid})
 
 
+def crafted(header: object) -> str:
+    """A token with this header, a plausible body and a signature of nothing."""
+    def part(value: object) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+    return f"{part(header)}.{part({'sub': 'x', 'exp': int(time.time()) + 60})}.c2ln"
+
+
 async def test_jwt_signed_by_the_issuer_is_accepted(signing_key) -> None:
     verifier = Jwks(("k1", signing_key)).verifier()
     principal = await verifier.authenticate(
@@ -158,6 +169,11 @@ async def test_jwt_from_the_query_string_is_accepted(signing_key) -> None:
         pytest.param(lambda key, other: token(key, sub=None), id="no-subject"),
         pytest.param(lambda key, other: token(key, sub=""), id="empty-subject"),
         pytest.param(lambda key, other: "not.a.token", id="malformed"),
+        # A header is the client's JSON: its fields may be of any type.
+        pytest.param(lambda key, other: crafted({"alg": ["RS256"], "kid": "k1"}), id="alg-a-list"),
+        pytest.param(lambda key, other: crafted({"alg": {"RS256": 1}, "kid": "k1"}), id="alg-an-object"),
+        pytest.param(lambda key, other: crafted({"alg": "RS256", "kid": ["k1"]}), id="kid-a-list"),
+        pytest.param(lambda key, other: crafted(["RS256"]), id="header-not-an-object"),
         pytest.param(lambda key, other: "", id="missing"),
     ],
 )

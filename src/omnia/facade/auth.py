@@ -171,8 +171,11 @@ class JwtVerifier:
         except jwt.PyJWTError:
             raise Unauthorized("malformed token") from None
         algorithm = header.get("alg")
+        # The header is the client's JSON: ``alg`` may be a list or an object.
+        if not isinstance(algorithm, str):
+            raise Unauthorized("malformed token: its algorithm (alg) is not a string")
         if algorithm not in JWT_ALGORITHMS:
-            raise Unauthorized(f"token algorithm {algorithm!r} is not accepted")
+            raise Unauthorized(f"token algorithm {algorithm[:32]!r} is not accepted")
         key = await self._key(header.get("kid"), algorithm)
         options = {"require": ["exp"], "verify_aud": self.audience is not None}
         try:

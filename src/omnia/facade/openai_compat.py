@@ -408,8 +408,10 @@ def _message(index: int, message: Any) -> tuple[str, str, str]:
     if not isinstance(message, dict):
         raise _Invalid("each message must be an object", param=f"messages[{index}]")
     role = message.get("role")
-    if role not in _ROLES:
-        raise _Invalid(f"unknown role {role!r}", param=f"messages[{index}].role")
+    if not isinstance(role, str) or role not in _ROLES:
+        shown = repr(role[:32]) if isinstance(role, str) else "of the wrong type"
+        raise _Invalid(f"unknown role {shown}; expected one of: {', '.join(sorted(_ROLES))}",
+                       param=f"messages[{index}].role")
     content = message.get("content")
     if content is None:
         text = ""
