@@ -237,7 +237,7 @@ class _Endpoint:
                 raise _Invalid("each tool must be {type: function, function: {name, ...}}", param=f"tools[{index}]")
             if name not in self.profile.client_tools:
                 raise _Invalid(
-                    f"the agent has no client-side tool {name!r}; a request may offer only the client-side "
+                    f"the agent has no client-side tool {name[:64]!r}; a request may offer only the client-side "
                     "tools its agent declares",
                     param=f"tools[{index}]",
                 )
