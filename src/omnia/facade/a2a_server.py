@@ -235,12 +235,9 @@ class _Executor(AgentExecutor):
             )
         updater = TaskUpdater(event_queue, task_id, context_id)
         owner = (f"{principal.method}:{principal.subject}", context_id)
+        session = ""
         try:
             session = _named_session(context.message) or self.sessions.get(owner, "")
-        except turns.Refused as exc:
-            await updater.failed(_agent_message(updater, f"{exc.code}: {exc.message}", ""))
-            return
-        try:
             conversation = await self.turns.open(principal=principal, headers=state["headers"], session_id=session)
         except turns.Refused as exc:
             await updater.failed(_agent_message(updater, f"{exc.code}: {exc.message}", session))
