@@ -101,16 +101,22 @@ class RawWebSocket:
             offset = (offset + count) % len(burst)
         return sent
 
-    def close_code(self, *, timeout: float = 15.0) -> int | None:
+    def close_code(self, *, timeout: float = 15.0, slow_for: float = 0.0) -> int | None:
         """Read everything the server sent until its close frame; its code.
 
-        None when the connection ended without one (reset or bare EOF).
+        For the first ``slow_for`` seconds it reads as a slow link would, 4 KiB
+        every 50 ms. None when the connection ended without a close frame
+        (reset or bare EOF).
         """
         self.sock.settimeout(timeout)
-        deadline = time.monotonic() + timeout
+        start = time.monotonic()
+        deadline = start + timeout
         while time.monotonic() < deadline:
+            slow = time.monotonic() < start + slow_for
+            if slow:
+                time.sleep(0.05)
             try:
-                data = self.sock.recv(1 << 16)
+                data = self.sock.recv(4096 if slow else 1 << 16)
             except TimeoutError:
                 break
             except ConnectionError:

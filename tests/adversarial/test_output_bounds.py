@@ -33,11 +33,17 @@ STALL_LINE = "closing a WebSocket: nothing sent for"
 
 
 def _attack(
-    agent, flood, *, baseline: dict[int, int] | None = None
+    agent,
+    flood,
+    *,
+    baseline: dict[int, int] | None = None,
+    read=lambda ws: ws.close_code(timeout=FACADE.send_timeout_seconds + 10),
 ) -> tuple[int | None, dict[int, int], dict[int, int]]:
     """Run ``flood`` on a non-reading connection; (close code, baseline RSS, peak RSS).
 
-    The baseline is the processes' RSS after a normal turn unless given.
+    Once the facade has given up on the client, ``read`` reads what it sent
+    and returns the close code. The baseline is the processes' RSS after a
+    normal turn unless given.
     """
     assert_serves_a_turn(agent)
     pids = (agent.facade.pid, agent.runtime.pid)
@@ -57,7 +63,7 @@ def _attack(
                 timeout=60,
                 what="the facade to close the connection that does not read",
             )
-            code = ws.close_code(timeout=FACADE.send_timeout_seconds + 10)
+            code = read(ws)
     finally:
         ws.close()
     return code, baseline, rss.peak
@@ -96,6 +102,22 @@ def test_frames_answered_to_a_client_that_never_reads_are_bounded_and_it_is_clos
     code, baseline, peak = _attack(agent, lambda ws: ws.flood(frame, seconds=ATTACK_SECONDS))
     assert code == POLICY_VIOLATION
     _assert_bounded(baseline, peak)
+    assert_serves_a_turn(agent)
+
+
+def test_a_slow_reader_closed_for_not_reading_still_gets_its_close_frame(agent):
+    """After the close frame the facade drops a client that takes nothing for
+    ``sendTimeoutSeconds``, not one still reading its backlog: a client on a
+    slow link (here 4 KiB every 50 ms for one and a half send timeouts, then
+    at full speed) reads every frame up to the close. The test above found
+    it: on a loaded machine its reader lost the close frame now and then."""
+    frame = client_frame(Opcode.TEXT, b"not json")
+    code, _baseline, _peak = _attack(
+        agent,
+        lambda ws: ws.flood(frame, seconds=ATTACK_SECONDS),
+        read=lambda ws: ws.close_code(timeout=60, slow_for=1.5 * FACADE.send_timeout_seconds),
+    )
+    assert code == POLICY_VIOLATION
     assert_serves_a_turn(agent)
 
 

@@ -33,8 +33,9 @@ The two protocol classes here add what is missing and nothing else:
     reading from it, so its frames (pings, bad frames) produce no more output;
     and a deadline: a buffer that does not drain within
     ``sendTimeoutSeconds`` closes the connection (1008). A connection the
-    server closes is dropped, not merely closed, if the client does not take
-    the close frame within that time either.
+    server closes is dropped, not merely closed, if the client takes nothing
+    more for that time either (a client still reading its backlog has up to
+    five send timeouts to reach the close frame).
 
 ``GuardedWebSocketProtocol`` is also where an idle connection's memory goes,
 so it holds less than uvicorn's: its receive queue and its writable flag are
@@ -50,9 +51,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import functools
 import logging
 import socket
+import sys
+import termios
 from collections import Counter
 from collections.abc import Callable
 from typing import Any, Generic, Protocol, TypeVar
@@ -89,6 +93,9 @@ _BUSY_RESPONSE = _response(
     b"503 Service Unavailable", b"too many connections waiting for a request; retry shortly\n"
 )
 _NOT_READING = "client is not reading"
+# After a close frame, how many send timeouts a client that keeps reading its
+# backlog has before it is dropped (one for a client that reads nothing).
+_CLOSE_ROUNDS = 5
 
 
 class _Pending(Protocol):
@@ -522,16 +529,54 @@ class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
         self._drop_later()
 
     def _drop_later(self) -> None:
-        """Abort the socket if it is still open after ``send_timeout``.
+        """Abort the socket once the client takes nothing for ``send_timeout``.
 
         This takes the place of uvicorn's close timer, which closes the
         transport — and closing waits until the buffer is written, which for a
-        client that does not read is never; aborting discards it. uvicorn
-        still cancels the timer when the client answers the close frame.
+        client that does not read is never; aborting discards it. A client
+        still reading what was sent before the close frame is given up to
+        ``_CLOSE_ROUNDS`` send timeouts to reach it. uvicorn still cancels the
+        timer when the client answers the close frame.
         """
         if self.close_timer is not None:
             self.close_timer.cancel()
-        self.close_timer = self.loop.call_later(self.send_timeout, self.transport.abort)
+        self._check_drain_later(_unacknowledged(self.transport), _CLOSE_ROUNDS)
+
+    def _check_drain_later(self, waiting: int, rounds: int) -> None:
+        self.close_timer = self.loop.call_later(
+            self.send_timeout, self._drop_unless_draining, waiting, rounds
+        )
+
+    def _drop_unless_draining(self, waiting_before: int, rounds: int) -> None:
+        waiting = _unacknowledged(self.transport)
+        if 0 < waiting < waiting_before and rounds > 1:
+            self._check_drain_later(waiting, rounds - 1)
+            return
+        logger.info(
+            "dropping a closed WebSocket: %d bytes not taken, %d in the last %ss",
+            waiting,
+            waiting_before - waiting,
+            self.send_timeout,
+        )
+        self.transport.abort()
+
+
+def _unacknowledged(transport: asyncio.Transport) -> int:
+    """Bytes written to a client that it has not taken yet.
+
+    The transport's own buffer, plus on Linux the kernel's send queue: a slow
+    reader drains the kernel's queue long before the transport's buffer
+    moves, and that is progress too.
+    """
+    waiting = transport.get_write_buffer_size()
+    sock = transport.get_extra_info("socket")
+    if sock is not None and hasattr(termios, "TIOCOUTQ"):
+        try:
+            queued = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, bytes(4))
+        except OSError:
+            return waiting
+        waiting += int.from_bytes(queued, sys.byteorder, signed=True)
+    return waiting
 
 
 def uvicorn_limits(config: FacadeConfig) -> dict[str, Any]:
