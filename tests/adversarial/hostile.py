@@ -8,6 +8,7 @@ attack is written as raw bytes, so nothing in the client slows the attack down.
 
 from __future__ import annotations
 
+import json
 import socket
 import struct
 import threading
@@ -42,15 +43,19 @@ def raw_socket(
     return sock
 
 
-def client_frame(opcode: Opcode, payload: bytes) -> bytes:
-    """One masked client frame (a zero mask: valid, and nothing to compute)."""
+def client_frame(opcode: Opcode, payload: bytes, *, fin: bool = True) -> bytes:
+    """One masked client frame (a zero mask: valid, and nothing to compute).
+
+    ``fin=False`` makes it a fragment of a message that goes on.
+    """
     length = len(payload)
+    first = (0x80 if fin else 0) | opcode
     if length < 126:
-        header = struct.pack("!BB", 0x80 | opcode, 0x80 | length)
+        header = struct.pack("!BB", first, 0x80 | length)
     elif length < 1 << 16:
-        header = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, length)
+        header = struct.pack("!BBH", first, 0x80 | 126, length)
     else:
-        header = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, length)
+        header = struct.pack("!BBQ", first, 0x80 | 127, length)
     return header + _ZERO_MASK + payload
 
 
@@ -128,6 +133,29 @@ class RawWebSocket:
                 if isinstance(event, Frame) and event.opcode is Opcode.CLOSE:
                     return Close.parse(event.data).code
         raise AssertionError(f"the server did not close within {timeout}s")
+
+    def frames(self, *, count: int, timeout: float = 10.0) -> list[dict]:
+        """The server's next ``count`` text frames, decoded."""
+        return self._read_frames(lambda frames: len(frames) >= count, timeout=timeout)
+
+    def frame_types(self, *, until: str, timeout: float = 10.0) -> list[str]:
+        """The types of the server's text frames up to one of type ``until``."""
+        frames = self._read_frames(lambda frames: frames[-1]["type"] == until, timeout=timeout)
+        return [frame["type"] for frame in frames]
+
+    def _read_frames(self, enough, *, timeout: float) -> list[dict]:
+        self.sock.settimeout(timeout)
+        frames: list[dict] = []
+        while True:
+            data = self.sock.recv(1 << 16)
+            if not data:
+                raise AssertionError(f"the server closed the connection after {frames}")
+            self.protocol.receive_data(data)
+            for event in self.protocol.events_received():
+                if isinstance(event, Frame) and event.opcode is Opcode.TEXT:
+                    frames.append(json.loads(event.data))
+                    if enough(frames):
+                        return frames
 
     def close(self) -> None:
         self.sock.close()

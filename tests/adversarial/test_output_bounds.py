@@ -58,9 +58,11 @@ def _attack(
             # before it has would let it go on answering the backlog the flood
             # left in the kernel's buffers, for as long as that backlog lasts
             # on a loaded machine.
+            # From then on it has a send timeout to start reading.
             wait_until(
                 lambda: agent.log("facade").count(STALL_LINE) > stalls,
                 timeout=60,
+                interval=0.01,
                 what="the facade to close the connection that does not read",
             )
             code = read(ws)

@@ -67,6 +67,7 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from uvicorn.server import ServerState
 from starlette.types import Message
 from websockets.exceptions import InvalidState
+from websockets.frames import Frame
 
 from omnia.config import FacadeConfig
 from omnia.protocol.errors import CloseCode
@@ -93,6 +94,9 @@ _BUSY_RESPONSE = _response(
     b"503 Service Unavailable", b"too many connections waiting for a request; retry shortly\n"
 )
 _NOT_READING = "client is not reading"
+# What each fragment of a message counts against its size bound, at least:
+# about what keeping it costs (a list entry and a bytes object).
+_FRAGMENT_BYTES = 64
 # After a close frame, how many send timeouts a client that keeps reading its
 # backlog has before it is dropped (one for a client that reads nothing).
 _CLOSE_ROUNDS = 5
@@ -477,6 +481,50 @@ class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
             self.request = self.response = None  # type: ignore[assignment]
         elif message["type"] == "websocket.close":
             self._drop_later()
+
+    def handle_cont(self, event: Frame) -> None:
+        """A fragment counts at least ``_FRAGMENT_BYTES`` against the message bound.
+
+        The library bounds the bytes of a message, not the number of its
+        fragments: a message of endless empty fragments (six bytes each on
+        the wire) grew a list by an entry each, without end.
+        """
+        if self.close_sent:
+            return
+        bound = self.conn.max_message_size
+        if bound is not None and len(self.frames) * _FRAGMENT_BYTES > bound:
+            self.frames = []
+            self._refuse(CloseCode.MESSAGE_TOO_BIG, "message in too many fragments")
+            return
+        super().handle_cont(event)
+
+    def send_receive_event_to_app(self) -> None:
+        """uvicorn's, except that text which is not UTF-8 is the client's error.
+
+        uvicorn closed such a connection 1007 too, but logged it as a server
+        error with a traceback.
+        """
+        data = self.frames[0] if len(self.frames) == 1 else b"".join(self.frames)
+        self.frames = []
+        if self.close_sent:
+            return
+        if self.curr_msg_data_type == "text":
+            try:
+                message: Message = {"type": "websocket.receive", "text": data.decode()}
+            except UnicodeDecodeError:
+                self._refuse(CloseCode.INVALID_DATA, "text is not UTF-8")
+                return
+        else:
+            message = {"type": "websocket.receive", "bytes": data}
+        self.queue.put_nowait(message)
+        if not self.read_paused:
+            self.read_paused = True
+            self.transport.pause_reading()
+
+    def _refuse(self, code: CloseCode, reason: str) -> None:
+        """Close for a frame the client should not have sent, as for a frame too large."""
+        self.conn.fail(code, reason)
+        self.handle_parser_exception()
 
     def handle_ping(self) -> None:
         if self.close_sent:

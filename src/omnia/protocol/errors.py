@@ -51,9 +51,10 @@ class CloseCode(enum.IntEnum):
     """WebSocket close codes the server uses (RFC 6455 plus the 4xxx private range)."""
 
     NORMAL = 1000
+    INVALID_DATA = 1007
     POLICY_VIOLATION = 1008
     # The library closes with 1009 by itself when a frame exceeds the hard
-    # frame limit; listed so that clients and docs have one table.
+    # frame limit; the facade when a message comes in too many fragments.
     MESSAGE_TOO_BIG = 1009
     INTERNAL_ERROR = 1011
     SERVICE_RESTART = 1012
