@@ -15,6 +15,7 @@ installed and h11 otherwise: every attack runs against both.
 from __future__ import annotations
 
 import json
+import re
 import socket
 import time
 
@@ -22,7 +23,7 @@ import pytest
 
 from ..e2e.processes import wait_until
 from .conftest import FACADE, assert_serves_a_turn
-from .hostile import TINY_RECEIVE_BUFFER, RawWebSocket, outcome, peak_rss, raw_socket
+from .hostile import TINY_RECEIVE_BUFFER, RawWebSocket, outcome, peak_rss, raw_socket, rss_kib
 
 # What the facade logs when it drops a response the client does not take.
 STALL_LINE = "dropping an HTTP response: nothing sent for"
@@ -159,3 +160,53 @@ def _ended_with_done(sock: socket.socket) -> bool:
             return False
         received += data
     return True
+
+
+def test_pipelined_requests_from_a_client_that_never_reads_cost_little(agent):
+    """HTTP/1.1 lets a client send its next requests before reading an answer.
+    A client that sends thousands of them in a row and never reads must not
+    make the facade hold a request (and its answer) for each."""
+    assert_serves_a_turn(agent)
+    pids = (agent.facade.pid, agent.runtime.pid)
+    baseline = {pid: rss_kib(pid) for pid in pids}
+    request = b"GET /healthz HTTP/1.1\r\nhost: agent\r\n\r\n"
+    burst = request * ((1 << 16) // len(request))
+    sock = raw_socket(agent.port, source=ATTACKER, receive_buffer=TINY_RECEIVE_BUFFER)
+    try:
+        with peak_rss(*pids) as rss:
+            sock.settimeout(0.2)
+            deadline = time.monotonic() + 4
+            while time.monotonic() < deadline:
+                try:
+                    sock.send(burst)
+                except TimeoutError:
+                    continue
+                except ConnectionError:
+                    break
+    finally:
+        sock.close()
+    for pid, before in baseline.items():
+        assert rss.peak[pid] < before * RSS_RATIO, f"pid {pid}: {before} KiB → {rss.peak[pid]} KiB"
+    assert_serves_a_turn(agent)
+
+
+def test_a_few_pipelined_requests_are_all_answered_in_order(agent):
+    """Pipelining itself is HTTP/1.1: a client that sends a handful of requests
+    ahead and reads the answers gets every one, in order."""
+    paths = ["/healthz", "/v1/models", "/healthz", "/.well-known/agent-card.json", "/healthz"] * 2
+    sock = raw_socket(agent.port, source=ATTACKER)
+    try:
+        sock.sendall(b"".join(f"GET {path} HTTP/1.1\r\nhost: agent\r\n\r\n".encode() for path in paths))
+        received = b""
+        deadline = time.monotonic() + 10
+        while received.count(b"HTTP/1.1 200 ") < len(paths) and time.monotonic() < deadline:
+            sock.settimeout(max(0.1, deadline - time.monotonic()))
+            data = sock.recv(1 << 16)
+            if not data:
+                break
+            received += data
+    finally:
+        sock.close()
+    statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", received)
+    assert statuses == [b"200"] * len(paths), received[:2000]
+    assert received.index(b'"object"') < received.index(b'"skills"'), "answers out of order"

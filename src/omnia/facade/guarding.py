@@ -90,10 +90,16 @@ _HEADERS_TOO_LARGE_RESPONSE = _response(
 # this far above ours so that the guard answers first, whatever the size of
 # the reads that bring the headers in.
 _H11_MARGIN_BYTES = 1 << 20
+_TOO_MANY_PIPELINED_RESPONSE = _response(
+    b"400 Bad Request", b"too many pipelined requests: read the answers before sending more\n"
+)
 _BUSY_RESPONSE = _response(
     b"503 Service Unavailable", b"too many connections waiting for a request; retry shortly\n"
 )
 _NOT_READING = "client is not reading"
+# Requests a client may send ahead of the answers it has not read (HTTP/1.1
+# pipelining), on top of the one being served.
+_MAX_PIPELINED_REQUESTS = 16
 # What each fragment of a message counts against its size bound, at least:
 # about what keeping it costs (a list entry and a bytes object).
 _FRAGMENT_BYTES = 64
@@ -331,9 +337,44 @@ def _httptools_protocol() -> type[GuardedHTTPProtocol]:
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
     class GuardedHttpToolsProtocol(GuardedHTTPProtocol, HttpToolsProtocol):
-        """``GuardedHTTPProtocol`` over httptools (C)."""
+        """``GuardedHTTPProtocol`` over httptools (C), with pipelining bounded.
+
+        httptools parses every request a read holds, and uvicorn queues those
+        that arrive while one is served; after each response it read on,
+        though requests were still queued. A client that sent requests back
+        to back and never read grew the process by a hundred megabytes a
+        second. Now reading stays off while requests are queued (as with
+        h11, which takes one request at a time), and a read that holds more
+        than ``_MAX_PIPELINED_REQUESTS`` refuses the connection.
+        """
+
+        pipeline_full = False
+
+        def on_headers_complete(self) -> None:
+            if len(self.pipeline) >= _MAX_PIPELINED_REQUESTS:
+                # Stops the parser; uvicorn answers it with send_400_response.
+                self.pipeline_full = True
+                raise _PipelineFull
+            super().on_headers_complete()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if self.pipeline and not self.transport.is_closing():
+                self.flow.pause_reading()
+
+        def send_400_response(self, msg: str) -> None:
+            if not self.pipeline_full:
+                super().send_400_response(msg)
+                return
+            logger.info("refusing a connection with over %d pipelined requests", _MAX_PIPELINED_REQUESTS)
+            self.pipeline.clear()
+            self.refuse(_TOO_MANY_PIPELINED_RESPONSE)
 
     return GuardedHttpToolsProtocol
+
+
+class _PipelineFull(Exception):
+    """A read held more pipelined requests than a connection may queue."""
 
 
 class _Inbox:
