@@ -21,7 +21,10 @@ more, the servers are pinned to core 0 and the load client to core 1.
     Prints turns/s, per-turn latency (send → done, or → ``[DONE]``)
     p50/p99, chunk frames (or events) per turn and the servers' CPU time per
     turn (facade + runtime, from /proc); for ``/ws`` with the instant model
-    the floor's CPU per turn and the ratio, and for the OpenAI endpoint its
+    the floor's CPU per turn and the ratio, then the same for the floor with
+    a gRPC hop (``+gRPC``: the bare server forwards each message over the
+    runtime's proto to a bare servicer in a second process, as the design
+    puts facade and runtime in two containers), and for the OpenAI endpoint its
     turns/s and p50 as multiples of those of ``/ws`` in the same run.
 (b) connection rate: connections opened per second to one facade (upgrade
     until the ``connected`` frame), 64 in flight, and the servers' CPU per
@@ -96,6 +99,96 @@ async def handler(ws):
 
 async def main():
     async with serve(handler, "127.0.0.1", port, compression=None, ping_interval=None,
+                     max_size=4 * 65536, backlog=4096):
+        print("ready", flush=True)
+        await asyncio.Future()
+
+asyncio.run(main())
+"""
+
+# The floor with the design's process boundary: the same bare ``websockets``
+# server, but each message goes over gRPC (the runtime's own proto, one
+# bidirectional ``Converse`` stream per connection, opened at the first
+# message as the facade does) to a bare servicer that answers the very
+# events the runtime sent for the first turn; the WebSocket side sends the
+# recorded frames for them. What it costs over the floor is the gRPC hop
+# alone: no agent, no store, no auth, no metrics.
+HOP_RUNTIME = """
+import asyncio, sys
+import grpc
+from omnia._proto.omnia.runtime.v1 import runtime_pb2 as pb, runtime_pb2_grpc as pb_grpc
+
+address, reply = sys.argv[1], sys.argv[2]
+CHUNK = pb.ServerEvent(chunk=pb.Chunk(content=reply, message_id="m"))
+DONE = pb.ServerEvent(done=pb.Done(finish_reason="stop", usage=pb.Usage(input_tokens=1, output_tokens=32),
+                                   turn_index=0, message_id="m", provider="mock", model="mock"))
+OPENED = pb.ServerEvent(opened=pb.Opened(session_id="0" * 32, agent="floor", prompt_version="1"))
+
+class Servicer(pb_grpc.AgentRuntimeServicer):
+    async def Converse(self, requests, context):
+        async for event in requests:
+            kind = event.WhichOneof("event")
+            if kind == "open":
+                yield OPENED
+            elif kind == "message":
+                yield CHUNK
+                yield DONE
+
+async def main():
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    pb_grpc.add_AgentRuntimeServicer_to_server(Servicer(), server)
+    server.add_insecure_port(address)
+    await server.start()
+    print("ready", flush=True)
+    await server.wait_for_termination()
+
+asyncio.run(main())
+"""
+
+HOP_FACADE = """
+import asyncio, json, sys
+import grpc
+from websockets.asyncio.server import serve
+from websockets.exceptions import ConnectionClosed
+from omnia._proto.omnia.runtime.v1 import runtime_pb2 as pb, runtime_pb2_grpc as pb_grpc
+
+port, frames_path, address = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+FRAMES = json.load(open(frames_path))
+CHUNK_FRAMES, DONE_FRAME = FRAMES[:-1], FRAMES[-1]
+CONNECTED = json.dumps({"type": "connected", "session_id": "0" * 32, "agent": "floor",
+                        "protocol_version": "1", "prompt_version": "1", "resumed": False, "turns": 0})
+OPEN = pb.ClientEvent(open=pb.Open(session_id="0" * 32, create=True))
+
+async def handler(ws, stub):
+    call = None
+    try:
+        await ws.send(CONNECTED)
+        async for message in ws:
+            content = json.loads(message)
+            if content.get("type") != "message":
+                continue
+            if call is None:
+                call = stub.Converse()
+                await call.write(OPEN)
+                await call.read()
+            await call.write(pb.ClientEvent(message=pb.UserMessage(content=content["content"])))
+            while True:
+                event = await call.read()
+                if event.WhichOneof("event") == "done":
+                    await ws.send(DONE_FRAME)
+                    break
+                for frame in CHUNK_FRAMES:
+                    await ws.send(frame)
+    except ConnectionClosed:
+        pass
+    finally:
+        if call is not None:
+            call.cancel()
+
+async def main():
+    channel = grpc.aio.insecure_channel(address)
+    stub = pb_grpc.AgentRuntimeStub(channel)
+    async with serve(lambda ws: handler(ws, stub), "127.0.0.1", port, compression=None, ping_interval=None,
                      max_size=4 * 65536, backlog=4096):
         print("ready", flush=True)
         await asyncio.Future()
@@ -198,6 +291,50 @@ class Pod:
 
     def stop(self) -> None:
         for process in (self.facade, self.runtime):
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+
+
+class HopFloor:
+    """The floor with a gRPC hop: ``HOP_FACADE`` in front of ``HOP_RUNTIME``."""
+
+    def __init__(self, workdir: Path, *, frames: list[str]) -> None:
+        path = workdir / "hop-frames.json"
+        path.write_text(json.dumps(frames))
+        self.port = _free_port()
+        address = f"unix://{workdir}/hop.sock"
+        self.processes = [
+            subprocess.Popen(
+                [sys.executable, "-c", HOP_RUNTIME, address, REPLY], stdout=subprocess.PIPE, text=True
+            )
+        ]
+        try:
+            self._ready(self.processes[0])
+            self.processes.append(
+                subprocess.Popen(
+                    [sys.executable, "-c", HOP_FACADE, str(self.port), str(path), address],
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
+            )
+            self._ready(self.processes[1])
+        except BaseException:
+            self.stop()
+            raise
+        self.pids = tuple(process.pid for process in self.processes)
+
+    @staticmethod
+    def _ready(process: subprocess.Popen) -> None:
+        _pin(process.pid, SERVER_CORES)
+        if process.stdout.readline().strip() != "ready":
+            raise RuntimeError("the gRPC-hop floor did not start")
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    def stop(self) -> None:
+        for process in self.processes:
             process.send_signal(signal.SIGKILL)
             process.wait()
 
@@ -518,18 +655,20 @@ def main() -> None:
         print(
             f"{'model':>12} {'speedups':>8} {'protocol':>8} {'sessions':>9} {'turns':>7} {'turns/s':>9} {'p50 ms':>8}"
             f" {'p99 ms':>8} {'frames/turn':>12} {'CPU ms/turn':>12} {'floor CPU':>10} {'ratio':>6}"
-            f" {'turns/s vs ws':>14} {'p50 vs ws':>10}"
+            f" {'+gRPC CPU':>10} {'ratio':>6} {'turns/s vs ws':>14} {'p50 vs ws':>10}"
         )
         for label, delay in (("instant", 0), ("1 ms/chunk", 1)):
             for variant in variants:
                 pod = Pod(Path(workdir), chunk_delay_ms=delay, speedups=variant)
-                floor = None
+                floors: list[Floor | HopFloor] = []
                 try:
                     if delay == 0:
-                        floor = Floor(Path(workdir), frames=asyncio.run(first_turn_frames(pod.ws_url)))
+                        frames = asyncio.run(first_turn_frames(pod.ws_url))
+                        floors.append(Floor(Path(workdir), frames=frames))
+                        floors.append(HopFloor(Path(workdir), frames=frames))
                     for sessions, turns in plan:
                         ws = _relay_row(label, variant, "/ws", functools.partial(_session, pod.ws_url), pod.pids, sessions, turns)
-                        if ws is not None and floor is not None:
+                        for floor in floors if ws is not None else ():
                             base = asyncio.run(
                                 relay(functools.partial(_session, floor.ws_url), floor.pids, sessions=sessions, turns=turns)
                             )
@@ -542,13 +681,13 @@ def main() -> None:
                         if openai is not None:
                             if ws is not None:
                                 openai["line"] += (
-                                    f" {'-':>10} {'-':>6} {openai['turns_per_s'] / ws['turns_per_s']:>14.2f}"
+                                    f" {'-':>10} {'-':>6} {'-':>10} {'-':>6} {openai['turns_per_s'] / ws['turns_per_s']:>14.2f}"
                                     f" {openai['p50_ms'] / ws['p50_ms']:>10.2f}"
                                 )
                             print(openai["line"], flush=True)
                 finally:
                     pod.stop()
-                    if floor is not None:
+                    for floor in floors:
                         floor.stop()
         if args.relay_only:
             return
