@@ -116,3 +116,26 @@ def test_a_binary_message_gets_an_error_frame(agent):
     assert frames[0]["type"] == "connected"
     assert frames[1]["type"] == "error" and frames[1]["code"] == "INVALID_MESSAGE", frames
     assert_serves_a_turn(agent)
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        pytest.param(rb'{"type": "message", "content": "hi \ud800"}', id="content"),
+        pytest.param(rb'{"type": "message", "content": "hi", "id": "\udfff"}', id="id"),
+        pytest.param(rb'{"type": "message", "content": "hi", "metadata": {"\ud800": "\udc00x"}}', id="metadata"),
+    ],
+)
+def test_a_lone_surrogate_escaped_in_json_is_the_clients_error(agent, frame):
+    """JSON may escape half of a surrogate pair, which no UTF-8 text can hold:
+    the frame is valid UTF-8 and valid JSON, and its string is not text. The
+    client gets an error frame; its connection and the replica go on."""
+    ws = RawWebSocket.connect(agent.port)
+    try:
+        ws.sock.sendall(client_frame(Opcode.TEXT, frame))
+        frames = ws.frames(count=2, timeout=10)
+    finally:
+        ws.close()
+    assert frames[1]["type"] == "error" and frames[1]["code"] == "INVALID_MESSAGE", frames
+    assert "Traceback" not in agent.log("facade")
+    assert_serves_a_turn(agent)

@@ -235,6 +235,15 @@ def test_a_body_nested_too_deeply_is_a_parse_error_not_an_internal_one(agent, de
     assert _rpc(agent, _send_body("still answering")).json()["result"]["status"]["state"] == "completed"
 
 
+def test_a_lone_surrogate_escaped_in_the_body_is_a_parse_error(agent):
+    body = json.dumps(_send_body("hi")).replace('"hi"', '"hi \\ud800"').encode()
+    assert b"\\ud800" in body
+    response = _rpc(agent, body)
+    error = response.json()["error"]
+    assert error["code"] == -32700 and "surrogate" in error["message"]
+    assert _rpc(agent, _send_body("still answering")).json()["result"]["status"]["state"] == "completed"
+
+
 def test_a_body_over_the_limit_is_refused_before_it_is_read_whole(agent):
     """The SDK read any body whole (50 MB was accepted); the bound is the
     OpenAI endpoint's: four times the message limit (64 KiB by default)."""

@@ -110,6 +110,30 @@ async def test_an_empty_message_is_refused_as_on_every_other_protocol(agent):
     assert result.is_error and "INVALID_MESSAGE: the message is empty" in result.content[0].text
 
 
+def test_a_message_that_is_not_text_is_refused_as_on_every_other_protocol(agent):
+    """Half a surrogate pair is valid JSON and not text. The server's SDK,
+    which decodes the body itself, refuses it as a parse error (kept as a
+    guard: the other open protocols answered it with a 500); the SDK's own
+    client cannot even send it, so the request is written by hand."""
+    body = (
+        b'{"jsonrpc": "2.0", "id": 1, "method": "tools/call",'
+        b' "params": {"name": "ask", "arguments": {"message": "hi \\ud800"}}}'
+    )
+    response = httpx.post(
+        f"{agent.url}/mcp",
+        content=body,
+        headers={
+            "Authorization": f"Bearer {API_KEY}",
+            "Content-Type": "application/json",
+            "Accept": "application/json, text/event-stream",
+        },
+        timeout=30,
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] == -32700
+    assert "Traceback" not in agent.log("facade")
+
+
 async def test_client_side_tools_are_refused_for_the_model(agent):
     async with _client(agent.url) as client:
         result = await client.call_tool("ask", {"message": "where am I?"})

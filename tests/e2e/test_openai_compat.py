@@ -278,6 +278,25 @@ def test_body_that_is_not_json_is_400(agent):
     assert response.status_code == 400 and response.json()["error"]["code"] == "INVALID_MESSAGE"
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        rb'{"model": "e2e", "messages": [{"role": "user", "content": "hi \ud800"}]}',
+        rb'{"model": "e2e", "messages": [{"role": "user", "content": "hi"}], "user": "\udfff"}',
+    ],
+    ids=["content", "another-field"],
+)
+def test_a_lone_surrogate_escaped_in_the_body_is_400(agent, body):
+    """Valid JSON whose string holds half a surrogate pair is not text: it
+    failed to encode on the way to the runtime, a 500 with a traceback."""
+    response = httpx.post(
+        f"{agent.url}/v1/chat/completions", content=body, headers={"content-type": "application/json"}, timeout=10
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] == "INVALID_MESSAGE"
+    assert "surrogate" in response.json()["error"]["message"]
+
+
 def test_oversized_message_is_413(agent):
     content = "x" * (FacadeConfig().max_message_bytes + 1)
     response = httpx.post(

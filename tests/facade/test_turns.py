@@ -143,6 +143,17 @@ async def test_oversized_messages_are_refused_before_the_runtime_sees_them(setup
     assert not any(e.WhichOneof("event") == "message" for e in setup.runtime.servicer.received)
 
 
+@pytest.mark.parametrize("content", ["hi \ud800", "\udfff"])
+async def test_a_message_that_is_not_text_is_refused_before_the_runtime_sees_it(setup, content):
+    """Every protocol's decoder checks its JSON for lone surrogates; this is
+    the backstop for one that does not (a library decoding the body itself)."""
+    async with await setup.turns().open(principal=PRINCIPAL, headers={}) as conversation:
+        with pytest.raises(turns.Refused) as caught:
+            await conversation.send(content)
+        assert caught.value.code == "INVALID_MESSAGE" and "surrogate" in caught.value.message
+    assert not any(e.WhichOneof("event") == "message" for e in setup.runtime.servicer.received)
+
+
 def test_the_rate_limit_is_per_client_connection(setup):
     runner = setup.turns(messages_per_second=0.001, message_burst=2)
     runner.admit(("10.0.0.1", 5000))

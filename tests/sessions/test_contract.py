@@ -260,3 +260,18 @@ async def test_refresh_brings_an_earlier_read_up_to_date_with_another_replicas_t
 async def test_refresh_of_a_session_that_is_gone_is_not_found(store):
     with pytest.raises(SessionNotFound):
         await store.refresh(_session("never-created"))
+
+
+# Ids a client can name (``?session_id=``, ``X-Omnia-Session``, A2A's
+# ``omniaSession``): none of them may make a store fail, only not find it.
+ODD_IDS = ["a\x00b", "\x00", "x}y{z", "{s1}", "*", "s1' OR '1'='1", "%s", "💬", "s1\n", "\udcff"]
+
+
+@pytest.mark.parametrize("session_id", ODD_IDS, ids=repr)
+async def test_an_id_a_client_made_up_is_not_found_whatever_its_characters(store, session_id):
+    await store.create(_session("s1"))
+    with pytest.raises(SessionNotFound):
+        await store.get(session_id)
+    with pytest.raises(SessionNotFound):
+        await store.append_turn(session_id, _turn(0))
+    assert (await store.get("s1")).turns == ()

@@ -372,29 +372,22 @@ class Agent:
         with self._tracer.start_as_current_span(
             f"invoke_agent {self.config.name}", context=trace_context, attributes=attributes
         ) as span:
-            ended: list[TurnEvent] = []
-
-            async def traced_emit(event: TurnEvent) -> None:
-                if isinstance(event, TurnDone | TurnFailed):
-                    ended.append(event)
-                await emit(event)
-
             started = time.monotonic()
-            await self._run_turn(session_id, user, channel=channel, emit=traced_emit, cancelled=cancelled)
+            event = await self._run_turn(session_id, user, channel=channel, emit=emit, cancelled=cancelled)
+            await emit(event)
             latency_ms = round((time.monotonic() - started) * 1000)
-            for event in ended:
-                _log_turn(session_id, event, latency_ms=latency_ms)
-                if isinstance(event, TurnDone):
-                    span.set_attributes(
-                        {
-                            "gen_ai.usage.input_tokens": event.usage.input_tokens,
-                            "gen_ai.usage.output_tokens": event.usage.output_tokens,
-                            "gen_ai.response.finish_reasons": (event.finish_reason,),
-                        }
-                    )
-                else:
-                    span.set_attribute("error.type", event.code)
-                    span.set_status(trace.StatusCode.ERROR, event.message)
+            _log_turn(session_id, event, latency_ms=latency_ms)
+            if isinstance(event, TurnDone):
+                span.set_attributes(
+                    {
+                        "gen_ai.usage.input_tokens": event.usage.input_tokens,
+                        "gen_ai.usage.output_tokens": event.usage.output_tokens,
+                        "gen_ai.response.finish_reasons": (event.finish_reason,),
+                    }
+                )
+            else:
+                span.set_attribute("error.type", event.code)
+                span.set_status(trace.StatusCode.ERROR, event.message)
 
     async def _run_turn(
         self,
@@ -404,32 +397,28 @@ class Agent:
         channel: ClientChannel,
         emit: Emit,
         cancelled: asyncio.Event | None,
-    ) -> None:
+    ) -> TurnDone | TurnFailed:
+        """Run the turn; its last event, which the caller emits."""
         try:
             session = await self.sessions.get(session_id)
         except SessionNotFound:
-            await emit(TurnFailed("SESSION_NOT_FOUND", f"session {session_id} not found", False))
-            return
+            return TurnFailed("SESSION_NOT_FOUND", f"session {session_id} not found", False)
         except StoreUnavailable as exc:
-            await emit(TurnFailed("STORE_UNAVAILABLE", f"session store unavailable: {exc}", True))
-            return
+            return TurnFailed("STORE_UNAVAILABLE", f"session store unavailable: {exc}", True)
 
         turn = _TurnState(message_id=user.id or self._new_id())
         try:
             messages = self._context(session, user)
         except PromptError as exc:
-            await emit(TurnFailed("INVALID_MESSAGE", str(exc), False))
-            return
+            return TurnFailed("INVALID_MESSAGE", str(exc), False)
         if self.budgets is not None:
             try:
                 exceeded = await self.budgets.check()
             except StoreUnavailable as exc:
-                await emit(TurnFailed("STORE_UNAVAILABLE", f"budget counters unavailable: {exc}", True))
-                return
+                return TurnFailed("STORE_UNAVAILABLE", f"budget counters unavailable: {exc}", True)
             if exceeded is not None:
                 # Not retryable: the limit holds until the period ends, which the message names.
-                await emit(TurnFailed("BUDGET_EXCEEDED", exceeded.message, False))
-                return
+                return TurnFailed("BUDGET_EXCEEDED", exceeded.message, False)
         user_record = {"role": "user", "content": messages[-1].content}
         if user.id:
             user_record["id"] = user.id
@@ -453,30 +442,26 @@ class Agent:
             error = generation.exception()
             if isinstance(error, ProviderError):
                 await self._spend(turn)
-                await emit(TurnFailed("PROVIDER_ERROR", error.message, error.retryable))
-                return
+                return TurnFailed("PROVIDER_ERROR", error.message, error.retryable)
             if error is not None:
                 await self._spend(turn)
-                await emit(TurnFailed("INTERNAL", f"turn failed: {error}", False))
-                return
+                return TurnFailed("INTERNAL", f"turn failed: {error}", False)
 
         committed, failure = await self._commit(session, turn)
         standings = await self._spend(turn)
         if committed is None:
-            await emit(failure)
-            return
+            assert failure is not None
+            return failure
         usage = turn.usage
-        await emit(
-            TurnDone(
-                finish_reason=turn.finish_reason,
-                usage=usage,
-                cost_usd=self._cost(usage),
-                turn_index=committed.index,
-                message_id=turn.message_id,
-                provider=self.provider.type,
-                model=self.provider.model,
-                budgets=standings,
-            )
+        return TurnDone(
+            finish_reason=turn.finish_reason,
+            usage=usage,
+            cost_usd=self._cost(usage),
+            turn_index=committed.index,
+            message_id=turn.message_id,
+            provider=self.provider.type,
+            model=self.provider.model,
+            budgets=standings,
         )
 
     def _cost(self, usage: Usage) -> float:

@@ -151,6 +151,7 @@ class PromptRenderer:
             autoescape=False,
             keep_trailing_newline=False,
         )
+        self._default_system: str | None = None
         try:
             self._system = self._env.from_string(prompt.system_prompt)
             self._templates = {name: self._env.get_template(name) for name in prompt.templates}
@@ -167,7 +168,16 @@ class PromptRenderer:
             raise PromptError(f"prompt {prompt.version}: client templates {sorted(unknown)} do not exist")
 
     def system(self, overrides: dict[str, str] | None = None) -> str:
-        return self._render(self._system, "systemPrompt", overrides)
+        """The system prompt with the pack's variables and ``overrides``.
+
+        Without overrides (no client variables: most turns) it is rendered
+        once per version: a template's output depends on its variables only.
+        """
+        if overrides:
+            return self._render(self._system, "systemPrompt", overrides)
+        if self._default_system is None:
+            self._default_system = self._render(self._system, "systemPrompt", None)
+        return self._default_system
 
     def template(self, name: str, overrides: dict[str, str] | None = None) -> str:
         try:

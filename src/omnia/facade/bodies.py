@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.types import Message
 
 from omnia.protocol.errors import ErrorCode
-from omnia.protocol.frames import nests_deeper
+from omnia.protocol.frames import LONE_SURROGATE, holds_lone_surrogate, nests_deeper
 
 # Room for a replayed conversation (or a JSON-RPC envelope) around the one
 # message the limits bound.
@@ -64,6 +64,8 @@ async def read_json(request: Request, *, limit: int) -> tuple[bytes, Any]:
         raise _not_json("the request body is not valid JSON") from None
     if isinstance(decoded, dict | list) and nests_deeper(decoded, MAX_BODY_DEPTH):
         raise _not_json(f"the request body nests deeper than {MAX_BODY_DEPTH} levels")
+    if holds_lone_surrogate(received, decoded):
+        raise _not_json(f"the request body is not valid: {LONE_SURROGATE}")
     return bytes(received), decoded
 
 

@@ -170,13 +170,21 @@ class Turns:
             )
 
     def check_size(self, content: str) -> None:
-        """``Refused`` (MESSAGE_TOO_LARGE) for content above ``maxMessageBytes``."""
+        """``Refused`` for content above ``maxMessageBytes`` (MESSAGE_TOO_LARGE) or not text.
+
+        Not text: a lone surrogate, which a protocol whose library decodes
+        the JSON itself (MCP) lets through; it fails to encode on the way to
+        the runtime.
+        """
         if limits.exceeds(content, self.config.max_message_bytes):
             self.metrics.received_by_type["refused"].inc()
             self.refuse(
                 ErrorCode.MESSAGE_TOO_LARGE,
                 f"the message exceeds the limit of {self.config.max_message_bytes} bytes",
             )
+        if not frames.is_text(content):
+            self.metrics.received_by_type["refused"].inc()
+            self.refuse(ErrorCode.INVALID_MESSAGE, f"the message is not valid: {frames.LONE_SURROGATE}")
 
     def refuse(self, code: str, message: str) -> None:
         """Count an error answered to a client and raise it as ``Refused``."""

@@ -16,6 +16,7 @@ the dict entirely.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,6 +94,8 @@ def parse_client_frame(text: str, *, max_bytes: int) -> ClientFrame:
         raise ProtocolError(ErrorCode.INVALID_MESSAGE, "frame is nested too deeply") from None
     if not isinstance(data, dict):
         raise ProtocolError(ErrorCode.INVALID_MESSAGE, "frame must be a JSON object")
+    if holds_lone_surrogate(text, data):
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE, f"frame is not valid: {LONE_SURROGATE}")
     kind = data.get("type")
     if kind is None:
         raise ProtocolError(ErrorCode.INVALID_MESSAGE, "frame has no 'type'")
@@ -187,6 +190,43 @@ def _invalid(message: str, frame_id: str | None = None) -> ProtocolError:
 def _refuse_constant(name: str) -> Any:
     """NaN and Infinity are not JSON, though Python's decoder accepts them."""
     raise ValueError(f"{name} is not JSON")
+
+
+# A JSON escape of half a surrogate pair; in pairs they spell one character.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_SURROGATE_ESCAPE_BYTES = re.compile(rb"\\u[dD][89a-fA-F]")
+LONE_SURROGATE = (
+    "a string holds half of a surrogate pair (an escape from \\uD800 to \\uDFFF alone), which is not text"
+)
+
+
+def holds_lone_surrogate(raw: str | bytes, value: Any) -> bool:
+    """Whether ``value``, decoded from the JSON ``raw``, has a string that is not text.
+
+    JSON escapes a character beyond the basic plane as two surrogates; one
+    alone decodes to a string no UTF-8 can encode, which then fails wherever
+    it is encoded (protobuf to the runtime, a store's driver). Only JSON with
+    such an escape in it is looked at closely.
+    """
+    pattern = _SURROGATE_ESCAPE_BYTES if isinstance(raw, bytes | bytearray) else _SURROGATE_ESCAPE
+    if pattern.search(raw) is None:  # type: ignore[arg-type]
+        return False
+    try:
+        json.dumps(value, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def is_text(value: str) -> bool:
+    """Whether ``value`` is text UTF-8 can encode (no lone surrogate)."""
+    if value.isascii():
+        return True
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def nests_deeper(value: Any, limit: int) -> bool:

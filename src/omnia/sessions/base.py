@@ -126,6 +126,24 @@ class StoreUnavailable(SessionError):
     """The store cannot be reached; the operation may be retried later."""
 
 
+def storable_id(session_id: str) -> bool:
+    """Whether every backend can hold ``session_id``: UTF-8 text without NUL.
+
+    Clients name the sessions they resume, in JSON (which can carry a lone
+    surrogate) or a query string. An id no store could have created is not
+    found; passed to the backend it failed as an outage (PostgreSQL refuses
+    NUL in text, and neither driver encodes a lone surrogate), and the
+    PostgreSQL store closed a healthy connection for it.
+    """
+    if "\x00" in session_id:
+        return False
+    try:
+        session_id.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 class SessionStore(Protocol):
     """A place sessions live.
 

@@ -53,6 +53,7 @@ from omnia.sessions.base import (
     Turn,
     TurnConflict,
     check_namespace,
+    storable_id,
 )
 
 log = logging.getLogger(__name__)
@@ -225,6 +226,8 @@ class PostgresStore:
 
     async def _read(self, session_id: str, *, operation: str, from_index: int) -> Session:
         """The session with its turns from ``from_index`` on."""
+        if not storable_id(session_id):
+            raise SessionNotFound(session_id)
         async with self._connection(operation) as conn:
             # One statement, one snapshot: the header and every turn agree.
             rows = await conn.fetch(
@@ -265,6 +268,8 @@ class PostgresStore:
         )
 
     async def append_turn(self, session_id: str, turn: Turn) -> None:
+        if not storable_id(session_id):
+            raise SessionNotFound(session_id)
         # The size bound counts the same bytes as the other stores: the turn's JSON.
         size = len(json.dumps(turn.to_dict()))
         async with self._transaction("append_turn") as conn:

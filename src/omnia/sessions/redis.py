@@ -42,6 +42,7 @@ from omnia.sessions.base import (
     Turn,
     TurnConflict,
     check_namespace,
+    storable_id,
 )
 
 
@@ -145,6 +146,8 @@ class RedisStore:
             raise SessionExists(session.id)
 
     async def get(self, session_id: str) -> Session:
+        if not storable_id(session_id):
+            raise SessionNotFound(session_id)
         header_key, turns_key = self._keys(session_id)
         async with self._reaching("get"):
             # MULTI/EXEC: the header and the turns are read at one instant.
@@ -182,6 +185,8 @@ class RedisStore:
         )
 
     async def append_turn(self, session_id: str, turn: Turn) -> None:
+        if not storable_id(session_id):
+            raise SessionNotFound(session_id)
         payload = json.dumps(turn.to_dict())
         args = [turn.index, payload, self._ttl_ms, self._max_turns, self._max_bytes]
         async with self._reaching("append_turn"):
