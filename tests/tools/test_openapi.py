@@ -49,6 +49,72 @@ def test_a_json_body_is_the_body_argument_with_references_inlined():
     assert "$ref" not in str(order.parameters)
 
 
+def _doubling_schemas(levels: int) -> dict:
+    """``levels`` schemas, each with two properties of the next: a few hundred
+    bytes whose references, inlined, make 2 ** ``levels`` copies of the last."""
+    schemas = {
+        f"S{i}": {
+            "type": "object",
+            "properties": {"a": {"$ref": f"#/components/schemas/S{i + 1}"}, "b": {"$ref": f"#/components/schemas/S{i + 1}"}},
+        }
+        for i in range(levels)
+    }
+    schemas[f"S{levels}"] = {"type": "string"}
+    return schemas
+
+
+def test_a_schema_whose_references_expand_without_measure_is_skipped_with_the_reason():
+    """References without a cycle can still double at every level: a document
+    of forty schemas would inline to a trillion nodes (the discovery hung,
+    in the operator and the runtime alike, and grew until killed)."""
+    document = copy.deepcopy(OPENAPI_DOCUMENT)
+    document.setdefault("components", {}).setdefault("schemas", {}).update(_doubling_schemas(40))
+    document["paths"]["/bomb"] = {
+        "post": {
+            "operationId": "bomb",
+            "requestBody": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/S0"}}}},
+        }
+    }
+    result = found(document)
+    assert "bomb" not in [tool.name for tool in result.tools]
+    assert any(
+        reason.startswith("bomb: ") and "more than 10000 nodes" in reason for reason in result.skipped
+    ), result.skipped
+    assert [tool.name for tool in result.tools] == ["getWeather", "createOrder", "getFlaky"]
+
+
+def test_the_schemas_of_a_whole_document_are_bounded_too():
+    """Each of these operations stays within its own bound, all of them
+    together do not: those past the document's bound are skipped."""
+    document = copy.deepcopy(OPENAPI_DOCUMENT)
+    document.setdefault("components", {}).setdefault("schemas", {}).update(_doubling_schemas(10))
+    for index in range(60):
+        document["paths"][f"/wide/{index}"] = {
+            "post": {
+                "operationId": f"wide{index}",
+                "requestBody": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/S0"}}}},
+            }
+        }
+    result = found(document)
+    kept = [tool.name for tool in result.tools if tool.name.startswith("wide")]
+    assert 0 < len(kept) < 60
+    assert all("more than 200000 nodes in all" in reason for reason in result.skipped if reason.startswith("wide"))
+    assert len([r for r in result.skipped if r.startswith("wide")]) == 60 - len(kept)
+
+
+def test_a_schema_that_expands_within_measure_is_inlined():
+    document = copy.deepcopy(OPENAPI_DOCUMENT)
+    document.setdefault("components", {}).setdefault("schemas", {}).update(_doubling_schemas(6))
+    document["paths"]["/wide"] = {
+        "post": {
+            "operationId": "wide",
+            "requestBody": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/S0"}}}},
+        }
+    }
+    wide = next(tool for tool in found(document).tools if tool.name == "wide")
+    assert str(wide.parameters).count("'string'") == 2**6
+
+
 def test_operations_that_cannot_be_called_are_skipped_with_the_reason():
     assert found().skipped == ("upload: the request body is not JSON (content types: multipart/form-data)",)
 

@@ -86,6 +86,7 @@ def operations(document: dict) -> tuple[list[Operation], list[str]]:
     """The operations that can be called as tools, and why the others cannot."""
     found: list[Operation] = []
     skipped: list[str] = []
+    budget = _Budget()
     for path, item in document["paths"].items():
         try:
             item = _resolve(item, document)
@@ -100,18 +101,26 @@ def operations(document: dict) -> tuple[list[Operation], list[str]]:
             if not isinstance(operation, dict):
                 continue
             try:
-                found.append(_operation(document, path, method, operation, shared))
+                found.append(_operation(document, path, method, operation, shared, budget.for_operation()))
             except _Unsupported as exc:
                 key = operation.get("operationId") or f"{method.upper()} {path}"
                 skipped.append(f"{key}: {exc}")
     return found, skipped
 
 
+# The most schema nodes (objects and arrays, once references are inlined)
+# of one operation's parameters and body, and of all the document's.
+MAX_SCHEMA_NODES = 10_000
+MAX_DOCUMENT_NODES = 200_000
+
+
 class _Unsupported(Exception):
     pass
 
 
-def _operation(document: dict, path: str, method: str, operation: dict, shared: list) -> Operation:
+def _operation(
+    document: dict, path: str, method: str, operation: dict, shared: list, budget: _Budget
+) -> Operation:
     by_key: dict[tuple[str, str], dict] = {}
     for raw in [*shared, *operation.get("parameters", [])]:
         parameter = _resolve(raw, document)
@@ -124,7 +133,7 @@ def _operation(document: dict, path: str, method: str, operation: dict, shared: 
             if required:
                 raise _Unsupported(f"required cookie parameter {name!r} is not supported")
             continue
-        schema = inline_refs(parameter.get("schema") or _content_schema(parameter) or {}, document)
+        schema = inline_refs(parameter.get("schema") or _content_schema(parameter) or {}, document, budget)
         parameters.append(
             Parameter(name, location, required, schema, str(parameter.get("description") or ""))
         )
@@ -138,7 +147,7 @@ def _operation(document: dict, path: str, method: str, operation: dict, shared: 
                 kinds = ", ".join(body.get("content") or {}) or "none"
                 raise _Unsupported(f"the request body is not JSON (content types: {kinds})")
         else:
-            body_schema = inline_refs(schema, document)
+            body_schema = inline_refs(schema, document, budget)
     names = [p.name for p in parameters]
     if body_schema is not None and BODY_ARGUMENT in names:
         raise _Unsupported(f"a parameter is named {BODY_ARGUMENT!r}, the name of the request body argument")
@@ -197,25 +206,64 @@ def _lookup(ref: str, document: dict) -> object:
     return node
 
 
-def inline_refs(schema: object, document: dict, *, expanding: tuple[str, ...] = ()) -> object:
+class _Budget:
+    """How many more schema nodes (objects and arrays) inlining may produce.
+
+    References without a cycle can still multiply (each level referring
+    twice to the next doubles the result: forty levels, a few kilobytes of
+    document, make a trillion nodes), so an operation's schemas together
+    get ``MAX_SCHEMA_NODES`` and the whole document ``MAX_DOCUMENT_NODES``.
+    """
+
+    def __init__(self, document_left: int = MAX_DOCUMENT_NODES) -> None:
+        self.document_left = document_left
+        self.operation_left = MAX_SCHEMA_NODES
+
+    def for_operation(self) -> _Budget:
+        self.operation_left = MAX_SCHEMA_NODES
+        return self
+
+    def spend(self) -> None:
+        self.operation_left -= 1
+        self.document_left -= 1
+        if self.operation_left < 0:
+            raise _Unsupported(
+                f"its schemas have more than {MAX_SCHEMA_NODES} nodes once their references are inlined"
+            )
+        if self.document_left < 0:
+            raise _Unsupported(
+                f"the document's schemas have more than {MAX_DOCUMENT_NODES} nodes in all"
+                " once their references are inlined"
+            )
+
+
+def inline_refs(schema: object, document: dict, budget: _Budget | None = None) -> object:
     """``schema`` with every local ``$ref`` replaced by its target.
 
     A recursive schema (a tree node referring to itself) cannot be inlined:
     the inner occurrence becomes an unconstrained value, described as such.
+    A result larger than ``budget`` allows is refused (``_Budget``).
     """
-    if isinstance(schema, list):
-        return [inline_refs(item, document, expanding=expanding) for item in schema]
-    if not isinstance(schema, dict):
+    return _inline(schema, document, (), budget or _Budget())
+
+
+def _inline(schema: object, document: dict, expanding: tuple[str, ...], budget: _Budget) -> object:
+    if not isinstance(schema, dict | list):
         return schema
+    budget.spend()
+    if isinstance(schema, list):
+        return [_inline(item, document, expanding, budget) for item in schema]
     if "$ref" in schema and isinstance(schema["$ref"], str):
         ref = schema["$ref"]
         if ref in expanding:
             return {"description": f"recursive value (same shape as {ref.rsplit('/', 1)[-1]})"}
         target = _lookup(ref, document)
         siblings = {key: value for key, value in schema.items() if key != "$ref"}
-        inlined = inline_refs(target, document, expanding=(*expanding, ref))
-        return {**inlined, **inline_refs(siblings, document, expanding=expanding)} if siblings else inlined
-    return {key: inline_refs(value, document, expanding=expanding) for key, value in schema.items()}
+        inlined = _inline(target, document, (*expanding, ref), budget)
+        if not siblings:
+            return inlined
+        return {**inlined, **_inline(siblings, document, expanding, budget)}  # type: ignore[dict-item]
+    return {key: _inline(value, document, expanding, budget) for key, value in schema.items()}
 
 
 def arguments_schema(operation: Operation) -> dict:
