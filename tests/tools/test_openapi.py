@@ -147,6 +147,25 @@ def test_documents_that_are_not_openapi_3_are_refused(text, message):
     assert caught.value.reason == "InvalidDocument" and message in caught.value.message
 
 
+def test_a_yaml_document_whose_aliases_expand_without_measure_is_refused():
+    """YAML aliases share a node, so nine levels of ten aliases each parse
+    into a few kilobytes, yet anything that walks the result (here the
+    summary, turned into a description) walks a billion nodes."""
+    levels = ["l0: &l0 [x, x, x, x, x, x, x, x, x, x]"] + [
+        f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 10) + "]" for i in range(1, 9)
+    ]
+    text = (
+        "openapi: 3.0.3\ninfo: {title: bomb, version: '1'}\nx-junk:\n"
+        + "".join(f"  {line}\n" for line in levels)
+        + "paths:\n  /bomb:\n    get:\n      operationId: bomb\n      summary: *l8\n"
+    )
+    assert len(text) < 2000
+    with pytest.raises(DiscoveryError) as caught:
+        openapi.parse_document(text)
+    assert caught.value.reason == "InvalidDocument"
+    assert "aliases" in caught.value.message
+
+
 def test_yaml_documents_are_read_too():
     assert openapi.parse_document(yaml.safe_dump(OPENAPI_DOCUMENT))["paths"].keys() == OPENAPI_DOCUMENT["paths"].keys()
 

@@ -62,6 +62,28 @@ class Operation:
         return self.operation_id or f"{self.method.upper()} {self.path}"
 
 
+def _expands_beyond(document: object, limit: int) -> bool:
+    """Whether ``document`` has more than ``limit`` nodes, counting a shared node each time it is reached.
+
+    YAML aliases make a node shared, so a small document can parse into a
+    structure that every walk after it (a copy, a ``str``, the schemas)
+    walks exponentially often. The count stops at ``limit``.
+    """
+    count = 0
+    stack = [document]
+    while stack:
+        node = stack.pop()
+        count += 1
+        if count > limit:
+            return True
+        if isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return False
+
+
 def parse_document(text: str) -> dict:
     """An OpenAPI 3 document from JSON or YAML text; ``DiscoveryError`` otherwise."""
     try:
@@ -71,6 +93,11 @@ def parse_document(text: str) -> dict:
             document = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             raise DiscoveryError("InvalidDocument", f"the OpenAPI document is neither JSON nor YAML: {exc}") from None
+        if _expands_beyond(document, MAX_YAML_NODES):
+            raise DiscoveryError(
+                "InvalidDocument",
+                f"the OpenAPI document has more than {MAX_YAML_NODES} nodes once its YAML aliases are expanded",
+            )
     if not isinstance(document, dict):
         raise DiscoveryError("InvalidDocument", "the OpenAPI document is not an object")
     version = str(document.get("openapi", ""))
@@ -108,6 +135,10 @@ def operations(document: dict) -> tuple[list[Operation], list[str]]:
     return found, skipped
 
 
+# More nodes than a YAML document of MAX_DOCUMENT_BYTES can hold without
+# aliases (three bytes a node at the least): a larger count is aliases
+# expanding.
+MAX_YAML_NODES = 2_000_000
 # The most schema nodes (objects and arrays, once references are inlined)
 # of one operation's parameters and body, and of all the document's.
 MAX_SCHEMA_NODES = 10_000
