@@ -132,6 +132,36 @@ def test_an_unreachable_server_keeps_its_last_tools_while_the_spec_is_unchanged(
     assert (edited.handlers[1].tool_count, toolregistries.tools_digest(edited)) == (0, None)
 
 
+def _many_tools(count: int) -> HandlerResult:
+    tools = tuple(
+        ToolConfig(name=f"t{i}", type="mcp", description="d" * 4000, parameters={"type": "object"}, handler={})
+        for i in range(count)
+    )
+    return HandlerResult("kb", "True", "Discovered", f"{count} tools", tools)
+
+
+def test_a_server_with_thousands_of_tools_gets_a_status_the_api_server_takes():
+    """Every discovered tool was listed with its whole description: a server
+    offering 5,000 tools of 4 kB each made a 20 MB status, which the API
+    server refuses (its request bound is 3 MiB, etcd's 1.5 MiB), so the
+    registry's status never changed again. The status lists the first 100
+    tools of a handler, descriptions cut to 200 characters, and counts all."""
+    current = status_after(ToolRegistryStatus(), discovered(LOOKUP, _many_tools(5000)))
+    size = len(current.model_dump_json(by_alias=True, exclude_none=True))
+    assert size < 64 * 1024, size
+    kb = current.handlers[1]
+    assert kb.tool_count == 5000 and kb.tools_hash is not None
+    listed = [t for t in current.discovered_tools if t.handler == "kb"]
+    assert len(listed) == 100 and all(len(t.description or "") <= 200 for t in listed)
+    assert "5001 tools" in current.conditions[0].message
+    # The hash covers every tool, listed or not.
+    fewer = status_after(ToolRegistryStatus(), discovered(LOOKUP, _many_tools(4999)))
+    assert toolregistries.tools_digest(fewer) != toolregistries.tools_digest(current)
+    # An outage keeps the count, not just the listed tools.
+    down = status_after(current, discovered(LOOKUP, HandlerResult("kb", "False", "Unreachable", "refused")))
+    assert down.handlers[1].tool_count == 5000
+
+
 def test_a_condition_keeps_its_transition_time_when_discovery_finds_the_same():
     first = status_after(ToolRegistryStatus(), discovered(
         LOOKUP, HandlerResult("kb", "True", "Discovered", "1 tool", (mcp_tool("search"),))))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 
 import pytest
@@ -169,3 +170,30 @@ async def test_the_earlier_handler_keeps_a_tool_name_two_handlers_offer(mcp_serv
     assert [t.name for t in first.tools] == ["add"] and [t.name for t in second.tools] == ["shout"]
     assert (second.status, second.reason) == ("False", "ToolNameConflict")
     assert "add (offered by first too)" in second.message
+
+
+async def test_a_document_with_thousands_of_operations_left_out_gets_a_bounded_message():
+    """Each operation that cannot be called was named in the handler's
+    condition message: 3,000 of them made a message of hundreds of
+    kilobytes, for a status the API server bounds as a whole."""
+    paths = {
+        f"/upload/{index}": {
+            "post": {
+                "operationId": f"upload{index}",
+                "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {}}}},
+            }
+        }
+        for index in range(3000)
+    }
+    paths["/ok"] = {"get": {"operationId": "ok"}}
+    document = {"openapi": "3.0.3", "info": {"title": "many", "version": "1"}, "paths": paths}
+    discovery = await discover(
+        spec({"name": "shop", "type": "openapi",
+              "openapi": {"configMapRef": {"name": "shop-api", "key": "spec"}, "baseURL": "https://shop.test"}}),
+        secrets={},
+        config_maps={"shop-api": {"spec": json.dumps(document)}},
+    )
+    message = by_name(discovery)["shop"].message
+    assert message.startswith("1 tool; left out: upload0: the request body is not JSON")
+    assert message.endswith("; and 2990 more")
+    assert len(message) < 4096, len(message)

@@ -73,6 +73,22 @@ def first_problem(verdicts: list[HandlerVerdict]) -> Check | None:
 DISCOVERED_TYPES = ("mcp", "openapi")
 """Handler types whose tools come from their server, not from the spec."""
 
+# What status.discoveredTools lists of one handler: a server may offer
+# thousands of tools, and a status over the API server's request bound
+# (3 MiB; etcd's 1.5 MiB) is refused whole. The handler's toolCount and
+# toolsHash cover every tool.
+MAX_LISTED_TOOLS = 100
+MAX_LISTED_DESCRIPTION_CHARS = 200
+
+
+def _listed(tools: list[DiscoveredTool]) -> list[DiscoveredTool]:
+    return [
+        tool
+        if tool.description is None or len(tool.description) <= MAX_LISTED_DESCRIPTION_CHARS
+        else tool.model_copy(update={"description": tool.description[: MAX_LISTED_DESCRIPTION_CHARS - 1] + "…"})
+        for tool in tools[:MAX_LISTED_TOOLS]
+    ]
+
 
 def registry_status(
     previous: ToolRegistryStatus,
@@ -87,31 +103,36 @@ def registry_status(
     old_handlers = {h.name: h for h in previous.handlers}
     found = {result.name: result for result in discovery.handlers} if discovery is not None else {}
     handlers, tools, checks = [], [], []
+    total = 0
     for verdict in verdicts:
         before = old_handlers.get(verdict.name)
         check, handler_tools, tools_hash = verdict.check, verdict.tools, None
+        count = len(handler_tools)
         result = found.get(verdict.name)
         if verdict.check.status != "False" and result is not None:
             check = Check(READY, result.status, result.reason, result.message)
             handler_tools = [DiscoveredTool(name=t.name, handler=verdict.name, description=t.description or None)
-                             for t in result.tools]
+                             for t in result.tools[:MAX_LISTED_TOOLS]]
+            count = len(result.tools)
             if verdict.type in DISCOVERED_TYPES and result.tools:
                 tools_hash = _tools_hash(result.tools)
             if result.status == "False" and not result.tools and spec_unchanged and before is not None:
                 # Unreachable for now: the agents keep the tools they have.
                 handler_tools = [t for t in previous.discovered_tools if t.handler == verdict.name]
+                count = before.tool_count
                 tools_hash = before.tools_hash
+        total += count
         handlers.append(
             HandlerStatus(
                 name=verdict.name,
-                tool_count=len(handler_tools),
+                tool_count=count,
                 tools_hash=tools_hash,
                 conditions=merge_conditions(
                     before.conditions if before else [], [check], now=now, generation=generation
                 ),
             )
         )
-        tools += handler_tools
+        tools += _listed(handler_tools)
         checks.append((verdict.name, check))
     failed = [(name, check) for name, check in checks if check.status == "False"]
     if failed:
@@ -122,7 +143,7 @@ def registry_status(
         unknown = [f"{name} ({check.reason})" for name, check in checks if check.status == "Unknown"]
         note = f"; not discovered by the operator: {', '.join(unknown)}" if unknown else ""
         reason = "Discovered" if discovery is not None else "Validated"
-        ready = Check.passed(READY, reason, f"{len(tools)} tools from {len(checks)} handlers{note}")
+        ready = Check.passed(READY, reason, f"{total} tools from {len(checks)} handlers{note}")
         phase = "Ready"
     return ToolRegistryStatus(
         phase=phase,

@@ -216,6 +216,11 @@ def schema_problem(schema: dict) -> str | None:
     return None
 
 
+# How many of the tools a handler leaves out its message names, and how much of each reason.
+MAX_NOTES = 10
+MAX_NOTE_CHARS = 300
+
+
 def _result(handler: ToolHandler, found: Found) -> HandlerResult:
     usable, notes = [], list(found.skipped)
     for tool in found.tools:
@@ -234,7 +239,10 @@ def _result(handler: ToolHandler, found: Found) -> HandlerResult:
     else:
         message, status, reason = count, "True", "Reachable" if handler.type == "http" else "Discovered"
     if notes:
-        message += "; left out: " + "; ".join(notes)
+        # A document may leave out thousands; the status holds a message for each handler.
+        shown = [note if len(note) <= MAX_NOTE_CHARS else note[: MAX_NOTE_CHARS - 1] + "…" for note in notes[:MAX_NOTES]]
+        more = f"; and {len(notes) - MAX_NOTES} more" if len(notes) > MAX_NOTES else ""
+        message += "; left out: " + "; ".join(shown) + more
     return HandlerResult(handler.name, status, reason, message, tuple(usable))
 
 

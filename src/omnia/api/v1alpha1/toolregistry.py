@@ -299,7 +299,11 @@ class ToolRegistryStatus(StatusModel):
         default=None, description="Summary: Pending, Ready, Degraded (some handlers failed) or Failed."
     )
     discovered_tools: list[DiscoveredTool] = Field(
-        default_factory=list, description="Every tool discovered across the handlers."
+        default_factory=list,
+        description=(
+            "The tools discovered across the handlers: at most 100 of each handler, descriptions cut to"
+            " 200 characters (a handler's toolCount counts them all)."
+        ),
     )
     handlers: list[HandlerStatus] = Field(
         default_factory=list,
