@@ -169,7 +169,7 @@ class Turns:
                 f"retry in {bucket.retry_after(now):.2f}s",
             )
 
-    def check_size(self, content: str) -> None:
+    def check_content(self, content: str) -> None:
         """``Refused`` for content above ``maxMessageBytes`` (MESSAGE_TOO_LARGE) or not text.
 
         Not text: a lone surrogate, which a protocol whose library decodes
@@ -303,7 +303,7 @@ class Conversation:
             self._turns.refuse(ErrorCode.TURN_IN_PROGRESS, "a turn is in progress on this session")
         if not content:
             self._turns.refuse(ErrorCode.INVALID_MESSAGE, "the message is empty")
-        self._turns.check_size(content)
+        self._turns.check_content(content)
         self._metrics.received_by_type["message"].inc()
         self._turn_started = time.monotonic()
         self._first_chunk_seen = False
@@ -317,7 +317,7 @@ class Conversation:
         """Answer a client-side tool call; raises ``Refused`` for a call that waits for nothing."""
         if call_id not in self._awaiting_results:
             self._turns.refuse(ErrorCode.INVALID_MESSAGE, f"no client tool call {call_id!r} is waiting for a result")
-        self._turns.check_size(content)
+        self._turns.check_content(content)
         self._awaiting_results.discard(call_id)
         self._metrics.received_by_type["tool_result"].inc()
         result = pb.ToolResult(call_id=call_id, content=content, is_error=is_error)
