@@ -68,14 +68,16 @@ def _namespace() -> str:
     return f"test-{uuid.uuid4().hex[:12]}"
 
 
-def build_store(kind: str, *, url: str | None, namespace: str, **bounds):
+def build_store(
+    kind: str, *, url: str | None, namespace: str, timeout_seconds: float = TIMEOUT_SECONDS, **bounds
+):
     """A store of ``kind``; ``bounds`` as the stores take them."""
     if kind == "memory":
         return MemoryStore(**bounds)
     if kind == "redis":
-        return RedisStore.from_url(url, namespace=namespace, timeout_seconds=TIMEOUT_SECONDS, **bounds)
+        return RedisStore.from_url(url, namespace=namespace, timeout_seconds=timeout_seconds, **bounds)
     return PostgresStore(
-        dsn=url, namespace=namespace, timeout_seconds=TIMEOUT_SECONDS, max_connections=20, **bounds
+        dsn=url, namespace=namespace, timeout_seconds=timeout_seconds, max_connections=20, **bounds
     )
 
 
@@ -103,13 +105,20 @@ class StoreFactory:
         max_turns: int = 5,
         max_bytes: int = 10_000,
         namespace: str | None = None,
+        timeout_seconds: float = TIMEOUT_SECONDS,
     ):
-        """A store in a fresh namespace unless one is given."""
+        """A store in a fresh namespace unless one is given.
+
+        The short default timeout lets outage tests fail fast; a test of
+        ordering under load gives a long one, since a loaded machine may
+        keep an answer (or a free pooled connection) for seconds.
+        """
         settings = {
             "namespace": namespace or _namespace(),
             "ttl_seconds": ttl_seconds,
             "max_turns": max_turns,
             "max_bytes": max_bytes,
+            "timeout_seconds": timeout_seconds,
         }
         store = build_store(self.kind, url=self.server.url if self.server else None, **settings)
         self._made.append(store)

@@ -164,6 +164,7 @@ async def test_an_expired_session_id_can_be_used_again_from_scratch(make_store):
 
 
 SESSIONS, TURNS, CONCURRENCY = 200, 20, 64
+UNHURRIED = 30.0  # seconds per store call: these tests are of order, not of latency
 
 
 def _numbered_turn(session_id: str, index: int) -> Turn:
@@ -185,7 +186,7 @@ async def test_many_sessions_written_at_once_keep_every_turn_in_order(make_store
     sent for it, so a turn landing in the wrong session, at the wrong index
     or twice would show.
     """
-    store = make_store(max_turns=TURNS, max_bytes=100_000)
+    store = make_store(max_turns=TURNS, max_bytes=100_000, timeout_seconds=UNHURRIED)
     gate = asyncio.Semaphore(CONCURRENCY)
     ids = [f"c{n:03d}" for n in range(SESSIONS)]
 
@@ -212,7 +213,7 @@ async def test_many_sessions_written_at_once_keep_every_turn_in_order(make_store
 
 async def test_readers_during_writes_see_whole_turns_in_order(make_store):
     """A reader racing the writers sees some prefix of the history, each turn complete."""
-    store = make_store(max_turns=TURNS, max_bytes=100_000)
+    store = make_store(max_turns=TURNS, max_bytes=100_000, timeout_seconds=UNHURRIED)
     ids = [f"r{n}" for n in range(8)]
     for session_id in ids:
         await store.create(_session(session_id))
