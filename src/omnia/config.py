@@ -249,6 +249,7 @@ class FacadeConfig(_Model):
     auth: AuthConfig = Field(default_factory=AuthConfig)
     protocols: ProtocolsConfig = Field(default_factory=ProtocolsConfig)
     max_connections: int = 1_000
+    max_connections_per_principal: int = 0
     max_message_bytes: int = 64 * 1024
     messages_per_second: float = 10.0
     message_burst: int = 20

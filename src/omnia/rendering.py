@@ -281,6 +281,7 @@ def render_agent_config(
                 openai=facade.protocols.openai, mcp=facade.protocols.mcp, a2a=facade.protocols.a2a
             ),
             max_connections=facade.max_connections,
+            max_connections_per_principal=facade.max_connections_per_principal,
             max_message_bytes=facade.max_message_bytes,
             messages_per_second=facade.messages_per_second,
             message_burst=facade.message_burst,

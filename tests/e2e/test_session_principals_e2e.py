@@ -8,7 +8,9 @@ so a session id reveals nothing to whoever does not own it.
 from __future__ import annotations
 
 import json
+from contextlib import ExitStack
 
+import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
@@ -16,12 +18,17 @@ from websockets.sync.client import connect
 from omnia.config import AuthConfig
 
 from .conftest import mock_config
-from .processes import AgentProcesses
+from .processes import AgentProcesses, wait_until
+
+# Connections one key may hold on the replica.
+SHARE = 3
 
 
 @pytest.fixture(scope="module")
 def keyed_agent(tmp_path_factory):
-    config = mock_config(auth=AuthConfig(type="apiKey", api_keys_env="E2E_API_KEYS"))
+    config = mock_config(
+        auth=AuthConfig(type="apiKey", api_keys_env="E2E_API_KEYS"), max_connections_per_principal=SHARE
+    )
     processes = AgentProcesses(config, tmp_path_factory.mktemp("keyed"), env={"E2E_API_KEYS": "key-alice,key-bob"})
     try:
         yield processes.start()
@@ -72,3 +79,36 @@ def test_without_auth_sessions_have_no_owner_and_resume_as_before(mock_agent):
     with connect(f"{mock_agent.ws_url}?session_id={session_id}") as ws:
         connected = json.loads(ws.recv(timeout=10))
     assert (connected["type"], connected["resumed"]) == ("connected", True)
+
+
+def test_one_key_holds_at_most_its_share_of_the_replica_and_others_still_get_in(keyed_agent):
+    """A client with a valid key opening connection after connection is refused past its share
+    (WebSocket and OpenAI endpoint alike), while another key connects and talks."""
+    completion = {"model": "e2e", "messages": [{"role": "user", "content": "hi"}]}
+    with ExitStack() as held:
+        for _ in range(SHARE):
+            ws = held.enter_context(connect(f"{keyed_agent.ws_url}?api_key=key-alice"))
+            assert json.loads(ws.recv(timeout=10))["type"] == "connected"
+        with connect(f"{keyed_agent.ws_url}?api_key=key-alice") as refused:
+            error = json.loads(refused.recv(timeout=10))
+            with pytest.raises(ConnectionClosed):
+                refused.recv(timeout=10)
+        over = httpx.post(
+            f"{keyed_agent.url}/v1/chat/completions", json=completion,
+            headers={"authorization": "Bearer key-alice"}, timeout=30,
+        )
+        _start_session(keyed_agent.ws_url, "key-bob")
+        served = httpx.post(
+            f"{keyed_agent.url}/v1/chat/completions", json=completion,
+            headers={"authorization": "Bearer key-bob"}, timeout=30,
+        )
+    assert (error["code"], refused.close_code) == ("CAPACITY_EXCEEDED", 1013)
+    assert (over.status_code, over.json()["error"]["code"]) == (503, "CAPACITY_EXCEEDED")
+    assert served.status_code == 200, served.text
+    # Closed, the connections give their share back (once the facade has seen them close).
+    wait_until(lambda: _first_frame(keyed_agent.ws_url, "key-alice") == "connected", what="alice's share back")
+
+
+def _first_frame(url: str, key: str) -> str:
+    with connect(f"{url}?api_key={key}") as ws:
+        return json.loads(ws.recv(timeout=10))["type"]

@@ -8,6 +8,8 @@ import tracemalloc
 
 import pytest
 
+from omnia.facade import auth
+
 from .conftest import TEST_CONFIG, RunningFacade, StartFacade
 from .harness import closed, connect, eventually, receive, receive_until, send
 
@@ -152,3 +154,49 @@ async def test_connections_beyond_the_limit_are_refused_with_1013(
     async with await connect(facade.ws_url) as fourth:
         assert (await receive(fourth))["type"] == "connected"
     assert facade.metric("omnia_connections_total", {"result": "rejected_capacity"}) == 1
+
+
+async def test_one_principal_holds_at_most_its_share_of_connections(start_facade: StartFacade) -> None:
+    """One API key cannot take every connection of a replica: past its share it is refused,
+    over WebSockets and the open protocols alike, while another key still gets in."""
+    facade = await start_facade(
+        TEST_CONFIG.model_copy(update={"max_connections": 10, "max_connections_per_principal": 2}),
+        authenticator=auth.ApiKeys(["greedy", "other"]),
+    )
+    greedy, other = f"{facade.ws_url}?api_key=greedy", f"{facade.ws_url}?api_key=other"
+    async with await connect(greedy) as first, await connect(greedy) as second:
+        assert [(await receive(ws))["type"] for ws in (first, second)] == ["connected", "connected"]
+        async with await connect(greedy) as third:
+            refused = await receive(third)
+            code, _ = await closed(third)
+        async with facade.http() as http:
+            completion = await http.post(
+                "/v1/chat/completions",
+                headers={"authorization": "Bearer greedy"},
+                json={"model": "support-agent", "messages": [{"role": "user", "content": "hi"}]},
+            )
+            served = await http.post(
+                "/v1/chat/completions",
+                headers={"authorization": "Bearer other"},
+                json={"model": "support-agent", "messages": [{"role": "user", "content": "hi"}]},
+            )
+        async with await connect(other) as calm:
+            assert (await receive(calm))["type"] == "connected"
+    assert (refused["code"], refused["retryable"], code) == ("CAPACITY_EXCEEDED", True, 1013)
+    assert "2 connections" in refused["message"]
+    assert completion.status_code == 503, completion.text
+    assert completion.json()["error"]["code"] == "CAPACITY_EXCEEDED"
+    assert served.status_code == 200, served.text
+    assert facade.metric("omnia_connections_total", {"result": "rejected_principal"}) == 2
+    # The slots come back when the connections close, and a refused one held none.
+    assert await eventually(lambda: facade.connections() == 0)
+    async with await connect(greedy) as first, await connect(greedy) as second:
+        assert [(await receive(ws))["type"] for ws in (first, second)] == ["connected", "connected"]
+
+
+async def test_without_authentication_there_is_no_principal_to_bound(start_facade: StartFacade) -> None:
+    """With auth none every client is the same anonymous caller: the bound would be the
+    replica's, so it does not apply (maxConnections does)."""
+    facade = await start_facade(TEST_CONFIG.model_copy(update={"max_connections_per_principal": 1}))
+    async with await connect(facade.ws_url) as first, await connect(facade.ws_url) as second:
+        assert [(await receive(ws))["type"] for ws in (first, second)] == ["connected", "connected"]

@@ -181,18 +181,20 @@ def test_facade_limits_against_hostile_clients_reach_the_runtime_config():
         "turnTimeoutSeconds": 45,
         "maxPendingConnections": 100,
         "maxPendingConnectionsPerAddress": 0,
+        "maxConnectionsPerPrincipal": 7,
     }
     facade = config_for(model(manifests.agent(facade=limits))).facade
     assert (
         facade.max_output_buffer_bytes, facade.send_timeout_seconds, facade.request_header_timeout_seconds,
         facade.max_pending_connections, facade.max_pending_connections_per_address, facade.turn_timeout_seconds,
-    ) == (65536, 5, 3, 100, 0, 45)
+        facade.max_connections_per_principal,
+    ) == (65536, 5, 3, 100, 0, 45, 7)
     defaults = config_for(model(manifests.agent())).facade
     assert (
         defaults.max_output_buffer_bytes, defaults.send_timeout_seconds, defaults.request_header_timeout_seconds,
         defaults.max_pending_connections, defaults.max_pending_connections_per_address,
-        defaults.turn_timeout_seconds,
-    ) == (256 * 1024, 30, 10, 512, 64, 300)
+        defaults.turn_timeout_seconds, defaults.max_connections_per_principal,
+    ) == (256 * 1024, 30, 10, 512, 64, 300, 0)
 
 
 def test_service_exposes_the_facade_port_named_ws():

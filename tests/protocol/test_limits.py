@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from omnia.protocol.limits import TokenBucket, exceeds
+from omnia.protocol.limits import Shares, TokenBucket, exceeds
 
 
 @pytest.mark.parametrize(
@@ -58,3 +58,22 @@ def test_bucket_time_going_backwards_grants_nothing() -> None:
 def test_rate_zero_disables_the_limit() -> None:
     bucket = TokenBucket(rate=0, burst=1, now=0.0)
     assert all(bucket.take(0.0) for _ in range(1000))
+
+
+def test_shares_bound_each_client_apart_and_come_back() -> None:
+    shares = Shares(2)
+    assert [shares.take("a"), shares.take("a"), shares.take("a")] == [True, True, False]
+    assert shares.take("b")
+    shares.give_back("a")
+    assert shares.take("a") and not shares.take("a")
+    for _ in range(2):
+        shares.give_back("a")
+    shares.give_back("b")
+    assert (shares.held("a"), shares.held("b"), shares._held) == (0, 0, {})
+
+
+def test_shares_of_zero_count_nothing() -> None:
+    shares = Shares(0)
+    assert all(shares.take("a") for _ in range(1000))
+    shares.give_back("a")
+    assert shares._held == {}

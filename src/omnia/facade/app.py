@@ -85,6 +85,7 @@ def create_app(
         metrics=metrics_,
         authenticator=authenticator,
         draining=lambda: relay.draining,
+        shares=relay.shares,
     )
     profile = profile or AgentProfile(name=agent)
     protocols = config.protocols

@@ -41,6 +41,16 @@ class Principal:
     subject: str
     method: str
 
+    @property
+    def identified(self) -> bool:
+        """Whether the caller is told apart from others (with auth none, everyone is one)."""
+        return self.method != "none"
+
+
+def too_many_connections(limit: int) -> str:
+    """The refusal of a principal holding ``limit`` connections to the replica already."""
+    return f"this client already holds {limit} connections to this replica (its limit); close one and retry"
+
 
 class Unauthorized(Exception):
     pass

@@ -47,7 +47,7 @@ from omnia.facade.runtime_client import (
 )
 from omnia.protocol import frames, sessions
 from omnia.protocol.errors import CloseCode, ErrorCode, ProtocolError
-from omnia.protocol.limits import TokenBucket
+from omnia.protocol.limits import Shares, TokenBucket
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +100,8 @@ class Relay:
         self.authenticator = authenticator
         self.draining = False
         self.connections: set[_Connection] = set()
+        # Shared with the open protocols' conversations (``Turns``): one bound per principal.
+        self.shares = Shares(config.max_connections_per_principal)
         self._empty = asyncio.Event()
         self._empty.set()
         self._description: pb.Description | None = None
@@ -209,6 +211,7 @@ class _Connection:
         "awaiting_approvals",
         "turn_timer",
         "timeout_task",
+        "principal",
     )
 
     def __init__(self, receive: Receive, send: Send, *, relay: Relay) -> None:
@@ -228,6 +231,8 @@ class _Connection:
         self.awaiting_approvals: frozenset[str] = _NONE_AWAITED
         self.turn_timer: asyncio.TimerHandle | None = None
         self.timeout_task: asyncio.Task[None] | None = None
+        # Set once counted in the relay's ``shares``, to give its share back.
+        self.principal: auth.Principal | None = None
 
     @property
     def in_turn(self) -> bool:
@@ -272,6 +277,8 @@ class _Connection:
                 self.call.cancel()
             if self.in_turn:
                 self._end_turn(outcome="aborted")
+            if self.principal is not None:
+                relay.shares.give_back(self.principal)
             relay._release(self)
             await self.close(CloseCode.NORMAL)
 
@@ -292,6 +299,15 @@ class _Connection:
             await self.fail(ErrorCode.UNAUTHORIZED, str(exc))
             await self.close(CloseCode.UNAUTHORIZED)
             return False
+        if principal.identified:
+            if not self.relay.shares.take(principal):
+                self.metrics.connection_result("rejected_principal")
+                await self.fail(
+                    ErrorCode.CAPACITY_EXCEEDED, auth.too_many_connections(self.relay.shares.limit)
+                )
+                await self.close(CloseCode.TRY_AGAIN_LATER)
+                return False
+            self.principal = principal
         session_id = query.get("session_id", "")
         if len(session_id) > frames.MAX_ID_LENGTH:
             self.metrics.connection_result("open_failed")

@@ -43,7 +43,7 @@ from omnia.facade.metrics import Metrics
 from omnia.facade.runtime_client import UNAVAILABLE_CODES, RuntimeClient, client_traceparent, session_metadata
 from omnia.protocol import frames, limits
 from omnia.protocol.errors import RETRYABLE, ErrorCode
-from omnia.protocol.limits import TokenBucket
+from omnia.protocol.limits import Shares, TokenBucket
 
 logger = logging.getLogger(__name__)
 
@@ -130,8 +130,11 @@ class Turns:
         metrics: Metrics,
         authenticator: auth.Authenticator,
         draining: Callable[[], bool],
+        shares: Shares | None = None,
     ) -> None:
         self.config = config
+        # Connections per principal: the WebSocket relay's, so that one bound covers both.
+        self.shares = shares if shares is not None else Shares(config.max_connections_per_principal)
         self.runtime = runtime
         self.metrics = metrics
         self.authenticator = authenticator
@@ -214,9 +217,13 @@ class Turns:
         if self.open_conversations >= self.config.max_connections:
             self.metrics.connection_result("rejected_capacity")
             self.refuse(ErrorCode.CAPACITY_EXCEEDED, "this replica is at its connection limit; retry shortly")
+        holder = principal if principal.identified else None
+        if holder is not None and not self.shares.take(holder):
+            self.metrics.connection_result("rejected_principal")
+            self.refuse(ErrorCode.CAPACITY_EXCEEDED, auth.too_many_connections(self.shares.limit))
         traceparent = client_traceparent(headers)
         call = self.runtime.converse(traceparent=traceparent or None)
-        conversation = Conversation(self, call)
+        conversation = Conversation(self, call, holder=holder)
         self.open_conversations += 1
         self.metrics.connection_opened()
         try:
@@ -241,8 +248,12 @@ class Conversation:
     call to its client) and resumed later with another call to ``events``.
     """
 
-    def __init__(self, turns: Turns, call: grpc.aio.StreamStreamCall) -> None:
+    def __init__(
+        self, turns: Turns, call: grpc.aio.StreamStreamCall, *, holder: auth.Principal | None = None
+    ) -> None:
         self._turns = turns
+        # The principal whose share of connections this holds, if counted.
+        self._holder = holder
         self._metrics = turns.metrics
         self._call = call
         self.session_id = ""
@@ -463,4 +474,6 @@ class Conversation:
         self.closed = True
         self._call.cancel()
         self._turns.open_conversations -= 1
+        if self._holder is not None:
+            self._turns.shares.give_back(self._holder)
         self._metrics.connection_closed()

@@ -1,4 +1,4 @@
-"""Limits a server applies to each client: frame size and message rate.
+"""Limits a server applies to each client: frame size, message rate and connections held.
 
 Both run for every frame a client sends, so both are O(1) and allocation-free
 in the common case. Time is passed in rather than read, which keeps the rate
@@ -6,6 +6,8 @@ limiter deterministic under test.
 """
 
 from __future__ import annotations
+
+from collections.abc import Hashable
 
 
 def exceeds(text: str, max_bytes: int) -> bool:
@@ -55,3 +57,39 @@ class TokenBucket:
             return 0.0
         missing = 1.0 - (self._tokens + max(0.0, now - self._stamp) * self.rate)
         return max(0.0, missing / self.rate)
+
+
+class Shares:
+    """How many connections each client holds, each at most ``limit``.
+
+    A ``limit`` of zero or less disables the bound. A client is counted only
+    while it holds something, so the table is as large as the set of clients
+    connected at once.
+    """
+
+    __slots__ = ("limit", "_held")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._held: dict[Hashable, int] = {}
+
+    def take(self, client: Hashable) -> bool:
+        """Count one more connection of ``client``; False (nothing counted) at its limit."""
+        if self.limit <= 0:
+            return True
+        held = self._held.get(client, 0)
+        if held >= self.limit:
+            return False
+        self._held[client] = held + 1
+        return True
+
+    def give_back(self, client: Hashable) -> None:
+        """Uncount one connection ``take`` counted for ``client``."""
+        held = self._held.get(client, 0) - 1
+        if held > 0:
+            self._held[client] = held
+        else:
+            self._held.pop(client, None)
+
+    def held(self, client: Hashable) -> int:
+        return self._held.get(client, 0)

@@ -174,6 +174,14 @@ class FacadeSpec(ApiModel):
         default=1000, ge=1,
         description="Maximum concurrent WebSocket connections per pod.",
     )
+    max_connections_per_principal: int = Field(
+        default=0, ge=0,
+        description=(
+            "Connections (WebSockets, and the open protocols' conversations in flight) one principal, an API key "
+            "or a JWT subject, may hold on one pod; more get CAPACITY_EXCEEDED. 0 disables the bound; with auth "
+            "none there is no principal and it does not apply."
+        ),
+    )
     max_message_bytes: int = Field(
         default=65536, ge=1, description="Largest accepted client message, in bytes; larger ones get MESSAGE_TOO_LARGE."
     )
