@@ -29,9 +29,10 @@ from omnia.config import (
     ScriptedError,
     ScriptedReply,
     ScriptedToolCall,
+    SessionConfig,
     ToolConfig,
 )
-from omnia.providers.base import Message
+from omnia.providers.base import Message, TextDelta
 from omnia.providers.mock import MockProvider
 from omnia.sessions import MemoryStore, StoreUnavailable
 
@@ -268,6 +269,52 @@ async def test_provider_error_fails_the_turn_and_commits_nothing():
     events = await h.turn(session.id, "hi")
     assert events[-1] == TurnFailed("PROVIDER_ERROR", "overloaded", True)
     assert (await h.store.get(session.id)).turns == ()
+
+
+class EndlessProvider:
+    """A model server that never ends its reply (it ignores max_tokens): text for ever."""
+
+    type, model = "openai", "runaway"
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.closed = False
+
+    async def stream(self, request):
+        try:
+            while True:
+                self.sent += 1
+                yield TextDelta("runaway " * 128)
+                await asyncio.sleep(0)
+        finally:
+            self.closed = True
+
+
+async def test_a_reply_that_never_ends_fails_the_turn_at_what_the_session_could_hold():
+    """Without a bound the runtime kept every chunk of it until the turn timed out."""
+    config = AgentConfig(
+        name="helper",
+        prompts=PromptRollout(stable=PromptConfig(version="1.0.0", system_prompt="Be brief.")),
+        session=SessionConfig(max_bytes=100_000),
+    )
+    provider = EndlessProvider()
+    store = MemoryStore(max_bytes=100_000)
+    agent = Agent(config=config, provider=provider, store=store)
+    session, _ = await agent.open_session(session_id=None)
+    events = []
+
+    async def emit(event):
+        events.append(event)
+
+    async with asyncio.timeout(30):
+        await agent.run_turn(session.id, UserInput("hi"), channel=ScriptedClient(), emit=emit)
+    failed = events[-1]
+    assert isinstance(failed, TurnFailed) and failed.code == "PROVIDER_ERROR", failed
+    assert "100000 characters" in failed.message and not failed.retryable
+    streamed = sum(len(e.text) for e in events if isinstance(e, Chunk))
+    assert 100_000 - 1024 <= streamed <= 100_000 + 1024
+    assert provider.closed and provider.sent < 200
+    assert (await store.get(session.id)).turns == ()
 
 
 async def test_cancel_commits_the_partial_reply_and_reports_cancelled():

@@ -110,3 +110,14 @@ def stream_error(error_type: str, message: str, *, after: tuple[str, ...] = ()) 
         events += _text_block(0, after)[:-1]
     events.append(("error", {"type": "error", "error": {"type": error_type, "message": message}}))
     return Reply(events=tuple(events))
+
+
+def endless_input(call_id: str = "toolu_1", name: str = "search", fragment: str = "a" * 512) -> Reply:
+    """A tool use whose input never ends (a server that ignores max_tokens)."""
+    block = {"type": "tool_use", "id": call_id, "name": name, "input": {}}
+    events = (
+        _start(30),
+        ("content_block_start", {"type": "content_block_start", "index": 0, "content_block": block}),
+    )
+    delta = {"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": fragment}}
+    return Reply(events=events, forever=("content_block_delta", delta))

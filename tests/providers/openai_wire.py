@@ -67,3 +67,11 @@ def text_then_stream_error(piece: str, message: str) -> Reply:
         (None, {"error": {"message": message, "type": "server_error"}}),
     )
     return Reply(events=events)
+
+
+def endless_arguments(call_id: str = "call_1", name: str = "search", fragment: str = "a" * 512) -> Reply:
+    """A tool call whose arguments never end (a server that ignores max_tokens)."""
+    start = {"index": 0, "id": call_id, "type": "function", "function": {"name": name, "arguments": '{"q": "'}}
+    events = ((None, _chunk({"role": "assistant", "content": None})), (None, _chunk({"tool_calls": [start]})))
+    part = {"index": 0, "function": {"arguments": fragment}}
+    return Reply(events=events, forever=(None, _chunk({"tool_calls": [part]})))

@@ -36,6 +36,9 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
     gap: float = 0.0
+    # After ``events``, this one over and over until the client goes away: a
+    # server that never ends its reply.
+    forever: tuple[str | None, dict | str] | None = None
 
 
 @dataclass(frozen=True)
@@ -84,12 +87,22 @@ class ScriptedServer:
             for name, data in reply.events:
                 if sent and reply.gap:
                     await asyncio.sleep(reply.gap)
-                payload = data if isinstance(data, str) else json.dumps(data)
-                yield (f"event: {name}\n" if name else "").encode() + f"data: {payload}\n\n".encode()
+                yield _event(name, data)
                 sent += 1
+            if reply.forever is not None:
+                again = _event(*reply.forever)
+                while True:
+                    yield again
+                    sent += 1
+                    await asyncio.sleep(0)
         finally:
-            if sent < len(reply.events):
+            if sent < len(reply.events) or reply.forever is not None:
                 self.abandoned.set()
+
+
+def _event(name: str | None, data: dict | str) -> bytes:
+    payload = data if isinstance(data, str) else json.dumps(data)
+    return (f"event: {name}\n" if name else "").encode() + f"data: {payload}\n\n".encode()
 
 
 @contextlib.contextmanager

@@ -20,6 +20,7 @@ client's next message is checked against a total that includes this turn.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -54,6 +55,7 @@ from omnia.providers.base import (
     ToolCallRequest,
     ToolSpec,
     Usage,
+    runaway_reply,
 )
 from omnia.sessions.base import (
     Session,
@@ -513,29 +515,37 @@ class Agent:
                 tools=tools.specs if offer_tools else (),
                 temperature=self.config.provider.temperature,
                 max_tokens=self.config.provider.max_tokens,
+                max_reply_chars=self.config.session.max_bytes,
             )
             text: list[str] = []
             calls: list[ToolCall] = []
             reason = "stop"
             turn.open_reply(text)
             with self._chat_span(request) as span:
-                async for event in self.provider.stream(request):
-                    if isinstance(event, TextDelta):
-                        if event.text:
-                            text.append(event.text)
-                            await emit(Chunk(event.text, turn.message_id))
-                    elif isinstance(event, ToolCallRequest):
-                        calls.append(event.call)
-                    elif isinstance(event, Finish):
-                        reason = event.reason
-                        turn.usage = turn.usage + event.usage
-                        span.set_attributes(
-                            {
-                                "gen_ai.usage.input_tokens": event.usage.input_tokens,
-                                "gen_ai.usage.output_tokens": event.usage.output_tokens,
-                                "gen_ai.response.finish_reasons": (event.reason,),
-                            }
-                        )
+                async with contextlib.aclosing(self.provider.stream(request)) as events:
+                    async for event in events:
+                        if isinstance(event, TextDelta):
+                            if event.text:
+                                # A reply the session could not hold is refused as it comes: a
+                                # model server that never ends its reply would otherwise grow
+                                # the runtime until the turn's timeout.
+                                turn.reply_chars += len(event.text)
+                                if turn.reply_chars > self.config.session.max_bytes:
+                                    raise runaway_reply(self.config.session.max_bytes)
+                                text.append(event.text)
+                                await emit(Chunk(event.text, turn.message_id))
+                        elif isinstance(event, ToolCallRequest):
+                            calls.append(event.call)
+                        elif isinstance(event, Finish):
+                            reason = event.reason
+                            turn.usage = turn.usage + event.usage
+                            span.set_attributes(
+                                {
+                                    "gen_ai.usage.input_tokens": event.usage.input_tokens,
+                                    "gen_ai.usage.output_tokens": event.usage.output_tokens,
+                                    "gen_ai.response.finish_reasons": (event.reason,),
+                                }
+                            )
             turn.close_reply(calls)
             if not calls:
                 turn.finish(reason)
@@ -661,6 +671,8 @@ class _TurnState:
     records: list[dict] = field(default_factory=list)
     usage: Usage = field(default_factory=Usage)
     finish_reason: str = "stop"
+    # Characters of model text this turn, every model call of it together.
+    reply_chars: int = 0
     _open_text: list[str] | None = None
 
     def open_reply(self, text: list[str]) -> None:

@@ -77,6 +77,9 @@ class ChatRequest:
     tools: tuple[ToolSpec, ...] = ()
     temperature: float | None = None
     max_tokens: int | None = None
+    # The most characters of model output (text and tool call arguments) the
+    # caller can hold; a stream past it fails (``runaway_reply``).
+    max_reply_chars: int | None = None
 
 
 @dataclass(frozen=True)
@@ -149,3 +152,15 @@ class Provider(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+def runaway_reply(limit: int) -> ProviderError:
+    """The failure of a model reply past ``limit`` characters: a model server that never ends its reply."""
+    return ProviderError(
+        f"the model's reply went past {limit} characters, more than the session can hold "
+        "(spec.session.maxBytes); its stream was closed and the turn not stored"
+    )
+
+
+def past(limit: int | None, count: int) -> bool:
+    return limit is not None and count > limit

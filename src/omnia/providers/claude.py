@@ -57,6 +57,8 @@ from omnia.providers.base import (
     ToolCallRequest,
     ToolSpec,
     Usage,
+    past,
+    runaway_reply,
 )
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
@@ -151,6 +153,7 @@ class ClaudeProvider:
             raise _error(error, base_url=base_url) from error
         try:
             tool_uses: dict[int, _PartialToolUse] = {}
+            arguments = 0  # characters of every tool use's input so far
             called = False
             reason: str | None = None
             input_tokens = output_tokens = 0
@@ -170,6 +173,9 @@ class ClaudeProvider:
                         yield TextDelta(event.delta.text)
                     elif event.delta.type == "input_json_delta" and event.index in tool_uses:
                         tool_uses[event.index].parts.append(event.delta.partial_json)
+                        arguments += len(event.delta.partial_json)
+                        if past(request.max_reply_chars, arguments):
+                            raise runaway_reply(request.max_reply_chars)
                 elif event.type == "content_block_stop" and event.index in tool_uses:
                     called = True
                     yield ToolCallRequest(tool_uses.pop(event.index).complete())

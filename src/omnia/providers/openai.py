@@ -55,6 +55,8 @@ from omnia.providers.base import (
     ToolCallRequest,
     ToolSpec,
     Usage,
+    past,
+    runaway_reply,
 )
 
 DEFAULT_BASE_URLS = {
@@ -139,6 +141,7 @@ class OpenAIProvider:
             raise _error(error, base_url=str(self._client.base_url)) from error
         try:
             calls: dict[int, _PartialCall] = {}
+            arguments = 0  # characters of every call's arguments so far
             reason: str | None = None
             usage = Usage()
             async for chunk in chunks:
@@ -153,7 +156,9 @@ class OpenAIProvider:
                     if choice.delta.content:
                         yield TextDelta(choice.delta.content)
                     for part in choice.delta.tool_calls or ():
-                        calls.setdefault(part.index, _PartialCall()).add(part)
+                        arguments += calls.setdefault(part.index, _PartialCall()).add(part)
+                        if past(request.max_reply_chars, arguments):
+                            raise runaway_reply(request.max_reply_chars)
                     reason = choice.finish_reason or reason
             if reason is None:
                 raise TransientError("the stream ended before the model finished its reply")
@@ -189,11 +194,15 @@ class _PartialCall:
     name: str = ""
     arguments: list[str] = field(default_factory=list)
 
-    def add(self, part: ChoiceDeltaToolCall) -> None:
+    def add(self, part: ChoiceDeltaToolCall) -> int:
+        """Take one fragment; the characters of arguments it added."""
         self.id = part.id or self.id
-        if part.function is not None:
-            self.name = part.function.name or self.name
-            self.arguments.append(part.function.arguments or "")
+        if part.function is None:
+            return 0
+        self.name = part.function.name or self.name
+        fragment = part.function.arguments or ""
+        self.arguments.append(fragment)
+        return len(fragment)
 
     def complete(self) -> ToolCall:
         text = "".join(self.arguments).strip()
