@@ -121,3 +121,8 @@ def endless_input(call_id: str = "toolu_1", name: str = "search", fragment: str 
     )
     delta = {"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": fragment}}
     return Reply(events=events, forever=("content_block_delta", delta))
+
+
+def endless_event() -> Reply:
+    """An event that never ends: ``data:`` and then bytes without a line end."""
+    return Reply(events=(), endless=b"data: {\"a\": \"" + b"a" * 65536)

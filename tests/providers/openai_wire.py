@@ -75,3 +75,8 @@ def endless_arguments(call_id: str = "call_1", name: str = "search", fragment: s
     events = ((None, _chunk({"role": "assistant", "content": None})), (None, _chunk({"tool_calls": [start]})))
     part = {"index": 0, "function": {"arguments": fragment}}
     return Reply(events=events, forever=(None, _chunk({"tool_calls": [part]})))
+
+
+def endless_event() -> Reply:
+    """An event that never ends: ``data:`` and then bytes without a line end."""
+    return Reply(events=(), endless=b"data: {\"a\": \"" + b"a" * 65536)

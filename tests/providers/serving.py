@@ -39,6 +39,8 @@ class Reply:
     # After ``events``, this one over and over until the client goes away: a
     # server that never ends its reply.
     forever: tuple[str | None, dict | str] | None = None
+    # After ``events``, these bytes over and over: one event that never ends.
+    endless: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -95,8 +97,11 @@ class ScriptedServer:
                     yield again
                     sent += 1
                     await asyncio.sleep(0)
+            while reply.endless:
+                yield reply.endless
+                await asyncio.sleep(0)
         finally:
-            if sent < len(reply.events) or reply.forever is not None:
+            if sent < len(reply.events) or reply.forever is not None or reply.endless:
                 self.abandoned.set()
 
 

@@ -154,6 +154,11 @@ class Provider(Protocol):
     async def aclose(self) -> None: ...
 
 
+# The largest server-sent event read from a model's server. Its SDK keeps an
+# event whole until it ends; one that never ends would grow the runtime.
+MAX_EVENT_BYTES = 16 * 1024 * 1024
+
+
 def runaway_reply(limit: int) -> ProviderError:
     """The failure of a model reply past ``limit`` characters: a model server that never ends its reply."""
     return ProviderError(

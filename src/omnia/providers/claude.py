@@ -40,6 +40,7 @@ import anthropic
 import httpx2
 
 from omnia.config import ProviderConfig
+from omnia.eventbound import bounding
 from omnia.providers._retrying import (
     RetryPolicy,
     TransientError,
@@ -55,6 +56,7 @@ from omnia.providers.base import (
     TextDelta,
     ToolCall,
     ToolCallRequest,
+    MAX_EVENT_BYTES,
     ToolSpec,
     Usage,
     past,
@@ -127,6 +129,9 @@ class ClaudeProvider:
             timeout=config.timeout_seconds,
             max_retries=0,
             open_telemetry=False,
+            http_client=anthropic.DefaultAsyncHttpxClient(
+                event_hooks={"response": [bounding(MAX_EVENT_BYTES, what="an event of the model's stream")]}
+            ),
         )
         return cls(
             client=client,

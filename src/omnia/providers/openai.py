@@ -38,6 +38,7 @@ import openai
 from openai.types.chat.chat_completion_chunk import ChoiceDeltaToolCall
 
 from omnia.config import ProviderConfig
+from omnia.eventbound import bounding
 from omnia.providers._retrying import (
     RetryPolicy,
     TransientError,
@@ -53,6 +54,7 @@ from omnia.providers.base import (
     TextDelta,
     ToolCall,
     ToolCallRequest,
+    MAX_EVENT_BYTES,
     ToolSpec,
     Usage,
     past,
@@ -114,6 +116,9 @@ class OpenAIProvider:
             base_url=base_url,
             timeout=config.timeout_seconds,
             max_retries=0,
+            http_client=openai.DefaultAsyncHttpxClient(
+                event_hooks={"response": [bounding(MAX_EVENT_BYTES, what="an event of the model's stream")]}
+            ),
         )
         return cls(
             client=client,

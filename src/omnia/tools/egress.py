@@ -43,6 +43,8 @@ import httpcore2
 import httpx
 import httpx2
 
+from omnia.eventbound import EventBound
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Resolve = Callable[[str, int], Awaitable[list[str]]]
@@ -219,7 +221,6 @@ class _Transport(httpx.AsyncHTTPTransport):
 # would otherwise grow the reader (the runtime, or the operator discovering
 # every namespace's tools) until it is killed.
 MAX_MCP_MESSAGE_BYTES = 16 * 1024 * 1024
-_EVENT_ENDS = (b"\n\n", b"\n\r\n")
 
 
 class _Transport2(httpx2.AsyncHTTPTransport):
@@ -232,35 +233,8 @@ class _Transport2(httpx2.AsyncHTTPTransport):
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         response = await super().handle_async_request(request)
-        response.stream = _MessageBound(response.stream, MAX_MCP_MESSAGE_BYTES)
+        response.stream = EventBound(response.stream, MAX_MCP_MESSAGE_BYTES, what="an MCP message")
         return response
-
-
-class _MessageBound(httpx2.AsyncByteStream):
-    """A response body with at most ``limit`` bytes between two blank lines.
-
-    A blank line ends a server-sent event, so this bounds each event of a
-    stream, and the whole of a JSON body (which has none). Past the bound the
-    read fails as a protocol error, which the SDK reports as a failed call.
-    """
-
-    def __init__(self, stream: httpx2.AsyncByteStream, limit: int) -> None:
-        self._stream = stream
-        self._limit = limit
-
-    async def __aiter__(self):  # type: ignore[override]
-        run, tail = 0, b""
-        async for chunk in self._stream:
-            window = tail + chunk
-            ends = [window.rfind(end) + len(end) for end in _EVENT_ENDS if end in window]
-            run = len(window) - max(ends) if ends else run + len(chunk)
-            if run > self._limit:
-                raise httpx2.RemoteProtocolError(f"an MCP message passed {self._limit} bytes")
-            tail = window[-2:]
-            yield chunk
-
-    async def aclose(self) -> None:
-        await self._stream.aclose()
 
 
 DEFAULT_TIMEOUT = httpx.Timeout(300.0, connect=10.0)
