@@ -112,7 +112,7 @@ def stream_error(error_type: str, message: str, *, after: tuple[str, ...] = ()) 
     return Reply(events=tuple(events))
 
 
-def endless_input(call_id: str = "toolu_1", name: str = "search", fragment: str = "a" * 512) -> Reply:
+def endless_tool_call(call_id: str = "toolu_1", name: str = "search", fragment: str = "a" * 512) -> Reply:
     """A tool use whose input never ends (a server that ignores max_tokens)."""
     block = {"type": "tool_use", "id": call_id, "name": name, "input": {}}
     events = (

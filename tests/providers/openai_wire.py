@@ -69,7 +69,7 @@ def text_then_stream_error(piece: str, message: str) -> Reply:
     return Reply(events=events)
 
 
-def endless_arguments(call_id: str = "call_1", name: str = "search", fragment: str = "a" * 512) -> Reply:
+def endless_tool_call(call_id: str = "call_1", name: str = "search", fragment: str = "a" * 512) -> Reply:
     """A tool call whose arguments never end (a server that ignores max_tokens)."""
     start = {"index": 0, "id": call_id, "type": "function", "function": {"name": name, "arguments": '{"q": "'}}
     events = ((None, _chunk({"role": "assistant", "content": None})), (None, _chunk({"tool_calls": [start]})))

@@ -225,23 +225,3 @@ async def test_closing_the_stream_closes_the_http_response(anthropic_api):
     await stream.aclose()
     assert await asyncio.to_thread(anthropic_api.abandoned.wait, 5)
     await provider.aclose()
-
-
-async def test_tool_arguments_that_never_end_fail_at_the_reply_bound_and_close_the_response(anthropic_api):
-    """A server that ignores max_tokens: the call's arguments were kept until the turn timed out."""
-    anthropic_api.script(wire.endless_input())
-    request = ChatRequest(messages=_ask().messages, max_reply_chars=200_000)
-    with pytest.raises(ProviderError) as caught:
-        await _events(_provider(anthropic_api), request)
-    assert "past 200000 characters" in caught.value.message and not caught.value.retryable
-    assert await asyncio.to_thread(anthropic_api.abandoned.wait, 5)
-    assert len(anthropic_api.seen) == 1
-
-
-async def test_an_event_that_never_ends_fails_the_call_and_closes_the_response(anthropic_api):
-    """The SDK keeps an event's bytes until its end; the server never sends one."""
-    anthropic_api.script(wire.endless_event())
-    with pytest.raises(ProviderError) as caught:
-        await _events(_provider(anthropic_api, max_retries=0))
-    assert "16777216 bytes" in caught.value.message
-    assert await asyncio.to_thread(anthropic_api.abandoned.wait, 5)
