@@ -17,6 +17,20 @@ import httpx2
 _EVENT_ENDS = (b"\n\n", b"\n\r\n")
 
 
+class EventTooLarge(httpx2.RemoteProtocolError):
+    """A response's event (or JSON body) passed its bound: the server's fault, not the network's."""
+
+
+def too_large_in(error: BaseException | None) -> EventTooLarge | None:
+    """The ``EventTooLarge`` behind ``error`` (an SDK wraps it in its own), if any."""
+    seen = 0
+    while error is not None and seen < 8:
+        if isinstance(error, EventTooLarge):
+            return error
+        error, seen = error.__cause__ or error.__context__, seen + 1
+    return None
+
+
 class EventBound(httpx2.AsyncByteStream):
     """A response body with at most ``limit`` bytes between two blank lines.
 
@@ -36,7 +50,7 @@ class EventBound(httpx2.AsyncByteStream):
             ends = [window.rfind(end) + len(end) for end in _EVENT_ENDS if end in window]
             run = len(window) - max(ends) if ends else run + len(chunk)
             if run > self._limit:
-                raise httpx2.RemoteProtocolError(f"{self._what} passed {self._limit} bytes")
+                raise EventTooLarge(f"{self._what} passed {self._limit} bytes")
             tail = window[-2:]
             yield chunk
 

@@ -40,7 +40,7 @@ import anthropic
 import httpx2
 
 from omnia.config import ProviderConfig
-from omnia.eventbound import bounding
+from omnia.eventbound import bounding, too_large_in
 from omnia.providers._retrying import (
     RetryPolicy,
     TransientError,
@@ -281,6 +281,8 @@ def _input_tokens(usage: anthropic.types.Usage | anthropic.types.MessageDeltaUsa
 
 def _error(error: Exception, *, base_url: str) -> ProviderError:
     """The vendor's failure as a ``ProviderError``, keeping the vendor's own message."""
+    if (too_large := too_large_in(error)) is not None:
+        return ProviderError(f"{base_url}: {too_large}")
     if isinstance(error, (anthropic.APITimeoutError, httpx2.TimeoutException)):
         return TransientError(f"no answer from {base_url} in time")
     if isinstance(error, anthropic.APIConnectionError):

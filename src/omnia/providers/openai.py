@@ -38,7 +38,7 @@ import openai
 from openai.types.chat.chat_completion_chunk import ChoiceDeltaToolCall
 
 from omnia.config import ProviderConfig
-from omnia.eventbound import bounding
+from omnia.eventbound import bounding, too_large_in
 from omnia.providers._retrying import (
     RetryPolicy,
     TransientError,
@@ -250,6 +250,8 @@ def _tool(spec: ToolSpec) -> dict:
 
 def _error(error: openai.APIError, *, base_url: str) -> ProviderError:
     """The vendor's failure as a ``ProviderError``, keeping the vendor's own message."""
+    if (too_large := too_large_in(error)) is not None:
+        return ProviderError(f"{base_url}: {too_large}")
     if isinstance(error, openai.APITimeoutError):
         return TransientError(f"no answer from {base_url} in time: {error.message}")
     if isinstance(error, openai.APIConnectionError):
