@@ -62,9 +62,12 @@ def client_frame(opcode: Opcode, payload: bytes, *, fin: bool = True) -> bytes:
 class RawWebSocket:
     """A WebSocket client that writes raw frames and reads only when told to."""
 
-    def __init__(self, sock: socket.socket, protocol: ClientProtocol) -> None:
+    def __init__(self, sock: socket.socket, protocol: ClientProtocol, *, pending: list | None = None) -> None:
         self.sock = sock
         self.protocol = protocol
+        # Frames that came in the same read as the handshake's response (the
+        # server sends ``connected`` right after it): read before the socket.
+        self.pending = pending or []
 
     @classmethod
     def connect(
@@ -79,11 +82,12 @@ class RawWebSocket:
             if not data:
                 raise ConnectionError("closed during the handshake")
             protocol.receive_data(data)
-            for event in protocol.events_received():
+            events = protocol.events_received()
+            for index, event in enumerate(events):
                 if isinstance(event, Response):
                     if event.status_code != 101:
                         raise ConnectionError(f"upgrade refused: {event.status_code}")
-                    return cls(sock, protocol)
+                    return cls(sock, protocol, pending=events[index + 1 :])
 
     def flood(self, frame: bytes, *, seconds: float, batch: int = 1 << 16) -> int:
         """Send ``frame`` over and over for ``seconds`` without reading; bytes sent.
@@ -113,6 +117,9 @@ class RawWebSocket:
         every 50 ms. None when the connection ended without a close frame
         (reset or bare EOF).
         """
+        for event in self._take_pending():
+            if isinstance(event, Frame) and event.opcode is Opcode.CLOSE:
+                return Close.parse(event.data).code
         self.sock.settimeout(timeout)
         start = time.monotonic()
         deadline = start + timeout
@@ -146,16 +153,23 @@ class RawWebSocket:
     def _read_frames(self, enough, *, timeout: float) -> list[dict]:
         self.sock.settimeout(timeout)
         frames: list[dict] = []
+        events = self._take_pending()
         while True:
+            for index, event in enumerate(events):
+                if isinstance(event, Frame) and event.opcode is Opcode.TEXT:
+                    frames.append(json.loads(event.data))
+                    if enough(frames):
+                        self.pending = events[index + 1 :]
+                        return frames
             data = self.sock.recv(1 << 16)
             if not data:
                 raise AssertionError(f"the server closed the connection after {frames}")
             self.protocol.receive_data(data)
-            for event in self.protocol.events_received():
-                if isinstance(event, Frame) and event.opcode is Opcode.TEXT:
-                    frames.append(json.loads(event.data))
-                    if enough(frames):
-                        return frames
+            events = self.protocol.events_received()
+
+    def _take_pending(self) -> list:
+        pending, self.pending = self.pending, []
+        return pending
 
     def close(self) -> None:
         self.sock.close()
