@@ -258,7 +258,9 @@ class Pod:
             ),
         )
         path = workdir / "agent.json"
-        path.write_text(config.to_json())
+        # Only what differs from the defaults, so an older version's pod
+        # (bench/compare_relay.py) reads it too.
+        path.write_text(config.model_dump_json(by_alias=True, exclude_none=True, exclude_defaults=True))
         self.port = _free_port()
         address = f"unix://{workdir}/runtime.sock"
         env = {**os.environ, "OMNIA_LOG_LEVEL": "error", "OMNIA_SPEEDUPS": speedups}
