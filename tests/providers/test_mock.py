@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import pytest
 
@@ -184,8 +185,14 @@ async def test_delays_before_first_chunk_and_between_chunks():
 async def test_zero_delays_never_sleep(monkeypatch):
     """The relay benchmark runs thousands of mock sessions: no timers when none are asked for."""
 
-    async def no_sleep(_: float) -> None:
-        raise AssertionError("the mock slept")
+    # asyncio.sleep is global: the scripted HTTP servers of the other provider
+    # tests run their own loops in threads, and must go on sleeping.
+    real_sleep, this_thread = asyncio.sleep, threading.get_ident()
+
+    async def no_sleep(delay: float, *args, **kwargs):
+        if threading.get_ident() == this_thread:
+            raise AssertionError("the mock slept")
+        return await real_sleep(delay, *args, **kwargs)
 
     monkeypatch.setattr(asyncio, "sleep", no_sleep)
     provider = MockProvider(MockScript(replies=[ScriptedReply(text="x" * 100, chunk_size=1)]))
