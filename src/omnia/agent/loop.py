@@ -55,6 +55,7 @@ from omnia.providers.base import (
     ToolCallRequest,
     ToolSpec,
     Usage,
+    past,
     runaway_reply,
 )
 from omnia.sessions.base import (
@@ -530,8 +531,8 @@ class Agent:
                                 # model server that never ends its reply would otherwise grow
                                 # the runtime until the turn's timeout.
                                 turn.reply_chars += len(event.text)
-                                if turn.reply_chars > self.config.session.max_bytes:
-                                    raise runaway_reply(self.config.session.max_bytes)
+                                if past(request.max_reply_chars, turn.reply_chars):
+                                    raise runaway_reply(request.max_reply_chars)
                                 text.append(event.text)
                                 await emit(Chunk(event.text, turn.message_id))
                         elif isinstance(event, ToolCallRequest):

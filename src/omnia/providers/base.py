@@ -12,6 +12,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from omnia.eventbound import bounding
+
 Role = Literal["system", "user", "assistant", "tool"]
 
 
@@ -157,6 +159,11 @@ class Provider(Protocol):
 # The largest server-sent event read from a model's server. Its SDK keeps an
 # event whole until it ends; one that never ends would grow the runtime.
 MAX_EVENT_BYTES = 16 * 1024 * 1024
+
+
+def bounded_events() -> dict:
+    """The ``event_hooks`` of a vendor SDK's HTTP client: every event read bounded at ``MAX_EVENT_BYTES``."""
+    return {"response": [bounding(MAX_EVENT_BYTES, what="an event of the model's stream")]}
 
 
 def runaway_reply(limit: int) -> ProviderError:

@@ -40,7 +40,7 @@ import anthropic
 import httpx2
 
 from omnia.config import ProviderConfig
-from omnia.eventbound import bounding, too_large_in
+from omnia.eventbound import too_large_in
 from omnia.providers._retrying import (
     RetryPolicy,
     TransientError,
@@ -56,9 +56,9 @@ from omnia.providers.base import (
     TextDelta,
     ToolCall,
     ToolCallRequest,
-    MAX_EVENT_BYTES,
     ToolSpec,
     Usage,
+    bounded_events,
     past,
     runaway_reply,
 )
@@ -129,9 +129,7 @@ class ClaudeProvider:
             timeout=config.timeout_seconds,
             max_retries=0,
             open_telemetry=False,
-            http_client=anthropic.DefaultAsyncHttpxClient(
-                event_hooks={"response": [bounding(MAX_EVENT_BYTES, what="an event of the model's stream")]}
-            ),
+            http_client=anthropic.DefaultAsyncHttpxClient(event_hooks=bounded_events()),
         )
         return cls(
             client=client,

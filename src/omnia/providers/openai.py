@@ -38,7 +38,7 @@ import openai
 from openai.types.chat.chat_completion_chunk import ChoiceDeltaToolCall
 
 from omnia.config import ProviderConfig
-from omnia.eventbound import bounding, too_large_in
+from omnia.eventbound import too_large_in
 from omnia.providers._retrying import (
     RetryPolicy,
     TransientError,
@@ -54,9 +54,9 @@ from omnia.providers.base import (
     TextDelta,
     ToolCall,
     ToolCallRequest,
-    MAX_EVENT_BYTES,
     ToolSpec,
     Usage,
+    bounded_events,
     past,
     runaway_reply,
 )
@@ -116,9 +116,7 @@ class OpenAIProvider:
             base_url=base_url,
             timeout=config.timeout_seconds,
             max_retries=0,
-            http_client=openai.DefaultAsyncHttpxClient(
-                event_hooks={"response": [bounding(MAX_EVENT_BYTES, what="an event of the model's stream")]}
-            ),
+            http_client=openai.DefaultAsyncHttpxClient(event_hooks=bounded_events()),
         )
         return cls(
             client=client,
